@@ -1,0 +1,3 @@
+"""ctrlsparse: controlled sparsity via constrained optimization (Gallego-Posada et al., NeurIPS 2022)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from ctrlsparse.cli import main
+import sys
+sys.exit(main())

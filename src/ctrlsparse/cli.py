@@ -1,0 +1,42 @@
+"""``ctrlsparse SUBCOMMAND ...``: a thin dispatcher; each subcommand lives with its concept.
+
+Subcommands are resolved lazily so ``ctrlsparse report`` never pays for ``import torch``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> ("module:function", one-line help). Each function takes argv (list[str]) and returns an exit code.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("ctrlsparse.training.cli:main", "train one run into a directory (metrics, summary, checkpoint)"),
+    "track": ("ctrlsparse.tracking:main_track", "mirror a finished run directory to MLflow"),
+    "mlflow-init": ("ctrlsparse.tracking:main_init", "create the MLflow store and experiment once"),
+    "aggregate": ("ctrlsparse.report.aggregate:main", "collect run summaries into tables"),
+    "plots": ("ctrlsparse.report.plots:main", "draw the figures from the tables"),
+    "report": ("ctrlsparse.report.pdf:main", "assemble the PDF report"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: ctrlsparse SUBCOMMAND [--help] ...", "", "subcommands:"]
+    lines += [f"  {name:<12} {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"ctrlsparse: error: unknown subcommand {name!r}; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    module, _, function = SUBCOMMANDS[name][0].partition(":")
+    return int(getattr(importlib.import_module(module), function)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Every filename ctrlsparse writes lives here (and nowhere else).
+
+This module is torch-free on purpose: the Snakemake workflow imports it to compute output paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Files inside one run directory.
+METRICS = "metrics.csv"  # one row per epoch
+HPARAMS = "hparams.json"  # fully resolved hyperparameters
+SUMMARY = "summary.json"  # final numbers; written last, so its presence means "run finished"
+CHECKPOINT = "checkpoint.pt"  # everything needed to resume (weights_only-loadable)
+MLFLOW_RUN = "mlflow_run.json"  # id of the MLflow run that mirrors this directory
+DYNAMICS_PLOT = "dynamics.png"  # per-run training-dynamics figure (MLflow artifact)
+
+
+def run_dir(root: str | Path, run_key: str) -> Path:
+    """The directory of one run under ``root`` (e.g. ``results/runs``)."""
+    return Path(root) / run_key
+
+
+def metrics_path(run: str | Path) -> Path:
+    return Path(run) / METRICS
+
+
+def hparams_path(run: str | Path) -> Path:
+    return Path(run) / HPARAMS
+
+
+def summary_path(run: str | Path) -> Path:
+    return Path(run) / SUMMARY
+
+
+def checkpoint_path(run: str | Path) -> Path:
+    return Path(run) / CHECKPOINT
+
+
+def mlflow_run_path(run: str | Path) -> Path:
+    return Path(run) / MLFLOW_RUN
+
+
+def dynamics_plot_path(run: str | Path) -> Path:
+    return Path(run) / DYNAMICS_PLOT

@@ -1,0 +1,61 @@
+"""Name -> constructor maps, one per pluggable axis (dataset, architecture, method).
+
+Entries are ``"module:attribute"`` strings resolved on first use, so listing or validating names never
+imports torch (the Snakemake workflow and ``--help`` stay fast).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+
+class UnknownNameError(ValueError):
+    """A name that is not in a registry; the message names the axis, the value and the valid choices."""
+
+
+class Registry(Mapping[str, Callable[..., Any]]):
+    def __init__(self, axis: str, entries: Mapping[str, str]):
+        self.axis = axis
+        self._targets = dict(entries)
+        self._resolved: dict[str, Callable[..., Any]] = {}
+
+    def check(self, name: str) -> str:
+        if name not in self._targets:
+            raise UnknownNameError(f"unknown {self.axis} {name!r}; choose one of: {', '.join(self._targets)}")
+        return name
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        self.check(name)
+        if name not in self._resolved:
+            module, _, attribute = self._targets[name].partition(":")
+            self._resolved[name] = getattr(importlib.import_module(module), attribute)
+        return self._resolved[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._targets)
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._targets
+
+
+DATASETS = Registry("dataset", {"digits": "ctrlsparse.data.digits:load_digits"})
+ARCHS = Registry(
+    "arch",
+    {
+        "mlp": "ctrlsparse.models.mlp:build_mlp",
+        "cnn": "ctrlsparse.models.cnn:build_cnn",
+    },
+)
+METHODS = Registry(
+    "method",
+    {
+        "constrained": "ctrlsparse.problems.constrained:ConstrainedL0Problem",
+        "penalized": "ctrlsparse.problems.penalized:PenalizedL0Problem",
+        "dense": "ctrlsparse.problems.dense:DenseProblem",
+    },
+)
