@@ -1,3 +1,5 @@
-from ctrlsparse.cli import main
 import sys
+
+from ctrlsparse.cli import main
+
 sys.exit(main())

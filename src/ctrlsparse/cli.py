@@ -10,7 +10,10 @@ import sys
 
 # name -> ("module:function", one-line help). Each function takes argv (list[str]) and returns an exit code.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("ctrlsparse.training.cli:main", "train one run into a directory (metrics, summary, checkpoint)"),
+    "train": (
+        "ctrlsparse.training.cli:main",
+        "train one run into a directory (metrics, summary, checkpoint)",
+    ),
     "track": ("ctrlsparse.tracking:main_track", "mirror a finished run directory to MLflow"),
     "mlflow-init": ("ctrlsparse.tracking:main_init", "create the MLflow store and experiment once"),
     "aggregate": ("ctrlsparse.report.aggregate:main", "collect run summaries into tables"),
@@ -32,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"ctrlsparse: error: unknown subcommand {name!r}; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        print(
+            f"ctrlsparse: error: unknown subcommand {name!r}; choose one of: {', '.join(SUBCOMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     module, _, function = SUBCOMMANDS[name][0].partition(":")
     return int(getattr(importlib.import_module(module), function)(rest) or 0)

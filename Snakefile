@@ -1,0 +1,38 @@
+# ctrlsparse workflow: grid of train jobs -> MLflow -> tables, plots, PDF report.
+#   snakemake --profile profiles/local                                   # the default grid (config.yaml)
+#   snakemake --profile profiles/local --configfile workflow/presets/smoke.yaml
+# Stages live in workflow/rules/, one file each; the training itself is `ctrlsparse train` (src/ctrlsparse).
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+report: "report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/tracking.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/plots.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    all,
+    mlflow_init,
+    aggregate,
+    plots,
+    resolved_config,
+    report,
+
+
+rule all:
+    default_target: True
+    input:
+        rules.report.output.pdf,

@@ -1,0 +1,1 @@
+"""Data sets (registry: ``ctrlsparse.registry.DATASETS``)."""

@@ -1,0 +1,68 @@
+"""Hard-concrete L0 gates (Louizos et al. 2018) with the constants and conventions of the paper.
+
+A gate z in [0, 1] is a stretched, clamped binary-concrete variable with location log alpha:
+
+    u ~ U(eps, 1 - eps)
+    s = sigmoid((log u - log(1 - u) + log alpha) / beta)
+    z = clamp(s * (zeta - gamma) + gamma, 0, 1)
+
+Training draws one sample per layer per minibatch (shared by all examples). Evaluation uses the median of
+the distribution, z = clamp(sigmoid(log alpha / beta) * (zeta - gamma) + gamma, 0, 1), which is exactly 0
+iff log alpha <= -beta * ln(-zeta / gamma) = -1.599 and exactly 1 iff log alpha >= +1.599. (Louizos's
+paper uses sigmoid(log alpha) without the 1/beta; the controlled-sparsity code, followed here, uses the
+median.) The probability that a gate is non-zero has the closed form
+
+    P(z != 0) = 1 - Q(s <= 0) = sigmoid(log alpha - beta * log(-gamma / zeta)),
+
+which is what the density constraint is written in: a deterministic, differentiable function of log alpha.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+BETA = 2.0 / 3.0  # temperature
+GAMMA = -0.1  # lower stretch limit
+ZETA = 1.1  # upper stretch limit
+EPS = 1e-6  # noise and probability clamp
+LOG_ALPHA_MIN = math.log(1e-2)  # log alpha is clamped to [log 1e-2, log 1e2] after every step
+LOG_ALPHA_MAX = math.log(1e2)
+
+# beta * log(-gamma / zeta) = -1.5986: the shift between log alpha and the logit of P(z != 0).
+_ACTIVE_SHIFT = BETA * math.log(-GAMMA / ZETA)
+
+
+def initial_log_alpha(droprate: float) -> float:
+    """Mean of the log alpha initialisation for a drop rate d: log((1 - d) / d)."""
+    if not 0.0 < droprate < 1.0:
+        raise ValueError(f"droprate_init must lie in (0, 1), got {droprate}")
+    return math.log((1.0 - droprate) / droprate)
+
+
+def stretch(s: Tensor) -> Tensor:
+    """Map a concrete sample in (0, 1) onto (gamma, zeta) and clamp it to the gate range [0, 1]."""
+    return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
+def sample_gates(log_alpha: Tensor) -> Tensor:
+    """One reparameterised hard-concrete sample per entry of ``log_alpha`` (differentiable in log alpha)."""
+    u = torch.rand_like(log_alpha).clamp(EPS, 1.0 - EPS)
+    return stretch(torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA))
+
+
+def median_gates(log_alpha: Tensor) -> Tensor:
+    """Deterministic evaluation gates: the median of the hard concrete (can be fractional)."""
+    return stretch(torch.sigmoid(log_alpha / BETA))
+
+
+def prob_active(log_alpha: Tensor) -> Tensor:
+    """P(z != 0) in closed form, clamped to [eps, 1 - eps]."""
+    return torch.sigmoid(log_alpha - _ACTIVE_SHIFT).clamp(EPS, 1.0 - EPS)
+
+
+def clamp_log_alpha_(log_alpha: Tensor) -> Tensor:
+    """In-place clamp of log alpha to [log 1e-2, log 1e2] (applied after every optimizer step)."""
+    return log_alpha.clamp_(LOG_ALPHA_MIN, LOG_ALPHA_MAX)

@@ -1,0 +1,237 @@
+"""Gated layers: ``L0Linear``, ``L0Conv2d`` and ``L0BatchNorm2d``.
+
+Every gated layer holds one 1-D parameter ``log_alpha`` (one entry per gate) and a scalar ``group_size``:
+the number of sparsifiable parameters one gate switches off. Groups (paper.md §1):
+
+- structured ``L0Linear``: one gate per *input neuron*; group = a weight column (``out_features``); the bias
+  stays dense and is not sparsifiable.
+- structured ``L0Conv2d``: one gate per *output channel*; group = the filter (``in/groups * kh * kw``) plus
+  its bias entry when there is a bias.
+- unstructured: one gate per weight and one per bias entry; group size 1.
+
+The layers subclass their dense torch counterparts, so their weights initialise the same way and a purge
+can copy them into plain modules.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ctrlsparse import gates as hc
+
+
+class GatedLayer(nn.Module):
+    """Mixin for a layer whose effective parameters are its weights times hard-concrete gates."""
+
+    log_alpha: nn.Parameter
+    group_size: int
+    structured: bool
+    droprate_init: float
+
+    def _init_gates(self, n_gates: int, group_size: int, droprate_init: float, structured: bool) -> None:
+        self.structured = structured
+        self.group_size = group_size
+        self.droprate_init = droprate_init
+        self.log_alpha = nn.Parameter(torch.empty(n_gates, device=self.weight.device))
+        self.last_gates: Tensor | None = None
+        self.reset_gates()
+
+    def reset_gates(self) -> None:
+        nn.init.normal_(self.log_alpha, hc.initial_log_alpha(self.droprate_init), 0.01)
+
+    @property
+    def n_gates(self) -> int:
+        return self.log_alpha.numel()
+
+    @property
+    def n_sparsifiable(self) -> int:
+        return self.n_gates * self.group_size
+
+    def gates(self) -> Tensor:
+        """A fresh sample in training mode; the deterministic median gates in eval mode."""
+        z = hc.sample_gates(self.log_alpha) if self.training else hc.median_gates(self.log_alpha)
+        self.last_gates = z
+        return z
+
+    def prob_active(self) -> Tensor:
+        return hc.prob_active(self.log_alpha)
+
+    def expected_active(self) -> Tensor:
+        """Expected number of non-zero sparsifiable parameters (differentiable in log alpha)."""
+        return self.prob_active().sum() * self.group_size
+
+    def eval_active(self) -> Tensor:
+        """Number of sparsifiable parameters whose evaluation gate is non-zero."""
+        return (hc.median_gates(self.log_alpha.detach()) > 0).sum() * self.group_size
+
+    def clamp_log_alpha_(self) -> None:
+        with torch.no_grad():
+            hc.clamp_log_alpha_(self.log_alpha)
+
+    def gated_params(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Weight and bias with the gates ``z`` applied."""
+        raise NotImplementedError
+
+    def group_sq_norms(self) -> Tensor:
+        """Squared L2 norm of each gate's group of parameters (one entry per gate)."""
+        raise NotImplementedError
+
+    def dense_sq_norm(self) -> Tensor:
+        """Squared L2 norm of the layer's parameters that no gate covers."""
+        return self.weight.new_zeros(())
+
+    def expected_l2(self, detach_gates: bool) -> Tensor:
+        """1/2 * sum_g P(z_g != 0) * ||theta_g||^2 + 1/2 * ||dense part||^2 (paper.md §1, weight decay)."""
+        p = self.prob_active()
+        if detach_gates:
+            p = p.detach()
+        return 0.5 * ((p * self.group_sq_norms()).sum() + self.dense_sq_norm())
+
+    def eval_params(self) -> tuple[Tensor, Tensor | None]:
+        """Weights with the median gates folded in, as a purge would keep them."""
+        with torch.no_grad():
+            return self.gated_params(hc.median_gates(self.log_alpha))
+
+
+class L0Linear(nn.Linear, GatedLayer):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        droprate_init: float = 0.5,
+        structured: bool = True,
+        device: torch.device | str | None = None,
+    ):
+        nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device)
+        if structured:
+            self._init_gates(in_features, out_features, droprate_init, structured)
+        else:
+            self._init_gates(
+                self.weight.numel() + (out_features if bias else 0), 1, droprate_init, structured
+            )
+
+    def gated_params(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.structured:
+            return self.weight * z, self.bias
+        n = self.weight.numel()
+        bias = None if self.bias is None else self.bias * z[n:]
+        return self.weight * z[:n].view_as(self.weight), bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.gates()
+        if self.structured:  # gating inputs costs O(batch * in) instead of O(out * in)
+            return F.linear(x * z, self.weight, self.bias)
+        return F.linear(x, *self.gated_params(z))
+
+    def group_sq_norms(self) -> Tensor:
+        if self.structured:
+            return self.weight.pow(2).sum(0)
+        parts = [self.weight.pow(2).flatten()] + ([] if self.bias is None else [self.bias.pow(2)])
+        return torch.cat(parts)
+
+    def dense_sq_norm(self) -> Tensor:
+        if self.structured and self.bias is not None:
+            return self.bias.pow(2).sum()
+        return self.weight.new_zeros(())
+
+
+class L0Conv2d(nn.Conv2d, GatedLayer):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+        droprate_init: float = 0.5,
+        structured: bool = True,
+        device: torch.device | str | None = None,
+    ):
+        nn.Conv2d.__init__(
+            self, in_channels, out_channels, kernel_size, stride, padding, bias=bias, device=device
+        )
+        if structured:
+            group = self.weight[0].numel() + (1 if bias else 0)
+            self._init_gates(out_channels, group, droprate_init, structured)
+        else:
+            self._init_gates(
+                self.weight.numel() + (out_channels if bias else 0), 1, droprate_init, structured
+            )
+
+    def gated_params(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.structured:
+            bias = None if self.bias is None else self.bias * z
+            return self.weight * z.view(-1, 1, 1, 1), bias
+        n = self.weight.numel()
+        bias = None if self.bias is None else self.bias * z[n:]
+        return self.weight * z[:n].view_as(self.weight), bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.gated_params(self.gates())
+        return self._conv_forward(x, weight, bias)
+
+    def group_sq_norms(self) -> Tensor:
+        if self.structured:
+            norms = self.weight.pow(2).flatten(1).sum(1)
+            return norms if self.bias is None else norms + self.bias.pow(2)
+        parts = [self.weight.pow(2).flatten()] + ([] if self.bias is None else [self.bias.pow(2)])
+        return torch.cat(parts)
+
+    def active_channels(self) -> Tensor:
+        """Boolean mask of output channels whose last gate (sample or median) is non-zero."""
+        z = self.last_gates if self.last_gates is not None else hc.median_gates(self.log_alpha.detach())
+        return z.detach() != 0
+
+
+class L0BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that normalises only the active channels and passes closed (all-zero) channels through.
+
+    ``forward(x, active)`` takes the boolean channel mask of the preceding gated conv (``active_channels()``);
+    closed channels neither use nor update the running statistics, so a channel that is off for a while
+    does not corrupt them. Without a mask it is a plain ``BatchNorm2d``.
+    """
+
+    def forward(self, x: Tensor, active: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if active is None:
+            return super().forward(x)
+        use_batch = self.training or self.running_mean is None
+        if use_batch:
+            mean = x.mean(dim=(0, 2, 3))
+            var = x.var(dim=(0, 2, 3), unbiased=False)
+            if self.training and self.running_mean is not None:
+                n = x.numel() / x.size(1)
+                with torch.no_grad():
+                    m = self.momentum if self.momentum is not None else 0.1
+                    new_mean = (1 - m) * self.running_mean + m * mean
+                    new_var = (1 - m) * self.running_var + m * var * n / max(n - 1, 1)
+                    self.running_mean.copy_(torch.where(active, new_mean, self.running_mean))
+                    self.running_var.copy_(torch.where(active, new_var, self.running_var))
+                    self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            shift = self.bias - mean * scale * self.weight
+            scale = scale * self.weight
+        else:
+            shift = -mean * scale
+        normed = x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        return torch.where(active.view(1, -1, 1, 1), normed, x)
+
+
+def gated_layers(model: nn.Module) -> list[tuple[str, GatedLayer]]:
+    """The model's gated layers with their qualified names, in registration order."""
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, GatedLayer)]
+
+
+def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [layer.log_alpha for _, layer in gated_layers(model)]
+
+
+def clamp_all_log_alpha_(model: nn.Module) -> None:
+    for _, layer in gated_layers(model):
+        layer.clamp_log_alpha_()

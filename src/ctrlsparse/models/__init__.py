@@ -1,0 +1,1 @@
+"""Architectures (registry: ``ctrlsparse.registry.ARCHS``); each builder makes a gated or a dense model."""

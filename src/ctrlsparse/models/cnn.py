@@ -1,0 +1,31 @@
+"""A LeNet5-Caffe-style CNN sized for small images (8x8 digits): conv 20@3x3 -> pool -> conv 50@3x3 ->
+pool -> FC 500 -> FC classes. All four layers are gated: the convs by output channel, the FCs by input
+neuron (as LeNet5 in the paper)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ctrlsparse.models.factory import LayerFactory
+
+CHANNELS = (20, 50)
+HIDDEN = 500
+
+
+def build_cnn(input_shape: tuple[int, ...], num_classes: int, layers: LayerFactory) -> nn.Module:
+    in_channels, height, width = input_shape
+    if height < 4 or width < 4:
+        raise ValueError(f"arch 'cnn' needs images of at least 4x4 pixels, got input shape {input_shape}")
+    features = CHANNELS[1] * (height // 4) * (width // 4)
+    return nn.Sequential(
+        layers.conv(in_channels, CHANNELS[0], 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        layers.conv(CHANNELS[0], CHANNELS[1], 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        layers.linear(features, HIDDEN),
+        nn.ReLU(),
+        layers.linear(HIDDEN, num_classes),
+    )

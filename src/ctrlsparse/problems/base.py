@@ -1,0 +1,80 @@
+"""The objective shared by every method: cross-entropy plus the expected-L2 weight decay."""
+
+from __future__ import annotations
+
+import cooper
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ctrlsparse.density import Density
+from ctrlsparse.hparams import HParams
+from ctrlsparse.layers import GatedLayer, clamp_all_log_alpha_
+
+
+class L0Problem(cooper.ConstrainedMinimizationProblem):
+    """Minimise E_z[CE(f(x; theta * z), y)] + wd * expected L2; subclasses add the density terms.
+
+    Expected L2 (paper.md §1): wd * [sum over gated layers of 1/2 sum_g P(z_g != 0) ||theta_g||^2
+    + 1/2 ||W||^2 over the dense Linear/Conv/BatchNorm parameters], with P detached when
+    ``l2_detach_gates`` (all paper runs), so weight decay never pushes the gates.
+    """
+
+    uses_gates = True
+
+    def __init__(self, model: nn.Module, hparams: HParams):
+        super().__init__()
+        self.model = model
+        self.hparams = hparams
+        self.density = Density(model)
+        if self.uses_gates and not len(self.density):
+            raise ValueError(
+                f"method {hparams.method!r} needs a gated model, but arch {hparams.arch!r} has no gates"
+            )
+        dense_types = (nn.Linear, nn.Conv2d, nn.BatchNorm2d)
+        self._dense_params = [
+            param
+            for module in model.modules()
+            if isinstance(module, dense_types) and not isinstance(module, GatedLayer)
+            for param in module.parameters(recurse=False)
+        ]
+
+    # --- the objective ---
+    def expected_l2(self) -> Tensor:
+        terms = [layer.expected_l2(self.hparams.l2_detach_gates) for layer in self.density.layers]
+        terms += [0.5 * param.pow(2).sum() for param in self._dense_params]
+        return torch.stack(terms).sum()
+
+    def objective(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """(loss, logits) for one minibatch; the loss carries no density term."""
+        logits = self.model(inputs)
+        loss = F.cross_entropy(logits, labels)
+        if self.hparams.weight_decay > 0:
+            loss = loss + self.hparams.weight_decay * self.expected_l2()
+        return loss, logits
+
+    def compute_cmp_state(self, inputs: Tensor, labels: Tensor) -> cooper.CMPState:
+        loss, logits = self.objective(inputs, labels)
+        return cooper.CMPState(loss=loss, misc={"objective": loss.detach(), "logits": logits.detach()})
+
+    # --- optimisation ---
+    def build_optimizer(self, primal: torch.optim.Optimizer) -> cooper.optim.CooperOptimizer:
+        return cooper.optim.UnconstrainedOptimizer(cmp=self, primal_optimizers=primal)
+
+    def after_step(self, cmp_state: cooper.CMPState) -> None:
+        """Runs after every optimizer step: keep log alpha inside its clamp range."""
+        clamp_all_log_alpha_(self.model)
+
+    # --- reporting ---
+    @property
+    def constraint_names(self) -> list[str]:
+        """One name per constraint (``model`` or the gated layers' names); empty without constraints."""
+        return []
+
+    def multiplier_values(self) -> Tensor | None:
+        return None
+
+    @torch.no_grad()
+    def violations(self) -> Tensor | None:
+        """Current constraint violations g - eps (None without constraints)."""
+        return None

@@ -1,0 +1,234 @@
+"""Collect every run's ``summary.json`` into tables: ``runs.csv``, ``settings.csv``, ``layers.csv``, ``tables.md``.
+
+- ``runs.csv``: one row per run (grid axes, final numbers, the run's directory).
+- ``settings.csv``: one row per setting (dataset, arch, variant, level) over seeds: mean, std and 95% CI
+  half-width of densities and accuracy, and how many seeds satisfy their constraints.
+- ``layers.csv``: one row per run and gated layer (expected/eval density and the layer's target).
+- ``tables.md``: the settings table per dataset/arch, in Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ctrlsparse import paths
+
+RUNS, SETTINGS, LAYERS, MARKDOWN = "runs.csv", "settings.csv", "layers.csv", "tables.md"
+SETTING = ["dataset", "arch", "method", "variant", "target_scope", "level"]
+STATS = ["expected_density", "eval_density", "test_accuracy", "max_violation", "wall_seconds"]
+FEASIBILITY_TOL = 0.01  # a constraint counts as satisfied when its final violation is at most this
+VARIANT_ORDER = ["constrained-model", "constrained-layer", "penalized-model", "penalized-layer", "dense"]
+# Two-sided 95% Student t quantiles by degrees of freedom (avoids importing scipy).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def ci95(std: float, n: int) -> float:
+    """Half-width of the 95% confidence interval of a mean of ``n`` values with sample std ``std``."""
+    if n < 2 or not math.isfinite(std):
+        return float("nan")
+    return T95.get(n - 1, 1.96 if n > 30 else 2.1) * std / math.sqrt(n)
+
+
+def find_summaries(inputs: list[str]) -> list[Path]:
+    """``summary.json`` files: each input is such a file or a directory searched recursively."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        found += [item] if item.is_file() else sorted(item.rglob(paths.SUMMARY))
+    return found
+
+
+def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``runs.csv`` row of one summary and its ``layers.csv`` rows."""
+    s = json.loads(summary_file.read_text())
+    targets = list(s.get("target") or [])
+    violations = list((s.get("violations") or {}).values())
+    row = {key: s.get(key) for key in ["run_key", *SETTING, "seed", "epochs", "hparams_hash"]}
+    row.update(
+        target=",".join(f"{t:g}" for t in targets) if s["method"] == "constrained" else "",
+        target_value=sum(targets) / len(targets) if s["method"] == "constrained" and targets else math.nan,
+        penalty=s.get("penalty") if s["method"] == "penalized" else math.nan,
+        max_violation=max(violations) if violations else math.nan,
+        satisfied=(max(violations) <= FEASIBILITY_TOL) if violations else math.nan,
+    )
+    for key in ("expected_density", "eval_density", "test_accuracy", "test_loss", "train_loss"):
+        row[key] = s.get(key)
+    for key in ("sparsifiable_params", "total_params", "wall_seconds"):
+        row[key] = s.get(key)
+    for name, version in (s.get("versions") or {}).items():
+        row[f"version_{name}"] = version
+    row["run_dir"] = str(summary_file.parent)
+    expected = s.get("layer_expected_density") or {}
+    evaluated = s.get("layer_eval_density") or {}
+    layer_rows = []
+    for index, layer in enumerate(expected):
+        if s["method"] == "constrained" and s.get("target_scope") == "layer":
+            layer_target = targets[index] if len(targets) == len(expected) else targets[0]
+        else:
+            layer_target = math.nan
+        layer_rows.append(
+            {
+                **{key: row[key] for key in ["run_key", *SETTING, "seed"]},
+                "layer": layer,
+                "layer_index": index,
+                "expected_density": expected[layer],
+                "eval_density": evaluated.get(layer, math.nan),
+                "layer_target": layer_target,
+                "multiplier": (s.get("multipliers") or {}).get(layer, math.nan),
+            }
+        )
+    return row, layer_rows
+
+
+def job_seconds(benchmarks: str | Path | None, run_key: str) -> float:
+    """Wall time of the whole train job (process start-up included) from Snakemake's benchmark file, or NaN."""
+    path = Path(benchmarks) / f"{run_key}.tsv" if benchmarks else None
+    if path is None or not path.exists():
+        return math.nan
+    lines = path.read_text().splitlines()
+    try:
+        return float(lines[1].split("\t")[0])
+    except (IndexError, ValueError):
+        return math.nan
+
+
+def aggregate(summary_files: list[Path], benchmarks: str | Path | None = None) -> tuple[Any, Any, Any]:
+    """(runs, settings, layers) DataFrames of the given summaries, in report order."""
+    import pandas as pd
+
+    rows, layer_rows = [], []
+    for path in summary_files:
+        row, layers = run_row(path)
+        row["job_seconds"] = job_seconds(benchmarks, row["run_key"])
+        rows.append(row)
+        layer_rows += layers
+    runs = pd.DataFrame(rows)
+    layers = pd.DataFrame(layer_rows)
+    if runs.empty:
+        return runs, pd.DataFrame(), layers
+    runs["_order"] = (
+        runs["variant"].map({v: i for i, v in enumerate(VARIANT_ORDER)}).fillna(len(VARIANT_ORDER))
+    )
+    runs["_level"] = runs["target_value"].fillna(runs["penalty"]).fillna(0.0)
+    runs = runs.sort_values(["dataset", "arch", "_order", "_level", "level", "seed"]).drop(columns=["_order"])
+    grouped = runs.groupby(SETTING, sort=False, dropna=False)
+    settings = grouped.agg(
+        target=("target", "first"),
+        target_value=("target_value", "first"),
+        penalty=("penalty", "first"),
+        seeds=("seed", "count"),
+        satisfied=(
+            "satisfied",
+            lambda v: int(v.fillna(False).astype(bool).sum()) if v.notna().any() else math.nan,
+        ),
+    ).reset_index()
+    for stat in STATS:
+        mean = grouped[stat].mean().to_numpy()
+        std = grouped[stat].std(ddof=1).to_numpy()
+        settings[f"{stat}_mean"] = mean
+        settings[f"{stat}_std"] = std
+        settings[f"{stat}_ci95"] = [ci95(s, n) for s, n in zip(std, settings["seeds"], strict=True)]
+    settings["density_gap"] = settings["expected_density_mean"] - settings["target_value"]
+    runs = runs.drop(columns=["_level"])
+    return runs, settings, layers
+
+
+def fmt(value: Any, digits: int = 3, percent: bool = False) -> str:
+    """A number as text for tables; NaN/None become an em dash."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{100 * value:.1f}" if percent else f"{value:.{digits}f}"
+    return str(value)
+
+
+def setting_label(row: Any) -> str:
+    """Short label of a setting, e.g. ``constrained-model ε=0.5`` / ``penalized-model λ=0.01`` / ``dense``."""
+    if row["method"] == "constrained":
+        return f"{row['variant']} ε={row['level']}"
+    if row["method"] == "penalized":
+        return f"{row['variant']} λ={row['level']}"
+    return str(row["variant"])
+
+
+MD_COLUMNS = ["setting", "seeds", "target", "expected density", "eval density", "accuracy %", "feasible"]
+
+
+def settings_rows(settings: Any) -> list[list[str]]:
+    """Rows (as text) of the settings table: one per setting, CI as ± where there are >= 2 seeds."""
+    out = []
+    for _, r in settings.iterrows():
+        acc = fmt(r["test_accuracy_mean"], percent=True)
+        if math.isfinite(r["test_accuracy_ci95"]):
+            acc += f" ± {100 * r['test_accuracy_ci95']:.1f}"
+        density = fmt(r["expected_density_mean"])
+        if math.isfinite(r["expected_density_ci95"]):
+            density += f" ± {r['expected_density_ci95']:.3f}"
+        feasible = (
+            "—"
+            if not isinstance(r["satisfied"], int | float) or math.isnan(r["satisfied"])
+            else (f"{int(r['satisfied'])}/{int(r['seeds'])}")
+        )
+        target = r["target"] if isinstance(r["target"], str) and r["target"] else "—"
+        out.append(
+            [
+                setting_label(r),
+                str(int(r["seeds"])),
+                target,
+                density,
+                fmt(r["eval_density_mean"]),
+                acc,
+                feasible,
+            ]
+        )
+    return out
+
+
+def markdown(settings: Any) -> str:
+    """``tables.md``: one settings table per dataset/arch."""
+    lines = ["# Results by setting", "", "Mean over seeds of the last epoch; ± is the 95% CI half-width.", ""]
+    for (dataset, arch), part in settings.groupby(["dataset", "arch"], sort=False):
+        lines += [f"## {dataset} / {arch}", "", "| " + " | ".join(MD_COLUMNS) + " |"]
+        lines.append("|" + "---|" * len(MD_COLUMNS))
+        lines += ["| " + " | ".join(row) + " |" for row in settings_rows(part)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_tables(
+    summary_files: list[Path], out: str | Path, benchmarks: str | Path | None = None
+) -> dict[str, Path]:
+    """Aggregate and write the four tables into ``out``; return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, settings, layers = aggregate(summary_files, benchmarks)
+    written = {name: out / name for name in (RUNS, SETTINGS, LAYERS, MARKDOWN)}
+    runs.to_csv(written[RUNS], index=False)
+    settings.to_csv(written[SETTINGS], index=False)
+    layers.to_csv(written[LAYERS], index=False)
+    written[MARKDOWN].write_text(
+        markdown(settings) if not settings.empty else "# Results by setting\n\nNo runs.\n"
+    )
+    return written
+
+
+def main(argv: list[str]) -> int:
+    """``ctrlsparse aggregate SUMMARY_OR_DIR... --out DIR``."""
+    parser = argparse.ArgumentParser(prog="ctrlsparse aggregate", description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", help="summary.json files, or directories searched for them")
+    parser.add_argument(
+        "--out", default="results/tables", help="directory of the tables (default: results/tables)"
+    )
+    parser.add_argument(
+        "--benchmarks", help="Snakemake benchmark directory of the train jobs (<run key>.tsv)"
+    )
+    args = parser.parse_args(argv)
+    files = find_summaries(args.inputs)
+    if not files:
+        parser.error(f"no {paths.SUMMARY} found in {' '.join(args.inputs)}; run the train jobs first")
+    written = write_tables(files, args.out, args.benchmarks)
+    print(f"aggregated {len(files)} runs into {', '.join(str(p) for p in written.values())}")
+    return 0

@@ -1,0 +1,320 @@
+"""The report's figures, drawn from the aggregated tables (and the runs' ``metrics.csv`` for dynamics).
+
+``ctrlsparse plots --tables results/tables --out results/plots`` writes one PNG per entry of :data:`FIGURES`.
+:func:`plot_run_dynamics` draws one run's curves (the MLflow artifact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ctrlsparse import paths
+from ctrlsparse.report.aggregate import LAYERS, RUNS, SETTINGS
+
+COLORS = {
+    "constrained-model": "tab:blue",
+    "constrained-layer": "tab:orange",
+    "penalized-model": "tab:green",
+    "penalized-layer": "tab:red",
+    "dense": "black",
+}
+MARKERS = {"constrained-model": "o", "constrained-layer": "s", "penalized-model": "^", "penalized-layer": "v"}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
+    return plt
+
+
+def _panels(frame: Any) -> list[tuple[str, Any]]:
+    """(title, rows) per dataset/arch, in table order."""
+    if frame.empty:
+        return []
+    return [(f"{d} / {a}", part) for (d, a), part in frame.groupby(["dataset", "arch"], sort=False)]
+
+
+def _grid(plt: Any, n: int, rows: int = 1, height: float = 3.4) -> tuple[Any, Any]:
+    fig, axes = plt.subplots(rows, max(n, 1), figsize=(3.8 * max(n, 1) + 0.6, height * rows), squeeze=False)
+    return fig, axes
+
+
+def _empty(plt: Any, text: str) -> Any:
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
+def control_figure(tables: dict[str, Any]) -> Any:
+    """Achieved vs target density of the constrained runs, with the diagonal (the paper's "control" plot)."""
+    plt = _plt()
+    s = tables["settings"]
+    s = (
+        s[(s["method"] == "constrained") & s["target"].astype(str).str.match(r"^[0-9.e-]+$")]
+        if not s.empty
+        else s
+    )
+    panels = _panels(s)
+    if not panels:
+        return _empty(plt, "no constrained runs with a single target in this grid")
+    fig, axes = _grid(plt, len(panels))
+    for ax, (title, part) in zip(axes[0], panels, strict=False):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="achieved = target")
+        for variant, rows in part.groupby("variant", sort=False):
+            ax.errorbar(
+                rows["target_value"],
+                rows["expected_density_mean"],
+                yerr=rows["expected_density_ci95"].fillna(0),
+                fmt=MARKERS.get(variant, "o"),
+                color=COLORS.get(variant),
+                capsize=3,
+                label=f"{variant} (expected)",
+            )
+            ax.scatter(
+                rows["target_value"],
+                rows["eval_density_mean"],
+                marker=MARKERS.get(variant, "o"),
+                facecolors="none",
+                edgecolors=COLORS.get(variant),
+                s=40,
+                label=f"{variant} (eval gates)",
+            )
+        ax.set(
+            title=title, xlabel="target density ε", ylabel="achieved density", xlim=(0, 1.02), ylim=(0, 1.02)
+        )
+        ax.set_aspect("equal")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_figure(tables: dict[str, Any]) -> Any:
+    """Test accuracy vs achieved density per method; bars are the seed spread (± std)."""
+    plt = _plt()
+    panels = _panels(tables["settings"])
+    if not panels:
+        return _empty(plt, "no runs")
+    fig, axes = _grid(plt, len(panels))
+    for ax, (title, part) in zip(axes[0], panels, strict=False):
+        for variant, rows in part.groupby("variant", sort=False):
+            rows = rows.sort_values("expected_density_mean")
+            if variant == "dense":
+                acc = 100 * rows["test_accuracy_mean"].iloc[0]
+                spread = 100 * (rows["test_accuracy_std"].fillna(0).iloc[0])
+                ax.axhline(acc, color="black", ls="--", lw=1, label="dense")
+                ax.axhspan(acc - spread, acc + spread, color="black", alpha=0.08)
+                continue
+            ax.errorbar(
+                rows["expected_density_mean"],
+                100 * rows["test_accuracy_mean"],
+                xerr=rows["expected_density_std"].fillna(0),
+                yerr=100 * rows["test_accuracy_std"].fillna(0),
+                fmt=MARKERS.get(variant, "o") + "-",
+                color=COLORS.get(variant),
+                capsize=2,
+                ms=4,
+                lw=1,
+                label=variant,
+            )
+        ax.set(title=title, xlabel="achieved expected density", ylabel="test accuracy (%)", xlim=(0, 1.05))
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def penalty_figure(tables: dict[str, Any]) -> Any:
+    """Penalized baseline: λ vs achieved density (one dot per seed, line through the means)."""
+    plt = _plt()
+    runs = tables["runs"]
+    runs = runs[runs["method"] == "penalized"] if not runs.empty else runs
+    panels = _panels(runs)
+    if not panels:
+        return _empty(plt, "no penalized runs in this grid")
+    fig, axes = _grid(plt, len(panels))
+    for ax, (title, part) in zip(axes[0], panels, strict=False):
+        for variant, rows in part.groupby("variant", sort=False):
+            color = COLORS.get(variant)
+            ax.scatter(rows["penalty"], rows["expected_density"], color=color, s=14, alpha=0.6)
+            means = rows.groupby("penalty")["expected_density"].mean()
+            ax.plot(means.index, means.values, marker=MARKERS.get(variant, "o"), color=color, label=variant)
+        ax.set_xscale("symlog", linthresh=1e-5) if (part["penalty"] <= 0).any() else ax.set_xscale("log")
+        ax.set(title=title, xlabel="penalty λ", ylabel="achieved expected density", ylim=(0, 1.05))
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def layer_figure(tables: dict[str, Any]) -> Any:
+    """Per-layer eval density of the constrained runs (mean over seeds), model-wise vs layer-wise."""
+    plt = _plt()
+    layers = tables["layers"]
+    layers = layers[layers["method"] == "constrained"] if not layers.empty else layers
+    panels = _panels(layers)
+    if not panels:
+        return _empty(plt, "no constrained runs in this grid")
+    scopes = [s for s in ("model", "layer") if s in set(layers["target_scope"])]
+    fig, axes = _grid(plt, len(panels), rows=len(scopes), height=3.0)
+    cmap = plt.get_cmap("viridis")
+    for col, (title, part) in enumerate(panels):
+        names = part.drop_duplicates("layer_index").sort_values("layer_index")["layer"].astype(str).tolist()
+        for row, scope in enumerate(scopes):
+            ax = axes[row][col]
+            rows = part[part["target_scope"] == scope]
+            levels = list(dict.fromkeys(rows["level"].astype(str)))
+            for i, level in enumerate(levels):
+                color = cmap(i / max(len(levels) - 1, 1))
+                mean = rows[rows["level"].astype(str) == level].groupby("layer_index")["eval_density"].mean()
+                ax.plot(mean.index, mean.values, marker="o", color=color, label=f"ε={level}")
+                target = (
+                    rows[rows["level"].astype(str) == level].groupby("layer_index")["layer_target"].first()
+                )
+                if target.notna().any():
+                    ax.plot(target.index, target.values, ls=":", color=color, lw=1)
+            ax.set_xticks(range(len(names)), names, fontsize=7)
+            ax.set(
+                title=f"{title}, {scope}-wise", xlabel="gated layer", ylabel="eval density", ylim=(0, 1.05)
+            )
+            ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def _metrics(run_dir: str | Path) -> Any:
+    import pandas as pd
+
+    return pd.read_csv(paths.metrics_path(run_dir))
+
+
+def dynamics_figure(tables: dict[str, Any]) -> Any:
+    """Training dynamics of the constrained runs (first seed): density and Lagrange multiplier per epoch."""
+    plt = _plt()
+    runs = tables["runs"]
+    runs = runs[runs["method"] == "constrained"] if not runs.empty else runs
+    if runs.empty:
+        return _empty(plt, "no constrained runs in this grid")
+    runs = runs[runs["seed"] == runs["seed"].min()]
+    panels = _panels(runs)
+    scopes = [s for s in ("model", "layer") if s in set(runs["target_scope"])]
+    fig, axes = plt.subplots(
+        2 * len(panels), len(scopes), figsize=(4.2 * len(scopes) + 0.6, 2.3 * 2 * len(panels)), squeeze=False
+    )
+    cmap = plt.get_cmap("viridis")
+    for row, (title, part) in enumerate(panels):
+        for col, scope in enumerate(scopes):
+            top, bottom = axes[2 * row][col], axes[2 * row + 1][col]
+            rows = part[part["target_scope"] == scope].sort_values("target_value")
+            for i, (_, run) in enumerate(rows.iterrows()):
+                color = cmap(i / max(len(rows) - 1, 1))
+                metrics = _metrics(run["run_dir"])
+                top.plot(
+                    metrics["epoch"], metrics["expected_density"], color=color, label=f"ε={run['level']}"
+                )
+                if math.isfinite(run["target_value"]):
+                    top.axhline(run["target_value"], color=color, ls=":", lw=0.8)
+                multipliers = [c for c in metrics.columns if c.startswith("multiplier/")]
+                if multipliers:
+                    bottom.plot(metrics["epoch"], metrics[multipliers].max(axis=1), color=color)
+            top.set(title=f"{title}, {scope}-wise", ylabel="expected density", ylim=(0, 1.05))
+            bottom.set(xlabel="epoch", ylabel="multiplier" + (" (max)" if scope == "layer" else ""))
+            if top.lines:
+                top.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+# name -> (figure function, file name). Captions live in report/captions/<name>.rst.
+FIGURES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "control": (control_figure, "control.png"),
+    "accuracy": (accuracy_figure, "accuracy_vs_density.png"),
+    "penalty": (penalty_figure, "penalty_vs_density.png"),
+    "layers": (layer_figure, "layer_density.png"),
+    "dynamics": (dynamics_figure, "dynamics.png"),
+}
+
+
+def load_tables(tables_dir: str | Path) -> dict[str, Any]:
+    import pandas as pd
+
+    def read(name: str) -> Any:
+        path = Path(tables_dir) / name
+        return (
+            pd.read_csv(path, dtype={"level": str, "target": str})
+            if path.stat().st_size > 2
+            else pd.DataFrame()
+        )
+
+    return {"runs": read(RUNS), "settings": read(SETTINGS), "layers": read(LAYERS)}
+
+
+def write_figures(tables_dir: str | Path, out: str | Path) -> dict[str, Path]:
+    plt = _plt()
+    tables = load_tables(tables_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, (draw, filename) in FIGURES.items():
+        fig = draw(tables)
+        fig.savefig(out / filename, bbox_inches="tight")
+        plt.close(fig)
+        written[name] = out / filename
+    return written
+
+
+def plot_run_dynamics(run_dir: str | Path, out: str | Path) -> Path:
+    """One run's curves: densities (model and per layer), multipliers/violations, accuracy and loss."""
+    plt = _plt()
+    metrics = _metrics(run_dir)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
+    epoch = metrics["epoch"]
+    axes[0].plot(epoch, metrics["expected_density"], color="black", label="model (expected)")
+    axes[0].plot(epoch, metrics["eval_density"], color="black", ls="--", label="model (eval)")
+    for column in (c for c in metrics.columns if c.startswith("expected_density/")):
+        axes[0].plot(epoch, metrics[column], lw=0.8, label=column.split("/", 1)[1])
+    axes[0].set(xlabel="epoch", ylabel="density", ylim=(0, 1.05), title="density")
+    axes[0].legend(fontsize=6)
+    names = [c.split("/", 1)[1] for c in metrics.columns if c.startswith("multiplier/")]
+    for i, name in enumerate(names):
+        axes[1].plot(epoch, metrics[f"multiplier/{name}"], lw=1, color=f"C{i}", label=f"multiplier/{name}")
+        if f"violation/{name}" in metrics:
+            axes[1].plot(epoch, metrics[f"violation/{name}"], lw=1, ls=":", color=f"C{i}")
+    axes[1].axhline(0, color="grey", lw=0.5)
+    axes[1].set(xlabel="epoch", title="multipliers (—) and violations (···)")
+    if names:
+        axes[1].legend(fontsize=6)
+    axes[2].plot(epoch, 100 * metrics["test_accuracy"], color="tab:blue", label="test accuracy (%)")
+    twin = axes[2].twinx()
+    twin.plot(epoch, metrics["train_loss"], color="tab:red", lw=0.8, label="train loss")
+    axes[2].set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy / train loss")
+    twin.set_ylabel("train loss")
+    fig.suptitle(str(Path(run_dir)), fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """``ctrlsparse plots --tables DIR --out DIR``."""
+    parser = argparse.ArgumentParser(prog="ctrlsparse plots", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tables", default="results/tables", help="directory written by ctrlsparse aggregate"
+    )
+    parser.add_argument("--out", default="results/plots", help="directory of the figures")
+    parser.add_argument("--run", help="instead: draw one run directory's dynamics into --out (a .png path)")
+    args = parser.parse_args(argv)
+    if args.run:
+        print(plot_run_dynamics(args.run, args.out))
+        return 0
+    written = write_figures(args.tables, args.out)
+    print(f"wrote {', '.join(str(p) for p in written.values())}")
+    return 0

@@ -1,0 +1,136 @@
+"""Synthetic run directories that follow the train command's file schema exactly (no torch, no training).
+
+For tests and benchmarks of the aggregation, plots, report and MLflow mirror:
+``write_synthetic_run(root, dataset="digits", arch="mlp", method="constrained", target=(0.5,), seed=0)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+from ctrlsparse import paths
+from ctrlsparse.hparams import HParams, hparams_hash, run_key
+
+# Gated layers as named by the library's nn.Sequential models.
+LAYERS = {"mlp": ["1", "3", "5"], "cnn": ["0", "3", "7", "9"]}
+SIZES = {"mlp": [64 * 300, 300 * 100, 100 * 10], "cnn": [180, 9000, 400 * 500, 5000]}
+
+
+def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path:
+    """Write hparams.json, metrics.csv and summary.json of a plausible run; return its directory."""
+    hp = HParams.resolve(epochs=epochs, **given)
+    key = run_key(hp)
+    rng = random.Random(f"{key}")
+    run = paths.run_dir(root, key)
+    run.mkdir(parents=True, exist_ok=True)
+    identity = {"run_key": key, "hparams_hash": hparams_hash(hp)}
+    paths.hparams_path(run).write_text(json.dumps({**hp.to_dict(), **identity}, indent=2) + "\n")
+
+    layers = LAYERS.get(hp.arch, ["1", "2"])
+    gated = hp.method != "dense"
+    if hp.method == "constrained":
+        targets = list(hp.target) if len(hp.target) == len(layers) else [hp.target[0]] * len(layers)
+    elif hp.method == "penalized":
+        level = 1.0 / (1.0 + 20 * hp.penalty)
+        targets = [min(1.0, level * (0.8 + 0.1 * i)) for i in range(len(layers))]
+    else:
+        targets = [1.0] * len(layers)
+    names = ["model"] if hp.target_scope == "model" else layers
+    rows = []
+    for epoch in range(1, epochs + 1):
+        progress = 1 - math.exp(-3 * epoch / epochs)
+        layer_density = (
+            [1 - (1 - t) * progress + rng.uniform(-0.01, 0.01) for t in targets] if gated else targets
+        )
+        layer_density = [min(1.0, max(0.01, d)) for d in layer_density]
+        weights = SIZES.get(hp.arch, [1] * len(layers))
+        model_density = sum(d * w for d, w in zip(layer_density, weights, strict=True)) / sum(weights)
+        accuracy = min(
+            0.99, 0.7 + 0.25 * progress - 0.05 * (1 - model_density) ** 2 + rng.uniform(-0.01, 0.01)
+        )
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": 1.5 * (1 - progress) + 0.05,
+            "test_loss": 1.4 * (1 - progress) + 0.1,
+            "test_accuracy": accuracy,
+            "expected_density": model_density,
+            "eval_density": max(0.0, model_density - 0.01) if gated else 1.0,
+            "lr": hp.lr,
+            "gates_lr": hp.gates_lr,
+            "epoch_seconds": 0.05 + rng.uniform(0, 0.01),
+        }
+        if gated:
+            for layer, density in zip(layers, layer_density, strict=True):
+                row[f"expected_density/{layer}"] = density
+                row[f"eval_density/{layer}"] = max(0.0, density - 0.01)
+        if hp.method == "constrained":
+            for i, name in enumerate(names):
+                achieved = model_density if name == "model" else layer_density[i]
+                target = hp.target[0] if name == "model" else targets[i]
+                row[f"multiplier/{name}"] = max(0.0, 0.5 * (1 - progress) * (1 + rng.uniform(-0.1, 0.1)))
+                row[f"violation/{name}"] = achieved - target
+        rows.append(row)
+    with open(paths.metrics_path(run), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    last = rows[-1]
+
+    def prefixed(prefix: str) -> dict[str, float]:
+        return {k[len(prefix) :]: v for k, v in last.items() if k.startswith(prefix)}
+
+    summary = {
+        **identity,
+        "dataset": hp.dataset,
+        "arch": hp.arch,
+        "method": hp.method,
+        "variant": hp.variant,
+        "target_scope": hp.target_scope,
+        "target": list(hp.target),
+        "penalty": hp.penalty,
+        "level": hp.level,
+        "seed": hp.seed,
+        "epochs": epochs,
+        **{
+            k: last[k]
+            for k in ("expected_density", "eval_density", "test_accuracy", "test_loss", "train_loss")
+        },
+        "layer_expected_density": prefixed("expected_density/"),
+        "layer_eval_density": prefixed("eval_density/"),
+        "multipliers": prefixed("multiplier/"),
+        "violations": prefixed("violation/"),
+        "sparsifiable_params": sum(SIZES.get(hp.arch, [2])),
+        "total_params": sum(SIZES.get(hp.arch, [2])) + 500,
+        "wall_seconds": 0.05 * epochs,
+        "versions": {"torch": "2.14.1", "cooper": "1.0.1", "ctrlsparse": "0.1.0"},
+    }
+    paths.summary_path(run).write_text(json.dumps(summary, indent=2) + "\n")
+    return run
+
+
+def write_synthetic_grid(
+    root: str | Path,
+    archs: tuple[str, ...] = ("mlp", "cnn"),
+    seeds: tuple[int, ...] = (0, 1),
+    epochs: int = 5,
+) -> list[Path]:
+    """A small demo-like grid: constrained model/layer at 3 targets, penalized at 3 lambdas, dense."""
+    settings: list[dict[str, Any]] = [
+        {"method": "constrained", "target_scope": scope, "target": (target,)}
+        for scope in ("model", "layer")
+        for target in (0.2, 0.5, 0.8)
+    ]
+    settings += [{"method": "penalized", "target_scope": "model", "penalty": p} for p in (0.001, 0.01, 0.1)]
+    settings.append({"method": "dense"})
+    return [
+        write_synthetic_run(root, epochs=epochs, dataset="digits", arch=arch, seed=seed, **setting)
+        for arch in archs
+        for setting in settings
+        for seed in seeds
+    ]

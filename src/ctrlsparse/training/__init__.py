@@ -1,0 +1,1 @@
+"""Training: build a run from its hyperparameters, then a short loop with small hooks."""

@@ -1,0 +1,62 @@
+"""Resumable runs: everything that determines the rest of training, saved atomically every epoch.
+
+Model, both optimizers (cooper's state holds the primal and the dual one), multipliers, the data-order
+generator and torch's RNG (gate noise), plus the metrics rows so far. The learning-rate schedule is a pure
+function of the epoch, so it needs no state. Loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctrlsparse import paths
+from ctrlsparse.atomic import save_torch
+from ctrlsparse.training.setup import Run
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # epochs completed
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def save(run: Run, progress: Progress, out_dir: Path) -> None:
+    rng = {"torch": torch.get_rng_state(), "data": run.generator.get_state()}
+    if run.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(run.device)
+    state = {
+        "hparams": run.hparams.to_dict(),
+        "epoch": progress.epoch,
+        "rows": progress.rows,
+        "wall_seconds": progress.wall_seconds,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "cmp": run.problem.state_dict(),
+        "rng": rng,
+    }
+    save_torch(paths.checkpoint_path(out_dir), state)
+
+
+def load(run: Run, out_dir: Path) -> Progress:
+    """Restore ``run`` from the checkpoint in ``out_dir``; a fresh Progress when there is none to resume."""
+    path = paths.checkpoint_path(out_dir)
+    if not path.exists():
+        return Progress()
+    state = torch.load(path, map_location=run.device, weights_only=True)
+    if state["hparams"] != run.hparams.to_dict():
+        print(f"ctrlsparse: {path} was written with other hyperparameters; starting afresh", file=sys.stderr)
+        return Progress()
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.problem.load_state_dict(state["cmp"])
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    run.generator.set_state(state["rng"]["data"].cpu())
+    if "cuda" in state["rng"] and run.device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), run.device)
+    return Progress(state["epoch"], list(state["rows"]), state["wall_seconds"])

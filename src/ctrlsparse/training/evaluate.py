@@ -1,0 +1,42 @@
+"""Per-epoch measurements: test loss and accuracy, densities, multipliers and violations."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ctrlsparse.training.setup import Run
+
+
+@torch.no_grad()
+def evaluate(run: Run) -> dict[str, float]:
+    """One metrics row (without the epoch counters); eval-mode gates are the deterministic medians."""
+    run.model.eval()
+    loss = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device)
+    count = 0
+    for inputs, labels in run.data.test_batches(run.hparams.eval_batch_size):
+        logits = run.model(inputs)
+        loss += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+        count += len(labels)
+    row = {"test_loss": float(loss) / count, "test_accuracy": float(correct) / count}
+    row.update(density_metrics(run))
+    return row
+
+
+@torch.no_grad()
+def density_metrics(run: Run) -> dict[str, float]:
+    density, problem = run.problem.density, run.problem
+    if not len(density):
+        return {"expected_density": 1.0, "eval_density": 1.0}
+    row = {"expected_density": float(density.model_expected()), "eval_density": float(density.model_eval())}
+    layer_expected, layer_eval = density.layer_expected().tolist(), density.layer_eval().tolist()
+    row.update({f"expected_density/{n}": v for n, v in zip(density.names, layer_expected, strict=True)})
+    row.update({f"eval_density/{n}": v for n, v in zip(density.names, layer_eval, strict=True)})
+    multipliers, violations = problem.multiplier_values(), problem.violations()
+    if multipliers is not None and violations is not None:
+        names = problem.constraint_names
+        row.update({f"multiplier/{n}": v for n, v in zip(names, multipliers.tolist(), strict=True)})
+        row.update({f"violation/{n}": v for n, v in zip(names, violations.tolist(), strict=True)})
+    return row

@@ -1,0 +1,93 @@
+"""The training loop: one screen; evaluation, checkpointing and metric files are small hooks."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctrlsparse import paths
+from ctrlsparse.atomic import write_csv, write_json
+from ctrlsparse.hparams import HParams, hparams_hash, run_key
+from ctrlsparse.training import checkpoint
+from ctrlsparse.training.evaluate import evaluate
+from ctrlsparse.training.setup import Run, build_run, set_learning_rates, weights_lr
+from ctrlsparse.training.summary import build_summary
+
+
+class DivergenceError(RuntimeError):
+    """The loss or a metric became NaN or infinite."""
+
+
+def train_epoch(run: Run) -> float:
+    """One pass over the training set; returns the mean objective (cross-entropy + weight decay)."""
+    run.model.train()
+    total = torch.zeros((), device=run.device)
+    count = 0
+    for inputs, labels in run.data.train_batches(run.hparams.batch_size, run.generator):
+        rollout = run.optimizer.roll(compute_cmp_state_kwargs={"inputs": inputs, "labels": labels})
+        run.problem.after_step(rollout.cmp_state)
+        total += rollout.cmp_state.misc["objective"] * len(labels)
+        count += len(labels)
+    return float(total) / count
+
+
+def check_finite(row: dict[str, Any], run_name: str) -> None:
+    bad = [key for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        raise DivergenceError(
+            f"run {run_name} diverged at epoch {row['epoch']}: {', '.join(bad)} = {row[bad[0]]}; "
+            "lower the learning rates (--lr, --gates-lr, --dual-lr) and rerun"
+        )
+
+
+def print_progress(row: dict[str, Any], epochs: int) -> None:
+    every = max(1, epochs // 20)
+    if row["epoch"] % every and row["epoch"] != epochs:
+        return
+    multipliers = [v for k, v in row.items() if k.startswith("multiplier/")]
+    dual = f"  lambda max {max(multipliers):.4f}" if multipliers else ""
+    print(
+        f"epoch {row['epoch']:>4}/{epochs}  loss {row['train_loss']:.4f}  test acc {100 * row['test_accuracy']:.2f}%"
+        f"  density {row['expected_density']:.4f} (eval {row['eval_density']:.4f}){dual}"
+        f"  {row['epoch_seconds']:.2f}s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def train(
+    hparams: HParams,
+    out_dir: str | Path,
+    on_epoch: Callable[[dict[str, Any], int], None] | None = print_progress,
+) -> dict[str, Any]:
+    """Train (or resume, or return the finished) run in ``out_dir``; returns its summary."""
+    out = Path(out_dir)
+    key = run_key(hparams)
+    identity = {**hparams.to_dict(), "run_key": key, "hparams_hash": hparams_hash(hparams)}
+    write_json(paths.hparams_path(out), identity)
+    run = build_run(hparams)
+    progress = checkpoint.load(run, out)
+    for epoch in range(progress.epoch, hparams.epochs):
+        start = time.perf_counter()
+        set_learning_rates(run, epoch)
+        train_loss = train_epoch(run)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, **evaluate(run)}
+        row |= {"lr": weights_lr(hparams, epoch), "gates_lr": hparams.gates_lr}
+        row["epoch_seconds"] = time.perf_counter() - start
+        check_finite(row, key)
+        progress.rows.append(row)
+        progress.epoch = epoch + 1
+        progress.wall_seconds += row["epoch_seconds"]
+        write_csv(paths.metrics_path(out), progress.rows)
+        checkpoint.save(run, progress, out)
+        if on_epoch is not None:
+            on_epoch(row, hparams.epochs)
+    summary = build_summary(run, progress, identity)
+    write_json(paths.summary_path(out), summary)  # written last: its presence means "finished"
+    return summary

@@ -1,0 +1,80 @@
+"""Everything a run needs, built from its hyperparameters alone (so a resumed run rebuilds the same)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cooper
+import torch
+from torch import nn
+
+from ctrlsparse.data.base import TensorData
+from ctrlsparse.hparams import HParams
+from ctrlsparse.layers import gate_parameters
+from ctrlsparse.models.factory import LayerFactory
+from ctrlsparse.problems.base import L0Problem
+from ctrlsparse.registry import ARCHS, DATASETS, METHODS
+
+
+@dataclass
+class Run:
+    hparams: HParams
+    device: torch.device
+    data: TensorData
+    model: nn.Module
+    problem: L0Problem
+    primal: torch.optim.Optimizer
+    optimizer: cooper.optim.CooperOptimizer
+    generator: torch.Generator  # data order
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(hparams: HParams, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    factory = LayerFactory(
+        gated=METHODS[hparams.method].uses_gates,
+        structured=hparams.gating == "structured",
+        droprate_init=hparams.droprate_init,
+    )
+    return ARCHS[hparams.arch](input_shape, num_classes, factory)
+
+
+def build_primal_optimizer(hparams: HParams, model: nn.Module) -> torch.optim.Optimizer:
+    """One optimizer, two groups: weights (decayed by the schedule) and gates (own lr, never decayed)."""
+    gates = gate_parameters(model)
+    gate_ids = {id(p) for p in gates}
+    weights = [p for p in model.parameters() if id(p) not in gate_ids]
+    groups = [{"params": weights, "lr": hparams.lr, "name": "weights"}]
+    if gates:
+        groups.append({"params": gates, "lr": hparams.gates_lr, "name": "gates"})
+    if hparams.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=hparams.lr, momentum=hparams.momentum)
+    return torch.optim.Adam(groups, lr=hparams.lr)
+
+
+def weights_lr(hparams: HParams, epoch: int) -> float:
+    """Multi-step schedule of the weights' learning rate (epoch counts from 0)."""
+    passed = sum(1 for milestone in hparams.lr_milestones if epoch >= milestone)
+    return hparams.lr * hparams.lr_gamma**passed
+
+
+def set_learning_rates(run: Run, epoch: int) -> None:
+    for group in run.primal.param_groups:
+        group["lr"] = weights_lr(run.hparams, epoch) if group["name"] == "weights" else run.hparams.gates_lr
+
+
+def build_run(hparams: HParams) -> Run:
+    if hparams.threads:
+        torch.set_num_threads(hparams.threads)
+    device = resolve_device(hparams.device)
+    data = DATASETS[hparams.dataset]().to(device)
+    torch.manual_seed(hparams.seed)
+    model = build_model(hparams, data.input_shape, data.num_classes).to(device)
+    problem = METHODS[hparams.method](model, hparams)
+    primal = build_primal_optimizer(hparams, model)
+    generator = torch.Generator().manual_seed(hparams.seed)
+    return Run(hparams, device, data, model, problem, primal, problem.build_optimizer(primal), generator)

@@ -1,0 +1,54 @@
+"""The run's final numbers, as ``summary.json`` (the file every later step reads)."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+import torch
+
+import ctrlsparse
+from ctrlsparse.training.checkpoint import Progress
+from ctrlsparse.training.setup import Run
+
+
+def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {key[len(prefix) :]: value for key, value in row.items() if key.startswith(prefix)}
+
+
+def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dict[str, Any]:
+    hp, last = run.hparams, progress.rows[-1]
+    return {
+        "run_key": identity["run_key"],
+        "hparams_hash": identity["hparams_hash"],
+        "dataset": hp.dataset,
+        "arch": hp.arch,
+        "method": hp.method,
+        "variant": hp.variant,
+        "target_scope": hp.target_scope,
+        "target": list(hp.target),
+        "penalty": hp.penalty,
+        "level": hp.level,
+        "seed": hp.seed,
+        "epochs": progress.epoch,
+        "expected_density": last["expected_density"],
+        "eval_density": last["eval_density"],
+        "test_accuracy": last["test_accuracy"],
+        "test_loss": last["test_loss"],
+        "train_loss": last["train_loss"],
+        "layer_expected_density": _prefixed(last, "expected_density/"),
+        "layer_eval_density": _prefixed(last, "eval_density/"),
+        "multipliers": _prefixed(last, "multiplier/"),
+        "violations": _prefixed(last, "violation/"),
+        "sparsifiable_params": int(run.problem.density.total),
+        "total_params": sum(
+            p.numel() for name, p in run.model.named_parameters() if not name.endswith("log_alpha")
+        ),
+        "wall_seconds": progress.wall_seconds,
+        "device": str(run.device),
+        "versions": {
+            "torch": torch.__version__,
+            "cooper": version("cooper-optim"),
+            "ctrlsparse": ctrlsparse.__version__,
+        },
+    }

@@ -1,0 +1,175 @@
+"""The workflow's grid: config checks, run expansion and train-job arguments.
+
+Plain Python (no snakemake, no torch) so tests import it directly; ``workflow/rules/common.smk`` wraps it.
+Run identity comes from the library (:func:`ctrlsparse.hparams.run_key`), never from here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ctrlsparse.hparams import HParamError, HParams, format_number, run_key
+from ctrlsparse.registry import ARCHS, DATASETS, UnknownNameError
+
+SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
+# Keys the grid sets per run; an ``hparams:`` override of one of them would silently fight the grid.
+GRID_FIELDS = ("dataset", "arch", "method", "target", "target_scope", "penalty", "seed")
+# Keys the workflow sets per job from the resources.
+JOB_FIELDS = ("threads", "device")
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``key`` is its dotted path in the config (e.g. ``grid.archs``)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config key {key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Run:
+    """One train job: the grid point, its resolved hyperparameters and its key (= output subdirectory)."""
+
+    hparams: HParams
+    key: str
+
+    @property
+    def wildcards(self) -> dict[str, str]:
+        h = self.hparams
+        return {"dataset": h.dataset, "arch": h.arch, "variant": h.variant, "level": h.level, "seed": str(h.seed)}
+
+
+def check_config(config: dict[str, Any]) -> list[Run]:
+    """Check names against the registries and every run's hparams; return the runs, in grid order.
+
+    Assumes ``snakemake.utils.validate`` already applied the JSON schema (types, ranges, defaults).
+    """
+    grid = config["grid"]
+    for key, registry in (("grid.datasets", DATASETS), ("grid.archs", ARCHS)):
+        for name in grid[key.split(".")[1]]:
+            try:
+                registry.check(name)
+            except UnknownNameError as error:
+                raise ConfigError(key, str(error)) from None
+    valid = {f.name for f in fields(HParams)}
+    for name in config["hparams"]:
+        if name not in valid:
+            raise ConfigError(f"hparams.{name}", f"unknown hyperparameter; valid ones: {', '.join(sorted(valid))}")
+        if name in GRID_FIELDS + JOB_FIELDS:
+            where = "the grid: section" if name in GRID_FIELDS else "resources:"
+            raise ConfigError(f"hparams.{name}", f"is set per run by {where}; set it there instead")
+    for key, targets in (("grid.constrained.targets", grid["constrained"]["targets"]),):
+        for target in targets:
+            values = target if isinstance(target, list) else [target]
+            for value in values:
+                if not 0 < value <= 1:
+                    raise ConfigError(key, f"{value} is outside (0, 1]; give density fractions such as 0.5")
+            if isinstance(target, list) and len(target) > 1 and "layer" not in grid["constrained"]["scopes"]:
+                raise ConfigError(key, f"per-layer target {target} needs 'layer' in grid.constrained.scopes")
+    runs = expand_runs(config)
+    if not runs:
+        raise ConfigError("grid", "the grid is empty: give constrained targets, penalized penalties or dense: true")
+    keys = [run.key for run in runs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ConfigError("grid", f"two grid points give the same run {duplicates[0]}; remove the repeated value")
+    return runs
+
+
+def _settings(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """The method settings of one dataset/arch/seed, in report order."""
+    settings: list[dict[str, Any]] = []
+    for scope in grid["constrained"]["scopes"]:
+        for target in grid["constrained"]["targets"]:
+            values = tuple(target) if isinstance(target, list) else (target,)
+            if len(values) > 1 and scope != "layer":
+                continue  # a per-layer list only makes sense layer-wise
+            settings.append({"method": "constrained", "target_scope": scope, "target": values})
+    for scope in grid["penalized"]["scopes"]:
+        for penalty in grid["penalized"]["penalties"]:
+            settings.append({"method": "penalized", "target_scope": scope, "penalty": penalty})
+    if grid["dense"]:
+        settings.append({"method": "dense"})
+    return settings
+
+
+def expand_runs(config: dict[str, Any]) -> list[Run]:
+    """Every (dataset, arch, setting, seed) of the grid as a :class:`Run`."""
+    grid, overrides = config["grid"], config["hparams"]
+    runs = []
+    for dataset in grid["datasets"]:
+        for arch in grid["archs"]:
+            for setting in _settings(grid):
+                for seed in grid["seeds"]:
+                    given = {**overrides, **setting, "dataset": dataset, "arch": arch, "seed": seed}
+                    try:
+                        hparams = HParams.resolve(**given)
+                    except HParamError as error:
+                        where = f"hparams.{error.key}" if error.key in overrides else f"grid ({error.key})"
+                        raise ConfigError(where, error.message) from None
+                    runs.append(Run(hparams, run_key(hparams)))
+    return runs
+
+
+def find_run(runs: list[Run], wildcards: dict[str, str]) -> Run:
+    """The run whose path matches the wildcards; KeyError names the path if it is not in the grid."""
+    wanted = {key: str(value) for key, value in wildcards.items()}
+    for run in runs:
+        if all(run.wildcards[key] == wanted[key] for key in run.wildcards):
+            return run
+    raise KeyError(
+        "{dataset}/{arch}/{variant}~{level}/seed~{seed} is not a point of the configured grid".format(**wanted)
+    )
+
+
+def resources_for(config: dict[str, Any], dataset: str, arch: str) -> dict[str, int]:
+    """Resources of a train job: default < per_run[dataset] < per_run[dataset/arch]."""
+    table = config["resources"]
+    merged = dict(table["default"])
+    for key in (dataset, f"{dataset}/{arch}"):
+        merged.update(table.get("per_run", {}).get(key, {}))
+    return merged
+
+
+def flag_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(flag_value(item) for item in value)
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
+
+
+def train_args(run: Run, config: dict[str, Any]) -> list[str]:
+    """The ``ctrlsparse train`` flags of a run (grid axes + config overrides), without --out/--threads."""
+    h = run.hparams
+    given: dict[str, Any] = {"dataset": h.dataset, "arch": h.arch, "method": h.method, "seed": h.seed}
+    if h.method != "dense":
+        given["target_scope"] = h.target_scope
+    if h.method == "constrained":
+        given["target"] = h.target
+    if h.method == "penalized":
+        given["penalty"] = h.penalty
+    given.update(config["hparams"])
+    args = []
+    for name, value in given.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            args += [flag, flag_value(value)]
+    gpu = resources_for(config, h.dataset, h.arch)["gpu"]
+    args += ["--device", "cuda" if gpu > 0 else "cpu"]
+    return args
+
+
+def tracking_uri(config: dict[str, Any], results: str | Path) -> str | None:
+    """Config key > $MLFLOW_TRACKING_URI > a SQLite file under the results directory; None if disabled."""
+    if not config["mlflow"]["enabled"]:
+        return None
+    uri = config["mlflow"]["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return "sqlite:///" + str((Path(results) / "mlflow" / "mlflow.db").resolve())

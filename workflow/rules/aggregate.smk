@@ -1,0 +1,20 @@
+# Every run's summary.json -> results/tables/{runs,settings,layers}.csv + tables.md.
+
+
+rule aggregate:
+    input:
+        summaries=SUMMARIES,
+    output:
+        runs=f"{TABLES}/runs.csv",
+        settings=f"{TABLES}/settings.csv",
+        layers=f"{TABLES}/layers.csv",
+        markdown=report(f"{TABLES}/tables.md", category="Tables", caption="../../report/captions/tables.rst"),
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.runs),
+        benchmarks=f"{RESULTS}/benchmarks/train",
+    log:
+        f"{LOGS}/aggregate.log",
+    conda:
+        "../../envs/ctrlsparse.yaml"
+    shell:
+        "ctrlsparse aggregate {input.summaries:q} --benchmarks {params.benchmarks:q} --out {params.out:q} > {log:q} 2>&1"

@@ -1,0 +1,72 @@
+# Helpers shared by the rules: config validation, the grid, paths and train-job arguments.
+# Training logic lives in the ctrlsparse package; this file only decides which `ctrlsparse train` calls to make.
+import json
+import os
+import shlex
+import shutil
+import sys
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+import grid  # noqa: E402  (workflow/grid.py: plain-Python config checks and run expansion)
+
+# 1. The JSON schema (types, ranges, defaults), then names against the library's registries.
+validate(config, schema=str(grid.SCHEMA))
+try:
+    RUNS = grid.check_config(config)
+except grid.ConfigError as error:
+    raise WorkflowError(f"Invalid config: {error}") from None
+
+# Jobs call the CLI of the environment snakemake runs in (a venv that is not activated included).
+envvars:
+    "PATH",
+
+
+if shutil.which("ctrlsparse") is None:
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+# 2. Paths: every output lands under the results directory (config key `results`).
+RESULTS = config["results"]
+RUN_DIR = f"{RESULTS}/runs"
+RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/seed~{seed}"
+TABLES = f"{RESULTS}/tables"
+PLOTS = f"{RESULTS}/plots"
+LOGS = f"{RESULTS}/logs"
+REPORT_SOURCES = os.path.join(workflow.basedir, "report")
+TRACKING_URI = grid.tracking_uri(config, RESULTS) or ""
+SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_.-]+",
+    arch=r"[A-Za-z0-9_.-]+",
+    variant=r"(constrained|penalized)-(model|layer)|dense",
+    level=r"[0-9.e+,-]+",
+    seed=r"\d+",
+
+
+def run_of(wildcards):
+    return grid.find_run(RUNS, dict(wildcards))
+
+
+def train_args(wildcards):
+    """The `ctrlsparse train` flags of one run, shell-quoted."""
+    return shlex.join(grid.train_args(run_of(wildcards), config))
+
+
+def job_resource(name):
+    """A resource of the train job (threads, mem_mb, runtime, gpu) from the config's resources table."""
+    return lambda wildcards: grid.resources_for(config, wildcards.dataset, wildcards.arch)[name]
+
+
+def figure(name, filename):
+    """A figure output, shown by `snakemake --report` with its caption from report/captions/."""
+    return report(f"{PLOTS}/{filename}", caption=f"../../report/captions/{name}.rst", category="Figures")
+
+
+def write_yaml(path, data):
+    with open(path, "w") as handle:
+        handle.write("# The workflow's config after presets, --config and schema defaults.\n")
+        yaml.safe_dump(data, handle, sort_keys=False)

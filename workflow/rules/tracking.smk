@@ -1,0 +1,17 @@
+# MLflow: create the store and experiment once, before the train jobs fan out (parallel first-time
+# creation crashes SQLite). Train jobs source the env file this writes; they never fail because of MLflow.
+
+
+rule mlflow_init:
+    output:
+        env=f"{RESULTS}/mlflow/tracking.env",
+    params:
+        uri=TRACKING_URI,
+        experiment=config["experiment"],
+    log:
+        f"{LOGS}/mlflow_init.log",
+    conda:
+        "../../envs/ctrlsparse.yaml"
+    shell:
+        "ctrlsparse mlflow-init --tracking-uri {params.uri:q} --experiment {params.experiment:q}"
+        " --shell-env {output.env:q} > {log:q} 2>&1"

@@ -1,0 +1,31 @@
+# One job per grid point: `ctrlsparse train` into results/runs/<run key>/ (summary.json is written last).
+# metrics.csv, hparams.json and checkpoint.pt are not declared outputs on purpose: Snakemake deletes declared
+# outputs before a job reruns, and a killed run resumes from its checkpoint.
+
+
+rule train:
+    input:
+        # ancient(): a changed tracking setting re-creates the env file but must not retrain finished runs
+        tracking=ancient(rules.mlflow_init.output.env),
+    output:
+        summary=f"{RUN_DIR}/{RUN_PATTERN}/summary.json",
+    params:
+        args=train_args,
+        out=lambda wildcards, output: os.path.dirname(output.summary),
+    log:
+        f"{LOGS}/train/{RUN_PATTERN}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{RUN_PATTERN}.tsv"
+    threads: job_resource("threads")
+    resources:
+        mem_mb=job_resource("mem_mb"),
+        runtime=job_resource("runtime"),
+        gpu=job_resource("gpu"),
+    conda:
+        "../../envs/ctrlsparse.yaml"
+    shell:
+        "source {input.tracking:q}; "
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+        "ctrlsparse train {params.args} --threads {threads} --out {params.out:q}"
+        ' ${{MLFLOW_URI:+--mlflow-uri "$MLFLOW_URI" --mlflow-experiment "$MLFLOW_EXPERIMENT"}}'
+        " > {log:q} 2>&1"
