@@ -187,9 +187,9 @@ def _metric_batches(run_dir: Path, summary: dict[str, Any]) -> list[list[Any]]:
                 metrics.append(Metric(key, value, now + index, step))
     final_step = int(summary.get("epochs", len(rows)))
     for key, value in summary.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and key not in columns:
-            if key not in ("seed", "epochs", "penalty") and math.isfinite(value):
-                metrics.append(Metric(key, float(value), now + len(rows), final_step))
+        numeric = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if numeric and key not in columns and key not in ("seed", "epochs", "penalty"):
+            metrics.append(Metric(key, float(value), now + len(rows), final_step))
     return [metrics[i : i + 1000] for i in range(0, len(metrics), 1000)]
 
 
@@ -263,9 +263,7 @@ def mirror_run(
     """Mirror one finished run directory to MLflow; return the MLflow run id, or None (with a warning) on failure."""
     run_dir = Path(run_dir)
     try:
-        return with_retries(
-            lambda: _mirror(run_dir, tracking_uri, experiment, tags), what=f"mirror {run_dir}"
-        )
+        return with_retries(lambda: _mirror(run_dir, tracking_uri, experiment, tags), what=f"mirror {run_dir}")
     except Exception as error:
         print(
             f"ctrlsparse: warning: could not mirror {run_dir} to MLflow at {tracking_uri} "
@@ -287,12 +285,8 @@ def find_runs(roots: list[str]) -> list[Path]:
 
 
 def _uri_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite)"
-    )
-    parser.add_argument(
-        "--results", default="results", help="results directory holding the default SQLite store"
-    )
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite)")
+    parser.add_argument("--results", default="results", help="results directory holding the default SQLite store")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
 
 
@@ -301,19 +295,13 @@ def main_track(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ctrlsparse track", description=main_track.__doc__)
     parser.add_argument("runs", nargs="+", help="run directories, or roots searched for summary.json")
     _uri_args(parser)
-    parser.add_argument(
-        "--tag", action="append", default=[], metavar="KEY=VALUE", help="extra tag (repeatable)"
-    )
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra tag (repeatable)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any run could not be mirrored")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or default_uri(args.results)
     tags = dict(item.split("=", 1) for item in args.tag)
     runs = find_runs(args.runs)
-    failed = [
-        run
-        for run in runs
-        if mirror_run(run, tracking_uri=uri, experiment=args.experiment, tags=tags) is None
-    ]
+    failed = [run for run in runs if mirror_run(run, tracking_uri=uri, experiment=args.experiment, tags=tags) is None]
     print(f"mirrored {len(runs) - len(failed)} of {len(runs)} runs to {uri} (experiment {args.experiment})")
     return 1 if failed and args.strict else 0
 
@@ -324,14 +312,10 @@ def main_init(argv: list[str]) -> int:
     An empty ``--tracking-uri ''`` means MLflow is off: only the marker files are written. A store that cannot
     be reached is a warning, not an error: training must not depend on the tracking server.
     """
-    parser = argparse.ArgumentParser(
-        prog="ctrlsparse mlflow-init", description=main_init.__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="ctrlsparse mlflow-init", description=main_init.__doc__.splitlines()[0])
     _uri_args(parser)
     parser.add_argument("--marker", help="JSON file to write (uri, experiment, id) once the store is ready")
-    parser.add_argument(
-        "--shell-env", help="file of MLFLOW_URI=... / MLFLOW_EXPERIMENT=... lines for `source`"
-    )
+    parser.add_argument("--shell-env", help="file of MLFLOW_URI=... / MLFLOW_EXPERIMENT=... lines for `source`")
     args = parser.parse_args(argv)
     uri = default_uri(args.results) if args.tracking_uri is None else args.tracking_uri
     record: dict[str, Any] = {"tracking_uri": uri, "experiment": args.experiment}

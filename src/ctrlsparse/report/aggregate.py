@@ -109,9 +109,7 @@ def aggregate(summary_files: list[Path], benchmarks: str | Path | None = None) -
     layers = pd.DataFrame(layer_rows)
     if runs.empty:
         return runs, pd.DataFrame(), layers
-    runs["_order"] = (
-        runs["variant"].map({v: i for i, v in enumerate(VARIANT_ORDER)}).fillna(len(VARIANT_ORDER))
-    )
+    runs["_order"] = runs["variant"].map({v: i for i, v in enumerate(VARIANT_ORDER)}).fillna(len(VARIANT_ORDER))
     runs["_level"] = runs["target_value"].fillna(runs["penalty"]).fillna(0.0)
     runs = runs.sort_values(["dataset", "arch", "_order", "_level", "level", "seed"]).drop(columns=["_order"])
     grouped = runs.groupby(SETTING, sort=False, dropna=False)
@@ -198,9 +196,7 @@ def markdown(settings: Any) -> str:
     return "\n".join(lines)
 
 
-def write_tables(
-    summary_files: list[Path], out: str | Path, benchmarks: str | Path | None = None
-) -> dict[str, Path]:
+def write_tables(summary_files: list[Path], out: str | Path, benchmarks: str | Path | None = None) -> dict[str, Path]:
     """Aggregate and write the four tables into ``out``; return their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,9 +205,7 @@ def write_tables(
     runs.to_csv(written[RUNS], index=False)
     settings.to_csv(written[SETTINGS], index=False)
     layers.to_csv(written[LAYERS], index=False)
-    written[MARKDOWN].write_text(
-        markdown(settings) if not settings.empty else "# Results by setting\n\nNo runs.\n"
-    )
+    written[MARKDOWN].write_text(markdown(settings) if not settings.empty else "# Results by setting\n\nNo runs.\n")
     return written
 
 
@@ -219,12 +213,8 @@ def main(argv: list[str]) -> int:
     """``ctrlsparse aggregate SUMMARY_OR_DIR... --out DIR``."""
     parser = argparse.ArgumentParser(prog="ctrlsparse aggregate", description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", help="summary.json files, or directories searched for them")
-    parser.add_argument(
-        "--out", default="results/tables", help="directory of the tables (default: results/tables)"
-    )
-    parser.add_argument(
-        "--benchmarks", help="Snakemake benchmark directory of the train jobs (<run key>.tsv)"
-    )
+    parser.add_argument("--out", default="results/tables", help="directory of the tables (default: results/tables)")
+    parser.add_argument("--benchmarks", help="Snakemake benchmark directory of the train jobs (<run key>.tsv)")
     args = parser.parse_args(argv)
     files = find_summaries(args.inputs)
     if not files:

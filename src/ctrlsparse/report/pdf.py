@@ -264,9 +264,7 @@ def build_report(
                 f"seeds whose final violation is at most {aggregate.FEASIBILITY_TOL}).",
                 "caption",
             )
-            b.table(
-                CONTROL_COLUMNS, control_rows(settings), widths=[2.2, 1, 1.5, 0.9, 2.2, 1.3, 1.4, 1.3, 1.1]
-            )
+            b.table(CONTROL_COLUMNS, control_rows(settings), widths=[2.2, 1, 1.5, 0.9, 2.2, 1.3, 1.4, 1.3, 1.1])
             b.space(10)
 
     b.page_break()
@@ -294,9 +292,7 @@ def build_report(
         else:
             b.para(
                 "No setting of this grid matches one of the paper's exactly: the paper ran MNIST, CIFAR, "
-                "TinyImageNet and ImageNet, this grid runs "
-                + datasets
-                + ". For reference, the paper's MNIST "
+                "TinyImageNet and ImageNet, this grid runs " + datasets + ". For reference, the paper's MNIST "
                 "tables and its CIFAR-10 and TinyImageNet control sweeps are shown beside our runs of the same "
                 "variant and level on our data (analogues, not replications: compare how close each lands "
                 "to its target, not the errors).",
@@ -318,14 +314,10 @@ def _caption(captions_dir: Path | None, name: str) -> str:
 def main(argv: list[str]) -> int:
     """``ctrlsparse report``: the PDF report from the tables and figures."""
     parser = argparse.ArgumentParser(prog="ctrlsparse report", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--tables", default="results/tables", help="directory written by ctrlsparse aggregate"
-    )
+    parser.add_argument("--tables", default="results/tables", help="directory written by ctrlsparse aggregate")
     parser.add_argument("--plots", default="results/plots", help="directory written by ctrlsparse plots")
     parser.add_argument("--config", help="the workflow's resolved config (YAML), shown on the title page")
-    parser.add_argument(
-        "--paper", default="report/paper_results.csv", help="the paper's reference numbers (CSV)"
-    )
+    parser.add_argument("--paper", default="report/paper_results.csv", help="the paper's reference numbers (CSV)")
     parser.add_argument("--captions", default="report/captions", help="directory of <figure>.rst captions")
     parser.add_argument("--title", default="ctrlsparse report", help="title of the report")
     parser.add_argument("--out", default="results/report.pdf", help="the PDF to write")

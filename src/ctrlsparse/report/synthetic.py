@@ -44,15 +44,11 @@ def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path
     rows = []
     for epoch in range(1, epochs + 1):
         progress = 1 - math.exp(-3 * epoch / epochs)
-        layer_density = (
-            [1 - (1 - t) * progress + rng.uniform(-0.01, 0.01) for t in targets] if gated else targets
-        )
+        layer_density = [1 - (1 - t) * progress + rng.uniform(-0.01, 0.01) for t in targets] if gated else targets
         layer_density = [min(1.0, max(0.01, d)) for d in layer_density]
         weights = SIZES.get(hp.arch, [1] * len(layers))
         model_density = sum(d * w for d, w in zip(layer_density, weights, strict=True)) / sum(weights)
-        accuracy = min(
-            0.99, 0.7 + 0.25 * progress - 0.05 * (1 - model_density) ** 2 + rng.uniform(-0.01, 0.01)
-        )
+        accuracy = min(0.99, 0.7 + 0.25 * progress - 0.05 * (1 - model_density) ** 2 + rng.uniform(-0.01, 0.01))
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": 1.5 * (1 - progress) + 0.05,
@@ -97,10 +93,7 @@ def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path
         "level": hp.level,
         "seed": hp.seed,
         "epochs": epochs,
-        **{
-            k: last[k]
-            for k in ("expected_density", "eval_density", "test_accuracy", "test_loss", "train_loss")
-        },
+        **{k: last[k] for k in ("expected_density", "eval_density", "test_accuracy", "test_loss", "train_loss")},
         "layer_expected_density": prefixed("expected_density/"),
         "layer_eval_density": prefixed("eval_density/"),
         "multipliers": prefixed("multiplier/"),
