@@ -42,6 +42,26 @@ class Run:
         return {"dataset": h.dataset, "arch": h.arch, "variant": h.variant, "level": h.level, "seed": str(h.seed)}
 
 
+def explain_schema_error(config: dict[str, Any]) -> str | None:
+    """The most relevant JSON-schema violation as ``config key a.b[0]: message``, or None if the config is valid.
+
+    ``snakemake.utils.validate`` stays the gate; this only turns its report into one line naming the key.
+    """
+    import jsonschema
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text()))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return None
+    while error.context:  # oneOf/anyOf: report the alternative that got furthest
+        error = jsonschema.exceptions.best_match(error.context)
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path).lstrip(".")
+    if error.validator == "additionalProperties":
+        return f"config key {key or '(top level)'}: {error.message}; see {SCHEMA.name} for the valid keys"
+    return f"config key {key}: {error.message}"
+
+
 def check_config(config: dict[str, Any]) -> list[Run]:
     """Check names against the registries and every run's hparams; return the runs, in grid order.
 

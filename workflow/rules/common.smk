@@ -14,7 +14,10 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 import grid  # noqa: E402  (workflow/grid.py: plain-Python config checks and run expansion)
 
 # 1. The JSON schema (types, ranges, defaults), then names against the library's registries.
-validate(config, schema=str(grid.SCHEMA))
+try:
+    validate(config, schema=str(grid.SCHEMA))
+except WorkflowError:
+    raise WorkflowError(f"Invalid config: {grid.explain_schema_error(config)}") from None
 try:
     RUNS = grid.check_config(config)
 except grid.ConfigError as error:

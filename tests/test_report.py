@@ -1,0 +1,191 @@
+"""Aggregation, figures and the PDF report on synthetic run directories (the train command's exact schema)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ctrlsparse.report import aggregate, paper, pdf, plots
+from ctrlsparse.report.synthetic import write_synthetic_grid, write_synthetic_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A synthetic demo-like grid, aggregated: (root, tables dir)."""
+    root = tmp_path_factory.mktemp("demo")
+    write_synthetic_grid(root / "runs", epochs=6)
+    aggregate.write_tables(aggregate.find_summaries([str(root / "runs")]), root / "tables")
+    return root, root / "tables"
+
+
+def test_tables_have_one_row_per_run_setting_and_layer(demo):
+    _, tables = demo
+    runs = pd.read_csv(tables / aggregate.RUNS)
+    settings = pd.read_csv(tables / aggregate.SETTINGS, dtype={"level": str})
+    layers = pd.read_csv(tables / aggregate.LAYERS)
+    assert len(runs) == 2 * 10 * 2  # archs x settings x seeds
+    assert len(settings) == 2 * 10
+    assert (settings["seeds"] == 2).all()
+    # layers: mlp has 3 gated layers, cnn 4; dense runs report none
+    gated = runs[runs["method"] != "dense"]
+    assert len(layers) == sum(3 if arch == "mlp" else 4 for arch in gated["arch"])
+    assert list(settings["variant"].drop_duplicates()) == [
+        "constrained-model",
+        "constrained-layer",
+        "penalized-model",
+        "dense",
+    ]
+
+
+def test_setting_statistics_are_mean_std_and_t_interval(demo):
+    _, tables = demo
+    runs = pd.read_csv(tables / aggregate.RUNS, dtype={"level": str})
+    settings = pd.read_csv(tables / aggregate.SETTINGS, dtype={"level": str})
+    row = settings[
+        (settings["arch"] == "mlp") & (settings["variant"] == "constrained-model") & (settings["level"] == "0.5")
+    ]
+    values = runs[(runs["arch"] == "mlp") & (runs["variant"] == "constrained-model") & (runs["level"] == "0.5")][
+        "test_accuracy"
+    ]
+    assert row["test_accuracy_mean"].item() == pytest.approx(values.mean())
+    assert row["test_accuracy_std"].item() == pytest.approx(values.std(ddof=1))
+    # two seeds: t(0.975, 1 dof) = 12.706
+    assert row["test_accuracy_ci95"].item() == pytest.approx(12.706 * values.std(ddof=1) / math.sqrt(2))
+    assert row["target_value"].item() == 0.5
+    assert row["density_gap"].item() == pytest.approx(row["expected_density_mean"].item() - 0.5)
+
+
+def test_ci95_uses_student_t_and_is_nan_for_one_seed():
+    assert aggregate.ci95(1.0, 3) == pytest.approx(4.303 / math.sqrt(3))
+    assert math.isnan(aggregate.ci95(1.0, 1))
+    assert aggregate.ci95(2.0, 100) == pytest.approx(1.96 * 2.0 / 10)
+
+
+def test_markdown_lists_every_setting(demo):
+    _, tables = demo
+    text = (tables / aggregate.MARKDOWN).read_text()
+    assert "## digits / mlp" in text and "## digits / cnn" in text
+    assert "| constrained-layer ε=0.2 | 2 | 0.2 |" in text
+    assert "| penalized-model λ=0.01 | 2 | — |" in text
+    assert text.count("| dense |") == 2
+
+
+def test_layer_targets_follow_per_layer_lists(tmp_path):
+    write_synthetic_run(
+        tmp_path, dataset="digits", arch="mlp", method="constrained", target_scope="layer", target=(0.5, 0.3, 0.7)
+    )
+    _, _, layers = aggregate.aggregate(aggregate.find_summaries([str(tmp_path)]))
+    assert list(layers["layer_target"]) == [0.5, 0.3, 0.7]
+    assert list(layers["layer"].astype(str)) == ["1", "3", "5"]
+
+
+def test_job_seconds_come_from_snakemake_benchmarks(tmp_path):
+    run = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
+    key = json.loads((run / "summary.json").read_text())["run_key"]
+    bench = tmp_path / "bench" / f"{key}.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t100\n")
+    runs, _, _ = aggregate.aggregate([run / "summary.json"], tmp_path / "bench")
+    assert runs["job_seconds"].item() == 12.5
+
+
+def test_aggregate_cli_rejects_an_empty_input(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        aggregate.main([str(tmp_path), "--out", str(tmp_path / "tables")])
+    assert "no summary.json found" in capsys.readouterr().err
+
+
+def test_figures_are_written_for_every_entry(demo):
+    root, tables = demo
+    written = plots.write_figures(tables, root / "plots")
+    assert set(written) == set(plots.FIGURES)
+    for path in written.values():
+        assert path.stat().st_size > 10_000, path
+
+
+def test_figures_survive_a_grid_without_constrained_or_penalized_runs(tmp_path):
+    write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
+    aggregate.write_tables(aggregate.find_summaries([str(tmp_path / "runs")]), tmp_path / "tables")
+    written = plots.write_figures(tmp_path / "tables", tmp_path / "plots")
+    assert all(path.exists() for path in written.values())
+
+
+def test_run_dynamics_plot(tmp_path):
+    run = write_synthetic_run(tmp_path, dataset="digits", arch="cnn", method="constrained", target_scope="layer")
+    out = plots.plot_run_dynamics(run, run / "dynamics.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pdf_has_tables_as_text_figures_and_paper_numbers(demo):
+    pypdf = pytest.importorskip("pypdf")
+    root, tables = demo
+    plots.write_figures(tables, root / "plots")
+    out = pdf.build_report(
+        tables,
+        root / "plots",
+        root / "report.pdf",
+        config_text="experiment: synthetic-demo\ngrid:\n  seeds: [0, 1]\n",
+        paper_csv=ROOT / "report" / "paper_results.csv",
+        captions_dir=ROOT / "report" / "captions",
+        title="ctrlsparse report: synthetic",
+    )
+    reader = pypdf.PdfReader(out)
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    flat = " ".join(text.split())
+    assert "ctrlsparse report: synthetic" in flat
+    assert "experiment: synthetic-demo" in flat
+    for number in range(1, 6):
+        assert f"Figure {number}." in flat
+    settings = pd.read_csv(tables / aggregate.SETTINGS, dtype={"level": str, "target": str})
+    for row in aggregate.settings_rows(settings):  # every table cell is real text
+        assert row[0] in flat
+        assert row[3] in flat, row
+        assert row[5] in flat, row
+    assert "tinyimagenet / resnet18" in flat and "(analogue)" in flat
+    assert "No setting of this grid matches" in flat
+    assert len(reader.pages) >= 6
+
+
+def test_paper_rows_match_exactly_when_the_grid_has_the_setting():
+    rows = paper.load_paper(ROOT / "report" / "paper_results.csv")
+    assert {row["variant"] for row in rows} <= {
+        "constrained-model",
+        "constrained-layer",
+        "penalized-model",
+        "penalized-layer",
+        "dense",
+    }
+    settings = pd.DataFrame(
+        [
+            {
+                "dataset": "mnist",
+                "arch": "mlp",
+                "variant": "constrained-layer",
+                "level": "0.3",
+                "expected_density_mean": 0.31,
+                "test_accuracy_mean": 0.98,
+            }
+        ]
+    )
+    table, exact = paper.reference_rows(rows, settings)
+    assert exact == 1
+    assert table == [["mnist / mlp", "constrained-layer ε=0.3", "30.87", "2.19 ± 0.12", "mnist / mlp", "31.0", "2.0"]]
+
+
+def test_aggregating_1000_runs_takes_well_under_a_minute(tmp_path):
+    settings = [{"method": "constrained", "target_scope": "model", "target": (t / 100,)} for t in range(1, 101)]
+    for setting in settings:
+        for seed in range(10):
+            write_synthetic_run(tmp_path / "runs", epochs=3, dataset="digits", arch="mlp", seed=seed, **setting)
+    start = time.perf_counter()
+    written = aggregate.write_tables(aggregate.find_summaries([str(tmp_path / "runs")]), tmp_path / "tables")
+    elapsed = time.perf_counter() - start
+    assert len(pd.read_csv(written[aggregate.RUNS])) == 1000
+    assert elapsed < 60, f"aggregating 1000 runs took {elapsed:.1f} s"

@@ -1,0 +1,146 @@
+"""The MLflow mirror on a temporary SQLite store: tags, params, metrics, artifacts, idempotence, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ctrlsparse import paths, tracking
+from ctrlsparse.report.synthetic import write_synthetic_run
+
+mlflow = pytest.importorskip("mlflow")
+
+
+@pytest.fixture(scope="module")
+def empty_db(tmp_path_factory):
+    """A SQLite file with MLflow's schema; creating the schema takes seconds, copying it does not."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    tracking.init_store(f"sqlite:///{path}", "template")
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, empty_db):
+    (tmp_path / "mlflow").mkdir()
+    shutil.copy(empty_db, tmp_path / "mlflow" / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    tracking.init_store(uri, "test")
+    return uri
+
+
+def active_runs(uri: str, experiment: str = "test") -> list:
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def all_runs(uri: str, experiment: str = "test") -> list:
+    from mlflow.entities import ViewType
+
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+
+
+def test_init_store_is_idempotent_and_puts_artifacts_next_to_the_db(tmp_path, store):
+    assert tracking.init_store(store, "test") == tracking.init_store(store, "test")
+    experiment = mlflow.tracking.MlflowClient(store).get_experiment_by_name("test")
+    assert experiment.artifact_location == (tmp_path / "mlflow" / "artifacts" / "test").as_uri()
+
+
+def test_mirror_logs_tags_params_metrics_and_artifacts(tmp_path, store):
+    run_dir = write_synthetic_run(
+        tmp_path / "runs", epochs=4, dataset="digits", arch="mlp", method="constrained", target=(0.35,), seed=1
+    )
+    run_id = tracking.mirror_run(run_dir, tracking_uri=store, experiment="test", tags={"campaign": "unit"})
+    assert run_id is not None
+    client = mlflow.tracking.MlflowClient(store)
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    assert tags["mlflow.runName"] == "digits/mlp/constrained-model~0.35/seed~1"
+    for key, value in {
+        "dataset": "digits",
+        "arch": "mlp",
+        "method": "constrained",
+        "variant": "constrained-model",
+        "target_scope": "model",
+        "level": "0.35",
+        "target": "0.35",
+        "seed": "1",
+        "run_key": "digits/mlp/constrained-model~0.35/seed~1",
+        "campaign": "unit",
+    }.items():
+        assert tags[key] == value, key
+    assert "git_commit" in tags and "hparams_hash" in tags
+    hparams = json.loads(paths.hparams_path(run_dir).read_text())
+    assert run.data.params["lr"] == str(hparams["lr"])
+    assert run.data.params["target"] == "0.35"
+    assert set(hparams) <= set(run.data.params)
+    history = client.get_metric_history(run_id, "expected_density")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert len(client.get_metric_history(run_id, "multiplier/model")) == 4
+    assert run.data.metrics["wall_seconds"] == pytest.approx(0.2)
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert artifacts == {"summary.json", "metrics.csv", "hparams.json", "dynamics.png"}
+    record = json.loads(paths.mlflow_run_path(run_dir).read_text())
+    assert record["run_id"] == run_id and record["experiment"] == "test"
+
+
+def test_mirroring_again_replaces_the_run_instead_of_duplicating_it(tmp_path, store):
+    first = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense", seed=0)
+    second = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="cnn", method="dense", seed=0)
+    ids = [tracking.mirror_run(run, tracking_uri=store, experiment="test") for run in (first, second, first, first)]
+    assert ids[0] != ids[2] != ids[3]
+    runs = all_runs(store)  # deleted runs included: the old ones are purged, not just hidden
+    assert sorted(r.data.tags["run_key"] for r in runs) == ["digits/cnn/dense~1/seed~0", "digits/mlp/dense~1/seed~0"]
+    assert {r.info.run_id for r in runs} == {ids[1], ids[3]}
+    artifact_dirs = list((Path(store.removeprefix("sqlite:///")).parent / "artifacts" / "test").iterdir())
+    assert sorted(d.name for d in artifact_dirs) == sorted([ids[1], ids[3]])
+
+
+def test_a_broken_tracking_server_only_warns_and_keeps_the_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    run_dir = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    assert tracking.mirror_run(run_dir, tracking_uri="http://127.0.0.1:9", experiment="test") is None
+    assert "warning: could not mirror" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != paths.DYNAMICS_PLOT}
+    assert after == before
+    assert not paths.mlflow_run_path(run_dir).exists()
+
+
+def test_database_is_locked_is_retried(monkeypatch):
+    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert tracking.with_retries(flaky, what="test") == "ok"
+    assert len(calls) == 3
+    with pytest.raises(ValueError):
+        tracking.with_retries(lambda: (_ for _ in ()).throw(ValueError("other")), what="test")
+
+
+def test_init_cli_writes_the_env_file_and_tolerates_mlflow_off(tmp_path, store):
+    env = tmp_path / "tracking.env"
+    uri = store
+    assert tracking.main_init(["--tracking-uri", uri, "--experiment", "my exp", "--shell-env", str(env)]) == 0
+    assert f"MLFLOW_URI={uri}" in env.read_text()
+    assert "MLFLOW_EXPERIMENT='my exp'" in env.read_text()
+    assert tracking.main_init(["--tracking-uri", "", "--shell-env", str(env)]) == 0
+    assert "MLFLOW_URI=''" in env.read_text()
+
+
+def test_track_cli_backfills_every_run_below_a_root(tmp_path, store):
+    for seed in (0, 1):
+        write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense", seed=seed)
+    assert tracking.main_track([str(tmp_path / "runs"), "--tracking-uri", store, "--experiment", "test"]) == 0
+    assert len(active_runs(store)) == 2
