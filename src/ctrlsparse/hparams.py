@@ -48,18 +48,14 @@ class HParams:
         "density target(s) in (0, 1]: one number, or one per gated layer with --target-scope layer",
         default=(0.5,),
     )
-    target_scope: str = _help(
-        "model: one constraint on the whole model; layer: one per gated layer", default="model"
-    )
+    target_scope: str = _help("model: one constraint on the whole model; layer: one per gated layer", default="model")
     penalty: float = _help("lambda of the penalized method (loss + lambda * density)", default=1e-3)
     seed: int = _help("seed for weights, data order and gate noise", default=0)
     # --- gates ---
     gating: str = _help(
         "structured (one gate per neuron/channel) | unstructured (one per weight)", default="structured"
     )
-    droprate_init: float = _help(
-        "initial drop rate d of the gates: log alpha ~ N(log((1-d)/d), 0.01^2)", default=0.5
-    )
+    droprate_init: float = _help("initial drop rate d of the gates: log alpha ~ N(log((1-d)/d), 0.01^2)", default=0.5)
     l2_detach_gates: bool = _help("detach P(gate=0) in the expected-L2 weight decay term", default=True)
     # --- primal optimisation ---
     epochs: int = _help("training epochs", default=100)
@@ -70,9 +66,7 @@ class HParams:
     weight_decay: float = _help(
         "expected-L2 weight decay coefficient (added to the loss, not the optimizer)", default=0.0
     )
-    lr_milestones: tuple[int, ...] = _help(
-        "epochs at which the weights' lr is multiplied by lr_gamma", default=()
-    )
+    lr_milestones: tuple[int, ...] = _help("epochs at which the weights' lr is multiplied by lr_gamma", default=())
     lr_gamma: float = _help("multiplicative lr decay at each milestone (weights only)", default=0.1)
     gates_lr: float = _help("learning rate of the gates (log alpha); never decayed", default=0.1)
     # --- dual optimisation ---
@@ -80,9 +74,7 @@ class HParams:
     dual_lr: float = _help("learning rate of the Lagrange multipliers", default=0.1)
     nupi_kp: float = _help("nuPI proportional gain (kp=0, ki=1 is plain SGD)", default=1.0)
     nupi_ki: float = _help("nuPI integral gain", default=1.0)
-    dual_restarts: bool = _help(
-        "reset a multiplier to 0 whenever its constraint is strictly satisfied", default=True
-    )
+    dual_restarts: bool = _help("reset a multiplier to 0 whenever its constraint is strictly satisfied", default=True)
     # --- execution ---
     eval_batch_size: int = _help("evaluation minibatch size", default=1024)
     device: str = _help("auto | cpu | cuda | cuda:N", default="auto")
@@ -102,13 +94,9 @@ class HParams:
             raise HParamError("target", "no value given; give a density fraction such as 0.5")
         for value in self.target:
             if not 0.0 < value <= 1.0:
-                raise HParamError(
-                    "target", f"{value:g} is outside (0, 1]; give a density fraction such as 0.5"
-                )
+                raise HParamError("target", f"{value:g} is outside (0, 1]; give a density fraction such as 0.5")
         if len(self.target) > 1 and self.target_scope != "layer":
-            raise HParamError(
-                "target", "a list of targets needs target_scope 'layer' (one target per gated layer)"
-            )
+            raise HParamError("target", "a list of targets needs target_scope 'layer' (one target per gated layer)")
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise HParamError(key, f"{getattr(self, key)} must be a positive integer")
@@ -137,8 +125,7 @@ class HParams:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
         }
 
     @classmethod
@@ -170,9 +157,7 @@ def format_number(value: float) -> str:
 def hparams_hash(hparams: HParams) -> str:
     """Short hash of every field that is not a readable axis (epochs, learning rates, ...)."""
     rest = {
-        key: value
-        for key, value in hparams.to_dict().items()
-        if key not in AXES and key not in ("device", "threads")
+        key: value for key, value in hparams.to_dict().items() if key not in AXES and key not in ("device", "threads")
     }
     return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -184,9 +169,7 @@ def run_key(hparams: HParams) -> str:
 
 def _choice(hparams: HParams, key: str, choices: tuple[str, ...]) -> None:
     if getattr(hparams, key) not in choices:
-        raise HParamError(
-            key, f"unknown value {getattr(hparams, key)!r}; choose one of: {', '.join(choices)}"
-        )
+        raise HParamError(key, f"unknown value {getattr(hparams, key)!r}; choose one of: {', '.join(choices)}")
 
 
 def _coerce(cls: type[HParams], key: str, value: Any) -> Any:

@@ -109,9 +109,7 @@ class L0Linear(nn.Linear, GatedLayer):
         if structured:
             self._init_gates(in_features, out_features, droprate_init, structured)
         else:
-            self._init_gates(
-                self.weight.numel() + (out_features if bias else 0), 1, droprate_init, structured
-            )
+            self._init_gates(self.weight.numel() + (out_features if bias else 0), 1, droprate_init, structured)
 
     def gated_params(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.structured:
@@ -151,16 +149,12 @@ class L0Conv2d(nn.Conv2d, GatedLayer):
         structured: bool = True,
         device: torch.device | str | None = None,
     ):
-        nn.Conv2d.__init__(
-            self, in_channels, out_channels, kernel_size, stride, padding, bias=bias, device=device
-        )
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, bias=bias, device=device)
         if structured:
             group = self.weight[0].numel() + (1 if bias else 0)
             self._init_gates(out_channels, group, droprate_init, structured)
         else:
-            self._init_gates(
-                self.weight.numel() + (out_channels if bias else 0), 1, droprate_init, structured
-            )
+            self._init_gates(self.weight.numel() + (out_channels if bias else 0), 1, droprate_init, structured)
 
     def gated_params(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.structured:

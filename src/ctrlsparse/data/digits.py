@@ -52,10 +52,6 @@ def load_digits(root: str | None = None) -> TensorData:
         table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
     images = torch.from_numpy(table[:, :64]).view(-1, 1, 8, 8)
     labels = torch.from_numpy(table[:, 64].astype(np.int64))
-    train, test = (
-        torch.from_numpy(i) for i in stratified_split(table[:, 64].astype(np.int64), TEST_SIZE, SPLIT_SEED)
-    )
+    train, test = (torch.from_numpy(i) for i in stratified_split(table[:, 64].astype(np.int64), TEST_SIZE, SPLIT_SEED))
     mean, std = images[train].mean(), images[train].std()
-    return TensorData(
-        (images[train] - mean) / std, labels[train], (images[test] - mean) / std, labels[test], 10
-    )
+    return TensorData((images[train] - mean) / std, labels[train], (images[test] - mean) / std, labels[test], 10)

@@ -1,15 +1,17 @@
-"""A LeNet5-Caffe-style CNN sized for small images (8x8 digits): conv 20@3x3 -> pool -> conv 50@3x3 ->
-pool -> FC 500 -> FC classes. All four layers are gated: the convs by output channel, the FCs by input
+"""A LeNet5-Caffe-style CNN sized for small images (8x8 digits): conv 10@3x3 -> pool -> conv 20@3x3 ->
+pool -> FC 100 -> FC classes. All four layers are gated: the convs by output channel, the FCs by input
 neuron (as LeNet5 in the paper)."""
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 from torch import nn
 
 from ctrlsparse.models.factory import LayerFactory
 
-CHANNELS = (20, 50)
-HIDDEN = 500
+CHANNELS = (10, 20)
+HIDDEN = 100
 
 
 def build_cnn(input_shape: tuple[int, ...], num_classes: int, layers: LayerFactory) -> nn.Module:
@@ -18,14 +20,16 @@ def build_cnn(input_shape: tuple[int, ...], num_classes: int, layers: LayerFacto
         raise ValueError(f"arch 'cnn' needs images of at least 4x4 pixels, got input shape {input_shape}")
     features = CHANNELS[1] * (height // 4) * (width // 4)
     return nn.Sequential(
-        layers.conv(in_channels, CHANNELS[0], 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        layers.conv(CHANNELS[0], CHANNELS[1], 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        layers.linear(features, HIDDEN),
-        nn.ReLU(),
-        layers.linear(HIDDEN, num_classes),
+        OrderedDict(
+            conv1=layers.conv(in_channels, CHANNELS[0], 3, padding=1),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=layers.conv(CHANNELS[0], CHANNELS[1], 3, padding=1),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            flatten=nn.Flatten(),
+            fc1=layers.linear(features, HIDDEN),
+            relu3=nn.ReLU(),
+            fc2=layers.linear(HIDDEN, num_classes),
+        )
     )

@@ -28,9 +28,7 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
         self.hparams = hparams
         self.density = Density(model)
         if self.uses_gates and not len(self.density):
-            raise ValueError(
-                f"method {hparams.method!r} needs a gated model, but arch {hparams.arch!r} has no gates"
-            )
+            raise ValueError(f"method {hparams.method!r} needs a gated model, but arch {hparams.arch!r} has no gates")
         dense_types = (nn.Linear, nn.Conv2d, nn.BatchNorm2d)
         self._dense_params = [
             param

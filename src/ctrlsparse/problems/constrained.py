@@ -59,9 +59,7 @@ class ConstrainedL0Problem(L0Problem):
     def build_optimizer(self, primal: torch.optim.Optimizer) -> cooper.optim.CooperOptimizer:
         hp = self.hparams
         if hp.dual_optimizer == "nupi":
-            dual = cooper.optim.nuPI(
-                self.dual_parameters(), lr=hp.dual_lr, Kp=hp.nupi_kp, Ki=hp.nupi_ki, maximize=True
-            )
+            dual = cooper.optim.nuPI(self.dual_parameters(), lr=hp.dual_lr, Kp=hp.nupi_kp, Ki=hp.nupi_ki, maximize=True)
         else:
             dual = torch.optim.SGD(self.dual_parameters(), lr=hp.dual_lr, maximize=True)
         self.dual_optimizer = dual
@@ -86,9 +84,7 @@ class ConstrainedL0Problem(L0Problem):
 
 
 @torch.no_grad()
-def restart_multipliers_(
-    weight: Tensor, violation: Tensor, optimizer: torch.optim.Optimizer | None = None
-) -> None:
+def restart_multipliers_(weight: Tensor, violation: Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
     """Dual restart: where the constraint is strictly satisfied (violation < 0), set the multiplier and its
     gradient to 0, and zero any per-entry optimizer state (nuPI keeps one); elsewhere change nothing.
     Runs on the device without a host sync."""

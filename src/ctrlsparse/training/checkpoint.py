@@ -43,12 +43,20 @@ def save(run: Run, progress: Progress, out_dir: Path) -> None:
     save_torch(paths.checkpoint_path(out_dir), state)
 
 
+def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)``; the only non-tensor class allowed is cooper's nuPI init enum."""
+    from cooper.optim.torch_optimizers.nupi_optimizer import nuPIInitType
+
+    with torch.serialization.safe_globals([nuPIInitType]):
+        return torch.load(path, map_location=device, weights_only=True)
+
+
 def load(run: Run, out_dir: Path) -> Progress:
     """Restore ``run`` from the checkpoint in ``out_dir``; a fresh Progress when there is none to resume."""
     path = paths.checkpoint_path(out_dir)
     if not path.exists():
         return Progress()
-    state = torch.load(path, map_location=run.device, weights_only=True)
+    state = read(path, run.device)
     if state["hparams"] != run.hparams.to_dict():
         print(f"ctrlsparse: {path} was written with other hyperparameters; starting afresh", file=sys.stderr)
         return Progress()

@@ -7,7 +7,7 @@ import sys
 import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams
 
@@ -17,9 +17,7 @@ def _number_list(cast: type) -> Any:
         try:
             return tuple(cast(item) for item in text.split(",") if item.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated {cast.__name__}s, got {text!r}"
-            ) from None
+            raise argparse.ArgumentTypeError(f"expected comma-separated {cast.__name__}s, got {text!r}") from None
 
     return parse
 
@@ -28,8 +26,15 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad input gets one line that names the flag and says where to look, not a screen of usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ctrlsparse train",
         description="Train one run with L0 gates under a density constraint (or a baseline) into --out.",
         epilog=f"Unset flags take the dataset's defaults ({', '.join(DATASET_DEFAULTS)}), then the field defaults.",
@@ -45,18 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         default = spec.default if spec.default is not MISSING else None
         text = f"{spec.metadata['help']} (default: {default})"
         if spec.type == "bool":
-            group.add_argument(
-                flag(spec.name), action=argparse.BooleanOptionalAction, default=None, help=text
-            )
+            group.add_argument(flag(spec.name), action=argparse.BooleanOptionalAction, default=None, help=text)
         elif spec.type.startswith("tuple"):
             cast = float if "float" in spec.type else int
-            group.add_argument(
-                flag(spec.name), type=_number_list(cast), default=None, metavar="X[,X...]", help=text
-            )
+            group.add_argument(flag(spec.name), type=_number_list(cast), default=None, metavar="X[,X...]", help=text)
         else:
-            group.add_argument(
-                flag(spec.name), type={"int": int, "float": float}.get(spec.type, str), help=text
-            )
+            group.add_argument(flag(spec.name), type={"int": int, "float": float}.get(spec.type, str), help=text)
     return parser
 
 
@@ -100,6 +99,4 @@ def _mirror(out: Path, uri: str, experiment: str) -> None:
 
         mirror_run(out, tracking_uri=uri, experiment=experiment)
     except Exception as error:  # noqa: BLE001 - any tracking failure must leave the run's files standing
-        warnings.warn(
-            f"MLflow mirror of {out} to {uri} failed ({error}); the run's files are kept", stacklevel=1
-        )
+        warnings.warn(f"MLflow mirror of {out} to {uri} failed ({error}); the run's files are kept", stacklevel=1)

@@ -41,9 +41,7 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "multipliers": _prefixed(last, "multiplier/"),
         "violations": _prefixed(last, "violation/"),
         "sparsifiable_params": int(run.problem.density.total),
-        "total_params": sum(
-            p.numel() for name, p in run.model.named_parameters() if not name.endswith("log_alpha")
-        ),
+        "total_params": sum(p.numel() for name, p in run.model.named_parameters() if not name.endswith("log_alpha")),
         "wall_seconds": progress.wall_seconds,
         "device": str(run.device),
         "versions": {

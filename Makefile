@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` (set up, run the default grid, build the report) and
+# `make test` (set up, run the test suite). Both install everything they need into .venv from scratch.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CORES ?= $(shell nproc)
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: venv demo test test-all lint format ui clean-results
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
+
+test: venv
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-all: venv
+	$(BIN)/pytest -q -m ""
+
+lint: venv
+	$(BIN)/ruff check src tests workflow benchmarks
+	$(BIN)/ruff format --check src tests workflow benchmarks
+	$(BIN)/snakemake --lint
+
+format: venv
+	$(BIN)/ruff format src tests workflow benchmarks
+	$(BIN)/ruff check --fix src tests workflow benchmarks
+
+ui: venv
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow.db}" --host 127.0.0.1 --port 5000
+
+clean-results:
+	rm -rf results/runs results/tables results/plots results/report.pdf results/logs .snakemake

@@ -1,0 +1,96 @@
+"""Gated layers: groups, counts, the gated forward, expected L2 and the masked BatchNorm."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ctrlsparse.density import Density
+from ctrlsparse.layers import L0BatchNorm2d, L0Conv2d, L0Linear, gated_layers
+from ctrlsparse.models.factory import LayerFactory
+from ctrlsparse.models.mlp import build_mlp
+
+
+def test_structured_linear_gates_input_neurons():
+    layer = L0Linear(6, 4)
+    assert layer.n_gates == 6 and layer.group_size == 4 and layer.n_sparsifiable == 24  # bias not counted
+    z = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0, 0.25])
+    weight, bias = layer.gated_params(z)
+    assert torch.equal(weight, layer.weight * z) and bias is layer.bias
+
+
+def test_structured_conv_gates_output_channels_with_their_bias():
+    layer = L0Conv2d(3, 5, 3, bias=True)
+    assert layer.n_gates == 5 and layer.group_size == 3 * 3 * 3 + 1
+    z = torch.tensor([0.0, 1.0, 0.5, 0.0, 1.0])
+    weight, bias = layer.gated_params(z)
+    assert torch.equal(weight[0], torch.zeros_like(weight[0])) and bias[0] == 0 and bias[3] == 0
+    assert torch.equal(weight[2], layer.weight[2] * 0.5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_unstructured_layers_have_one_gate_per_parameter(bias):
+    linear = L0Linear(5, 3, bias=bias, structured=False)
+    conv = L0Conv2d(2, 4, 3, bias=bias, structured=False)
+    assert linear.n_sparsifiable == 15 + 3 * bias and linear.group_size == 1
+    assert conv.n_sparsifiable == 72 + 4 * bias
+
+
+def test_eval_forward_uses_the_deterministic_median_gates():
+    torch.manual_seed(0)
+    layer = L0Linear(8, 3).eval()
+    with torch.no_grad():
+        layer.log_alpha.copy_(torch.tensor([-3.0, 3.0, 0.0, -1.7, 1.7, 0.5, -0.5, 2.0]))
+    x = torch.randn(5, 8)
+    weight, bias = layer.eval_params()
+    assert torch.allclose(layer(x), F.linear(x, weight, bias), atol=1e-6)
+    assert torch.equal(layer(x), layer(x))
+    assert (weight[:, 0] == 0).all() and (weight[:, 3] == 0).all()  # log alpha below -1.599
+
+
+def test_training_forward_samples_one_gate_vector_per_minibatch():
+    torch.manual_seed(0)
+    layer = L0Linear(4, 2).train()
+    x = torch.ones(3, 4)
+    layer(x)
+    assert layer.last_gates.shape == (4,)
+
+
+def test_expected_l2_weights_groups_by_their_probability():
+    layer = L0Linear(3, 2, bias=True)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2.0, 0.0], [1.0, 0.0, 3.0]]))
+        layer.bias.copy_(torch.tensor([1.0, 1.0]))
+    p = layer.prob_active().detach()
+    expected = 0.5 * (p[0] * 2 + p[1] * 4 + p[2] * 9 + 2)
+    assert layer.expected_l2(detach_gates=True).item() == pytest.approx(expected.item(), rel=1e-6)
+    layer.expected_l2(detach_gates=True).backward()
+    assert layer.log_alpha.grad is None or layer.log_alpha.grad.abs().sum() == 0
+
+
+def test_density_of_a_model_counts_only_gated_parameters():
+    model = build_mlp((1, 8, 8), 10, LayerFactory(droprate_init=0.5))
+    density = Density(model)
+    assert density.names == ["fc1", "fc2", "fc3"]
+    assert density.total == 64 * 300 + 300 * 100 + 100 * 10
+    assert density.model_expected().item() == pytest.approx(0.832, abs=2e-3)
+    assert density.model_eval().item() == 1.0
+    with torch.no_grad():
+        for _, layer in gated_layers(model):
+            layer.log_alpha.fill_(-3.0)
+    assert density.model_eval().item() == 0.0
+
+
+def test_batchnorm_normalises_only_active_channels_and_keeps_their_statistics():
+    torch.manual_seed(0)
+    bn = L0BatchNorm2d(4)
+    x = torch.randn(8, 4, 3, 3) * 3 + 2
+    x[:, 1] = 0  # a closed channel
+    active = torch.tensor([True, False, True, True])
+    out = bn(x, active)
+    assert torch.equal(out[:, 1], x[:, 1])
+    reference = F.batch_norm(x, None, None, bn.weight, bn.bias, training=True)
+    assert torch.allclose(out[:, active], reference[:, active], atol=1e-5)
+    assert bn.running_mean[1] == 0 and bn.running_var[1] == 1  # untouched
+    assert bn.running_mean[0] != 0
+    bn.eval()
+    assert torch.equal(bn(x, active)[:, 1], x[:, 1])

@@ -1,0 +1,90 @@
+"""The constrained problem: dual restarts, non-negative multipliers, a toy problem whose constraint is met."""
+
+import pytest
+import torch
+from torch import nn
+
+from ctrlsparse.hparams import HParamError, HParams
+from ctrlsparse.layers import L0Linear
+from ctrlsparse.problems.constrained import ConstrainedL0Problem, restart_multipliers_
+from ctrlsparse.problems.penalized import PenalizedL0Problem
+from ctrlsparse.training.setup import build_primal_optimizer
+
+
+def test_restart_resets_exactly_the_strictly_satisfied_multipliers():
+    weight = torch.tensor([0.5, 0.7, 0.2, 0.0])
+    weight.grad = torch.tensor([-0.1, 0.0, 0.3, -0.2])
+    restart_multipliers_(weight, torch.tensor([-0.1, 0.0, 0.3, -1e-9]))
+    assert weight.tolist() == pytest.approx([0.0, 0.7, 0.2, 0.0])
+    assert weight.grad.tolist() == pytest.approx([0.0, 0.0, 0.3, 0.0])
+
+
+def test_restart_also_clears_per_entry_optimizer_state():
+    weight = nn.Parameter(torch.tensor([1.0, 2.0]))
+    optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, maximize=True)
+    weight.grad = torch.tensor([1.0, 1.0])
+    optimizer.step()
+    restart_multipliers_(weight, torch.tensor([-0.5, 0.5]), optimizer)
+    assert optimizer.state[weight]["momentum_buffer"][0] == 0
+    assert optimizer.state[weight]["momentum_buffer"][1] != 0
+
+
+def toy_problem(target, scope="model", restarts=True, problem_class=ConstrainedL0Problem, **overrides):
+    """A linear classifier on 20 features of which 4 carry the label, under a density constraint."""
+    torch.manual_seed(0)
+    model = nn.Sequential(L0Linear(20, 2, droprate_init=0.5))
+    hparams = HParams.resolve(
+        target=target, target_scope=scope, dual_restarts=restarts, gates_lr=0.05, dual_lr=0.5, lr=0.05, **overrides
+    )
+    problem = problem_class(model, hparams)
+    optimizer = problem.build_optimizer(build_primal_optimizer(hparams, model))
+    return model, problem, optimizer
+
+
+def toy_batches(steps, batch=64):
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(batch, 20, generator=generator)
+        y = (x[:, :4].sum(1) > 0).long()
+        yield x, y
+
+
+def train_toy(problem, optimizer, steps=600):
+    lowest = []
+    for x, y in toy_batches(steps):
+        rollout = optimizer.roll(compute_cmp_state_kwargs={"inputs": x, "labels": y})
+        problem.after_step(rollout.cmp_state)
+        if problem.multiplier_values() is not None:
+            lowest.append(problem.multiplier_values().min().item())
+    return lowest
+
+
+def test_toy_problem_meets_its_constraint_and_keeps_the_informative_inputs():
+    model, problem, optimizer = toy_problem((0.3,))
+    lowest = train_toy(problem, optimizer)
+    assert min(lowest) >= 0  # multipliers are never negative
+    assert max(problem.multiplier_values().tolist()) >= 0
+    assert problem.density.model_expected().item() <= 0.3 + 0.01
+    open_gates = set(torch.nonzero(model[0].log_alpha > 0).flatten().tolist())
+    assert {0, 1, 2, 3} <= open_gates  # the four inputs that carry the label stay open
+
+
+def test_penalized_problem_has_no_multipliers_and_a_zero_penalty_stays_above_the_target():
+    _, problem, optimizer = toy_problem((0.3,), problem_class=PenalizedL0Problem, method="penalized", penalty=0.0)
+    train_toy(problem, optimizer)
+    assert problem.multiplier_values() is None and problem.constraint_names == []
+    assert problem.density.model_expected().item() > 0.4  # the constrained run of the same toy reaches 0.3
+
+
+def test_multiplier_is_zero_whenever_the_constraint_is_satisfied_with_restarts():
+    _, problem, optimizer = toy_problem((0.9,))  # the initial density 0.83 already satisfies 0.9
+    train_toy(problem, optimizer, steps=50)
+    assert problem.multiplier_values().tolist() == [0.0]
+
+
+def test_layerwise_targets_must_match_the_gated_layers():
+    model = nn.Sequential(L0Linear(4, 3), nn.ReLU(), L0Linear(3, 2))
+    with pytest.raises(HParamError, match="3 layer-wise targets given.*2 gated layers"):
+        ConstrainedL0Problem(model, HParams.resolve(target=(0.5, 0.4, 0.3), target_scope="layer"))
+    problem = ConstrainedL0Problem(model, HParams.resolve(target=(0.5,), target_scope="layer"))
+    assert problem.targets.tolist() == [0.5, 0.5] and problem.constraint_names == ["0", "2"]
