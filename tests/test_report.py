@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctrlsparse.report import aggregate, paper, pdf, plots
+from ctrlsparse.report import aggregate, paper, pdf, plots, run_plot
 from ctrlsparse.report.synthetic import write_synthetic_grid, write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def test_layer_targets_follow_per_layer_lists(tmp_path):
     )
     _, _, layers = aggregate.aggregate(aggregate.find_summaries([str(tmp_path)]))
     assert list(layers["layer_target"]) == [0.5, 0.3, 0.7]
-    assert list(layers["layer"].astype(str)) == ["1", "3", "5"]
+    assert list(layers["layer"]) == ["fc1", "fc2", "fc3"]
 
 
 def test_job_seconds_come_from_snakemake_benchmarks(tmp_path):
@@ -119,7 +119,7 @@ def test_figures_survive_a_grid_without_constrained_or_penalized_runs(tmp_path):
 
 def test_run_dynamics_plot(tmp_path):
     run = write_synthetic_run(tmp_path, dataset="digits", arch="cnn", method="constrained", target_scope="layer")
-    out = plots.plot_run_dynamics(run, run / "dynamics.png")
+    out = run_plot.plot_run_dynamics(run, run / "dynamics.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from ctrlsparse import paths, tracking
 from ctrlsparse.report.synthetic import write_synthetic_run
+from ctrlsparse.tracking import store as store_module
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -114,7 +115,7 @@ def test_a_broken_tracking_server_only_warns_and_keeps_the_files(tmp_path, monke
 
 
 def test_database_is_locked_is_retried(monkeypatch):
-    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(store_module.time, "sleep", lambda seconds: None)
     calls = []
 
     def flaky():

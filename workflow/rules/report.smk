@@ -5,7 +5,7 @@ rule resolved_config:
     output:
         f"{RESULTS}/config.yaml",
     params:
-        config=json.dumps(config, sort_keys=True),
+        config=json.dumps(config),
     log:
         f"{LOGS}/resolved_config.log",
     run:

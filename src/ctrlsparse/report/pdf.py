@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse.report import aggregate, paper
+from ctrlsparse.report.layout import Builder, escape
 from ctrlsparse.report.plots import FIGURES, load_tables
 
 SECTIONS = [
@@ -35,153 +36,6 @@ CONTROL_COLUMNS = [
 ]
 
 
-def _fonts() -> tuple[str, str]:
-    """Register DejaVu (shipped with matplotlib) so ε, λ and ± render; fall back to Helvetica/Courier."""
-    try:
-        import matplotlib
-        from reportlab.pdfbase import pdfmetrics
-        from reportlab.pdfbase.ttfonts import TTFont
-
-        ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-        for name, file in (
-            ("DejaVu", "DejaVuSans.ttf"),
-            ("DejaVu-Bold", "DejaVuSans-Bold.ttf"),
-            ("DejaVuMono", "DejaVuSansMono.ttf"),
-        ):
-            pdfmetrics.registerFont(TTFont(name, str(ttf / file)))
-        pdfmetrics.registerFontFamily("DejaVu", normal="DejaVu", bold="DejaVu-Bold")
-        return "DejaVu", "DejaVuMono"
-    except Exception:
-        return "Helvetica", "Courier"
-
-
-class Builder:
-    """Collects reportlab flowables; one method per kind of block."""
-
-    def __init__(self) -> None:
-        from reportlab.lib.pagesizes import A4
-        from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
-        from reportlab.lib.units import cm
-
-        self.font, self.mono_font = _fonts()
-        styles = getSampleStyleSheet()
-        bold = "DejaVu-Bold" if self.font == "DejaVu" else "Helvetica-Bold"
-        self.styles = {
-            name: ParagraphStyle(
-                name, parent=styles[parent], fontName=bold if name in ("title", "h") else self.font, **extra
-            )
-            for name, parent, extra in [
-                ("title", "Title", {"fontSize": 22, "leading": 28}),
-                ("h", "Heading2", {}),
-                ("body", "BodyText", {"fontSize": 9.5, "leading": 13}),
-                ("caption", "BodyText", {"fontSize": 8.5, "leading": 11, "textColor": "#333333"}),
-                ("cell", "BodyText", {"fontSize": 7.5, "leading": 9}),
-            ]
-        }
-        self.mono_style = ParagraphStyle(
-            "mono", parent=styles["Code"], fontName=self.mono_font, fontSize=7, leading=8.5
-        )
-        self.width = A4[0] - 3.6 * cm
-        self.height = A4[1] - 3.6 * cm
-        self.story: list[Any] = []
-
-    def heading(self, text: str) -> None:
-        from reportlab.platypus import Paragraph
-
-        self.story.append(Paragraph(text, self.styles["h"]))
-
-    def para(self, text: str, style: str = "body") -> None:
-        from reportlab.platypus import Paragraph
-
-        self.story.append(Paragraph(text, self.styles[style]))
-
-    def space(self, height: float = 6) -> None:
-        from reportlab.platypus import Spacer
-
-        self.story.append(Spacer(1, height))
-
-    def mono(self, text: str) -> None:
-        from reportlab.platypus import XPreformatted
-
-        self.story.append(XPreformatted(_escape(text), self.mono_style))
-
-    def table(self, header: list[str], rows: list[list[str]], widths: list[float] | None = None) -> None:
-        """A real-text table that repeats its header on each page; cells wrap instead of being cut."""
-        from reportlab.lib import colors
-        from reportlab.platypus import Paragraph, Table, TableStyle
-
-        cell = self.styles["cell"]
-        data = [[Paragraph(f"<b>{_escape(h)}</b>", cell) for h in header]]
-        data += [[Paragraph(_escape(str(value)), cell) for value in row] for row in rows]
-        if widths is not None:
-            widths = [self.width * w / sum(widths) for w in widths]
-        table = Table(data, colWidths=widths, repeatRows=1, hAlign="LEFT")
-        table.setStyle(
-            TableStyle(
-                [
-                    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8e8e8")),
-                    ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
-                    ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f7f7f7")]),
-                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                    ("TOPPADDING", (0, 0), (-1, -1), 1.5),
-                    ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
-                ]
-            )
-        )
-        self.story.append(table)
-
-    def figure(self, path: Path, caption: str, heading: str | None = None) -> None:
-        """A PNG scaled to the text width (at most 70% of the page height), then its caption; kept on one page
-        with its heading."""
-        from reportlab.lib.utils import ImageReader
-        from reportlab.platypus import Image, KeepTogether, Paragraph, Spacer
-
-        width, height = ImageReader(str(path)).getSize()
-        scale = min(self.width / width, 0.7 * self.height / height)
-        self.story.append(
-            KeepTogether(
-                [
-                    *([Paragraph(heading, self.styles["h"])] if heading else []),
-                    Image(str(path), width=width * scale, height=height * scale),
-                    Spacer(1, 3),
-                    Paragraph(caption, self.styles["caption"]),
-                    Spacer(1, 8),
-                ]
-            )
-        )
-
-    def page_break(self) -> None:
-        from reportlab.platypus import PageBreak
-
-        self.story.append(PageBreak())
-
-    def build(self, out: Path, title: str) -> None:
-        from reportlab.lib.pagesizes import A4
-        from reportlab.lib.units import cm
-        from reportlab.platypus import SimpleDocTemplate
-
-        def footer(canvas: Any, doc: Any) -> None:
-            canvas.setFont(self.font, 7.5)
-            canvas.drawString(1.8 * cm, 1.0 * cm, title)
-            canvas.drawRightString(A4[0] - 1.8 * cm, 1.0 * cm, f"page {doc.page}")
-
-        doc = SimpleDocTemplate(
-            str(out),
-            pagesize=A4,
-            leftMargin=1.8 * cm,
-            rightMargin=1.8 * cm,
-            topMargin=1.8 * cm,
-            bottomMargin=1.8 * cm,
-            title=title,
-            author="ctrlsparse",
-        )
-        doc.build(self.story, onFirstPage=footer, onLaterPages=footer)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _versions(runs: Any) -> list[list[str]]:
     rows = [["python", platform.python_version()], ["platform", platform.platform(terse=True)]]
     for column in (c for c in runs.columns if c.startswith("version_")):
@@ -194,6 +48,19 @@ def _versions(runs: Any) -> list[list[str]]:
     except Exception:
         pass
     return rows
+
+
+def job_timing(runs: Any) -> str | None:
+    """One sentence on where the train jobs' time went (from Snakemake's benchmarks), or None without them."""
+    if runs.empty or "job_seconds" not in runs or runs["job_seconds"].isna().all():
+        return None
+    timed = runs.dropna(subset=["job_seconds"])
+    jobs, training = timed["job_seconds"].sum(), timed["wall_seconds"].sum()
+    return (
+        f"Train jobs: {len(timed)} jobs took {jobs:.0f} s in all ({jobs / len(timed):.1f} s each on average), of which "
+        f"{training:.0f} s were training loops; the other {100 * (1 - training / jobs):.0f}% is per-job start-up "
+        "(interpreter, torch and data imports) and the MLflow mirror."
+    )
 
 
 def control_rows(settings: Any) -> list[list[str]]:
@@ -233,7 +100,7 @@ def build_report(
     tables = load_tables(tables_dir)
     runs, settings = tables["runs"], tables["settings"]
     b = Builder()
-    b.para(_escape(title), "title")
+    b.para(escape(title), "title")
     b.para(
         "Controlled Sparsity via Constrained Optimization (Gallego-Posada et al., NeurIPS 2022), reproduced "
         "with <b>ctrlsparse</b>: hard-concrete L0 gates trained under an explicit density constraint, "
@@ -244,6 +111,9 @@ def build_report(
         f"{len(runs)} runs, {len(settings)} settings; data: {datasets}. "
         f"Built {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
     )
+    timing = job_timing(runs)
+    if timing:
+        b.para(timing)
     b.space()
     b.heading("Versions")
     b.table(["component", "version"], _versions(runs) if not runs.empty else [], widths=[1, 4])
@@ -255,7 +125,7 @@ def build_report(
     for index, (name, heading) in enumerate(SECTIONS, start=1):
         b.figure(
             plots_dir / FIGURES[name][1],
-            f"<b>Figure {index}.</b> {_escape(captions[name])}",
+            f"<b>Figure {index}.</b> {escape(captions[name])}",
             heading=f"{index}. {heading}",
         )
         if name == "control" and not settings.empty and (settings["method"] == "constrained").any():
@@ -264,7 +134,7 @@ def build_report(
                 f"seeds whose final violation is at most {aggregate.FEASIBILITY_TOL}).",
                 "caption",
             )
-            b.table(CONTROL_COLUMNS, control_rows(settings), widths=[2.2, 1, 1.5, 0.9, 2.2, 1.3, 1.4, 1.3, 1.1])
+            b.table(CONTROL_COLUMNS, control_rows(settings), widths=[2.2, 1, 1.5, 1.1, 2.2, 1.3, 1.4, 1.3, 1.1])
             b.space(10)
 
     b.page_break()

@@ -1,7 +1,7 @@
 """The report's figures, drawn from the aggregated tables (and the runs' ``metrics.csv`` for dynamics).
 
 ``ctrlsparse plots --tables results/tables --out results/plots`` writes one PNG per entry of :data:`FIGURES`.
-:func:`plot_run_dynamics` draws one run's curves (the MLflow artifact).
+:func:`ctrlsparse.report.run_plot.plot_run_dynamics` draws one run's curves (the MLflow artifact).
 """
 
 from __future__ import annotations
@@ -253,54 +253,6 @@ def write_figures(tables_dir: str | Path, out: str | Path) -> dict[str, Path]:
     return written
 
 
-def plot_run_dynamics(run_dir: str | Path, out: str | Path) -> Path:
-    """One run's curves: densities (model and per layer), multipliers/violations, accuracy and loss.
-
-    Called inside every train job (the MLflow artifact), so it avoids pyplot and pandas (~1.5 s of imports).
-    """
-    import csv
-
-    from matplotlib.figure import Figure
-
-    with open(paths.metrics_path(run_dir), newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = list(rows[0]) if rows else []
-
-    def series(column: str) -> list[float]:
-        return [float(row[column]) if row[column] not in ("", None) else math.nan for row in rows]
-
-    epoch = series("epoch")
-    fig = Figure(figsize=(12, 3.3), dpi=100)
-    axes = fig.subplots(1, 3)
-    axes[0].plot(epoch, series("expected_density"), color="black", label="model (expected)")
-    axes[0].plot(epoch, series("eval_density"), color="black", ls="--", label="model (eval)")
-    for column in (c for c in columns if c.startswith("expected_density/")):
-        axes[0].plot(epoch, series(column), lw=0.8, label=column.split("/", 1)[1])
-    axes[0].set(xlabel="epoch", ylabel="density", ylim=(0, 1.05), title="density")
-    axes[0].legend(fontsize=6)
-    names = [c.split("/", 1)[1] for c in columns if c.startswith("multiplier/")]
-    for i, name in enumerate(names):
-        axes[1].plot(epoch, series(f"multiplier/{name}"), lw=1, color=f"C{i}", label=f"multiplier/{name}")
-        if f"violation/{name}" in columns:
-            axes[1].plot(epoch, series(f"violation/{name}"), lw=1, ls=":", color=f"C{i}")
-    axes[1].axhline(0, color="grey", lw=0.5)
-    axes[1].set(xlabel="epoch", title="multipliers (—) and violations (···)")
-    if names:
-        axes[1].legend(fontsize=6)
-    axes[2].plot(epoch, [100 * a for a in series("test_accuracy")], color="tab:blue")
-    twin = axes[2].twinx()
-    twin.plot(epoch, series("train_loss"), color="tab:red", lw=0.8)
-    axes[2].set(xlabel="epoch", ylabel="test accuracy % (blue)", title="accuracy / train loss")
-    twin.set_ylabel("train loss (red)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.suptitle(str(Path(run_dir)), fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out)
-    return out
-
-
 def main(argv: list[str]) -> int:
     """``ctrlsparse plots --tables DIR --out DIR``."""
     parser = argparse.ArgumentParser(prog="ctrlsparse plots", description=__doc__.splitlines()[0])
@@ -309,6 +261,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run", help="instead: draw one run directory's dynamics into --out (a .png path)")
     args = parser.parse_args(argv)
     if args.run:
+        from ctrlsparse.report.run_plot import plot_run_dynamics
+
         print(plot_run_dynamics(args.run, args.out))
         return 0
     written = write_figures(args.tables, args.out)

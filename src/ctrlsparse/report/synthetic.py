@@ -16,9 +16,9 @@ from typing import Any
 from ctrlsparse import paths
 from ctrlsparse.hparams import HParams, hparams_hash, run_key
 
-# Gated layers as named by the library's nn.Sequential models.
-LAYERS = {"mlp": ["1", "3", "5"], "cnn": ["0", "3", "7", "9"]}
-SIZES = {"mlp": [64 * 300, 300 * 100, 100 * 10], "cnn": [180, 9000, 400 * 500, 5000]}
+# Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100).
+LAYERS = {"mlp": ["fc1", "fc2", "fc3"], "cnn": ["conv1", "conv2", "fc1", "fc2"]}
+SIZES = {"mlp": [64 * 300, 300 * 100, 100 * 10], "cnn": [90, 1800, 80 * 100, 1000]}
 
 
 def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path:

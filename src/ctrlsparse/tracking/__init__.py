@@ -1,0 +1,33 @@
+"""Mirror finished run directories to MLflow. Files first, MLflow second.
+
+A run directory (``hparams.json``, ``metrics.csv``, ``summary.json``) is the source of truth; this module copies
+it into an MLflow experiment: run name = run key, tags for every grid axis plus the git commit, all hparams as
+params, every ``metrics.csv`` column as a per-epoch metric, and the files plus a dynamics plot as artifacts.
+
+- **Idempotent.** Runs are indexed by the tag ``run_key``: mirroring again replaces the previous MLflow run
+  (deleted, and purged on SQL stores), so reruns never leave duplicates. The id lands in ``mlflow_run.json``.
+- **Never fatal.** Any MLflow failure prints a warning and returns ``None``; the files stay. SQLite's
+  "database is locked" is retried with backoff.
+- **Create the store once** (:func:`init_store`, the workflow's ``mlflow_init`` rule) before parallel jobs
+  log: first-time schema creation from parallel processes crashes SQLite.
+
+``mlflow`` is imported lazily (it costs seconds); nothing here imports torch.
+"""
+
+from ctrlsparse.tracking.cli import main_init, main_track
+from ctrlsparse.tracking.mirror import find_runs, mirror_run, read_metrics, run_tags
+from ctrlsparse.tracking.store import default_uri, git_commit, init_store, sqlite_path, with_retries
+
+__all__ = [
+    "default_uri",
+    "find_runs",
+    "git_commit",
+    "init_store",
+    "main_init",
+    "main_track",
+    "mirror_run",
+    "read_metrics",
+    "run_tags",
+    "sqlite_path",
+    "with_retries",
+]

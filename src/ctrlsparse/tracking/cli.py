@@ -1,0 +1,72 @@
+"""``ctrlsparse track`` and ``ctrlsparse mlflow-init``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from ctrlsparse.tracking.mirror import find_runs, mirror_run
+from ctrlsparse.tracking.store import DEFAULT_EXPERIMENT, default_uri, init_store
+
+
+def _uri_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite)")
+    parser.add_argument("--results", default="results", help="results directory holding the default SQLite store")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
+
+
+def main_track(argv: list[str]) -> int:
+    """``ctrlsparse track RUN_DIR...``: mirror finished runs (e.g. to backfill a tracking server)."""
+    parser = argparse.ArgumentParser(prog="ctrlsparse track", description=main_track.__doc__)
+    parser.add_argument("runs", nargs="+", help="run directories, or roots searched for summary.json")
+    _uri_args(parser)
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra tag (repeatable)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any run could not be mirrored")
+    args = parser.parse_args(argv)
+    uri = args.tracking_uri or default_uri(args.results)
+    tags = dict(item.split("=", 1) for item in args.tag)
+    runs = find_runs(args.runs)
+    failed = [run for run in runs if mirror_run(run, tracking_uri=uri, experiment=args.experiment, tags=tags) is None]
+    print(f"mirrored {len(runs) - len(failed)} of {len(runs)} runs to {uri} (experiment {args.experiment})")
+    return 1 if failed and args.strict else 0
+
+
+def main_init(argv: list[str]) -> int:
+    """``ctrlsparse mlflow-init``: create the store and experiment once, before parallel jobs log to it.
+
+    An empty ``--tracking-uri ''`` means MLflow is off: only the marker files are written. A store that cannot
+    be reached is a warning, not an error: training must not depend on the tracking server.
+    """
+    parser = argparse.ArgumentParser(prog="ctrlsparse mlflow-init", description=main_init.__doc__.splitlines()[0])
+    _uri_args(parser)
+    parser.add_argument("--marker", help="JSON file to write (uri, experiment, id) once the store is ready")
+    parser.add_argument("--shell-env", help="file of MLFLOW_URI=... / MLFLOW_EXPERIMENT=... lines for `source`")
+    args = parser.parse_args(argv)
+    uri = default_uri(args.results) if args.tracking_uri is None else args.tracking_uri
+    record: dict[str, Any] = {"tracking_uri": uri, "experiment": args.experiment}
+    if not uri:
+        print("MLflow is off (empty tracking URI): runs keep their files only")
+    else:
+        try:
+            record["experiment_id"] = init_store(uri, args.experiment)
+            print(f"MLflow store ready: {uri} (experiment {args.experiment}, id {record['experiment_id']})")
+        except Exception as error:
+            record["error"] = f"{type(error).__name__}: {error}"
+            print(
+                f"ctrlsparse: warning: MLflow store {uri} not ready ({record['error']}); runs keep their files",
+                file=sys.stderr,
+            )
+    if args.marker:
+        Path(args.marker).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.marker).write_text(json.dumps(record, indent=2) + "\n")
+    if args.shell_env:
+        Path(args.shell_env).parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"MLFLOW_URI={shlex.quote(uri)}", f"MLFLOW_EXPERIMENT={shlex.quote(args.experiment)}"]
+        Path(args.shell_env).write_text(
+            "# written by ctrlsparse mlflow-init; sourced by the train jobs\n" + "\n".join(lines) + "\n"
+        )
+    return 0

@@ -1,0 +1,108 @@
+"""The tracking store: URIs, creating the store and experiment once, retries, the git commit."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+DEFAULT_EXPERIMENT = "ctrlsparse"
+RETRIES = 6
+
+
+def default_uri(results: str | Path = "results") -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else the project's SQLite file ``<results>/mlflow/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + str(
+        (Path(results) / "mlflow" / "mlflow.db").resolve()
+    )
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+def _quiet_http() -> None:
+    # MLflow retries an unreachable server for minutes by default; a training job should not wait that long.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+
+def with_retries(action: Callable[[], T], *, what: str, tries: int = RETRIES) -> T:
+    """Run ``action``, retrying with exponential backoff while SQLite reports "database is locked"."""
+    for attempt in range(tries):
+        try:
+            return action()
+        except Exception as error:
+            if "database is locked" not in str(error) or attempt == tries - 1:
+                raise
+            delay = 0.5 * 2**attempt * (1 + random.random())
+            print(f"ctrlsparse: {what}: database is locked, retrying in {delay:.1f} s", file=sys.stderr)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _client(tracking_uri: str) -> Any:
+    _quiet_http()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _experiment_id(client: Any, tracking_uri: str, experiment: str) -> str:
+    """Get the experiment by name, creating it (artifacts next to a SQLite file) if missing."""
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    db = sqlite_path(tracking_uri)
+    location = (db.parent / "artifacts" / experiment).resolve().as_uri() if db else None
+    try:
+        return client.create_experiment(experiment, artifact_location=location)
+    except Exception:
+        found = client.get_experiment_by_name(experiment)  # another process won the race
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def init_store(tracking_uri: str, experiment: str) -> str:
+    """Create the tracking store (SQLite schema) and the experiment once; return the experiment id."""
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    client = _client(tracking_uri)
+    return with_retries(lambda: _experiment_id(client, tracking_uri, experiment), what="mlflow init")
+
+
+def git_commit() -> str | None:
+    """Commit of the project checkout (``-dirty`` if tracked files changed); ``$CTRLSPARSE_GIT_COMMIT`` wins."""
+    if os.environ.get("CTRLSPARSE_GIT_COMMIT"):
+        return os.environ["CTRLSPARSE_GIT_COMMIT"]
+    for where in (Path(__file__).resolve().parents[2], Path.cwd()):
+        try:
+            commit = subprocess.run(
+                ["git", "-C", str(where), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        return commit + ("-dirty" if dirty else "")
+    return None
