@@ -19,6 +19,8 @@ venv: $(STAMP)
 
 demo: venv
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
+	@echo "report: results/report.pdf (and results/report.html); MLflow: make ui"
 
 test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -36,7 +38,7 @@ format: venv
 	$(BIN)/ruff check --fix src tests workflow benchmarks
 
 ui: venv
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow.db}" --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}" --host 127.0.0.1 --port 5000
 
 clean-results:
 	rm -rf results/runs results/tables results/plots results/report.pdf results/logs .snakemake

@@ -3,7 +3,6 @@
 import json
 import os
 import shlex
-import shutil
 import sys
 
 import yaml
@@ -23,13 +22,16 @@ try:
 except grid.ConfigError as error:
     raise WorkflowError(f"Invalid config: {error}") from None
 
-# Jobs call the CLI of the environment snakemake runs in (a venv that is not activated included).
+# Jobs call the `ctrlsparse` of the environment snakemake runs in, even from a venv that is not activated
+# (with --software-deployment-method conda, the job's conda env comes first on PATH instead).
 envvars:
     "PATH",
 
 
-if shutil.which("ctrlsparse") is None:
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+BIN = os.path.dirname(sys.executable)
+SEARCH_PATH = os.environ["PATH"]
+if SEARCH_PATH.split(os.pathsep)[0] != BIN:
+    os.environ["PATH"] = BIN + os.pathsep + SEARCH_PATH
 
 # 2. Paths: every output lands under the results directory (config key `results`).
 RESULTS = config["results"]
