@@ -83,6 +83,15 @@ def test_every_schema_property_has_a_description_and_a_default():
     walk(schema, "")
 
 
+def test_schema_lists_exactly_the_registered_names():
+    from ctrlsparse.registry import ARCHS, DATASETS
+
+    grid_schema = yaml.safe_load(grid.SCHEMA.read_text())["properties"]["grid"]["properties"]
+    for key, registry in (("datasets", DATASETS), ("archs", ARCHS)):
+        listed = grid_schema[key]["description"].rsplit("(", 1)[1].rstrip(")").split(", ")
+        assert listed == list(registry), f"update the description of grid.{key} in {grid.SCHEMA.name}"
+
+
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_presets_are_valid_and_use_registered_names(preset):
     assert check(merged(yaml.safe_load(preset.read_text())))
