@@ -145,3 +145,12 @@ def test_track_cli_backfills_every_run_below_a_root(tmp_path, store):
         write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense", seed=seed)
     assert tracking.main_track([str(tmp_path / "runs"), "--tracking-uri", store, "--experiment", "test"]) == 0
     assert len(active_runs(store)) == 2
+
+
+def test_init_cli_with_an_unreachable_server_warns_and_still_writes_the_env_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    env = tmp_path / "tracking.env"
+    assert tracking.main_init(["--tracking-uri", "http://127.0.0.1:9", "--shell-env", str(env)]) == 0
+    assert "MLFLOW_URI=http://127.0.0.1:9" in env.read_text()
+    assert "not ready" in capsys.readouterr().err
