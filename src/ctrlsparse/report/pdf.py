@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from ctrlsparse.report import aggregate, paper
 from ctrlsparse.report.layout import Builder, escape
 from ctrlsparse.report.plots import FIGURES, load_tables
+from ctrlsparse.tracking.store import git_commit
 
 SECTIONS = [
     ("control", "Control: achieved vs target density"),
@@ -41,12 +43,12 @@ def _versions(runs: Any) -> list[list[str]]:
     for column in (c for c in runs.columns if c.startswith("version_")):
         values = sorted({str(v) for v in runs[column].dropna()})
         rows.append([column.removeprefix("version_"), ", ".join(values)])
-    try:
-        from ctrlsparse.tracking import git_commit
-
-        rows.append(["git commit", git_commit() or "unknown"])
-    except Exception:
-        pass
+    for package in ("snakemake", "mlflow", "pandas", "matplotlib", "reportlab"):  # the tools around the runs
+        try:
+            rows.append([package, version(package)])
+        except PackageNotFoundError:
+            continue
+    rows.append(["git commit", git_commit() or "unknown"])
     return rows
 
 
