@@ -61,6 +61,8 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for name, version in (s.get("versions") or {}).items():
         row[f"version_{name}"] = version
     row["run_dir"] = str(summary_file.parent)
+    mirror = summary_file.parent / paths.MLFLOW_RUN
+    row["mirror_seconds"] = json.loads(mirror.read_text()).get("seconds", math.nan) if mirror.exists() else math.nan
     expected = s.get("layer_expected_density") or {}
     evaluated = s.get("layer_eval_density") or {}
     layer_rows = []

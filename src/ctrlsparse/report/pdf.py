@@ -58,10 +58,12 @@ def job_timing(runs: Any) -> str | None:
         return None
     timed = runs.dropna(subset=["job_seconds"])
     jobs, training = timed["job_seconds"].sum(), timed["wall_seconds"].sum()
+    mirror = timed["mirror_seconds"].sum() if "mirror_seconds" in timed else 0.0
     return (
-        f"Train jobs: {len(timed)} jobs took {jobs:.0f} s in all ({jobs / len(timed):.1f} s each on average), of which "
-        f"{training:.0f} s were training loops; the other {100 * (1 - training / jobs):.0f}% is per-job start-up "
-        "(interpreter, torch and data imports) and the MLflow mirror."
+        f"Train jobs: {len(timed)} jobs took {jobs:.0f} s in all ({jobs / len(timed):.1f} s each on average): "
+        f"{100 * training / jobs:.0f}% training loops, {100 * mirror / jobs:.0f}% the MLflow mirror and "
+        f"{100 * (1 - (training + mirror) / jobs):.0f}% per-job start-up (interpreter, torch and data imports, "
+        "model set-up)."
     )
 
 
