@@ -88,3 +88,14 @@ def test_layerwise_targets_must_match_the_gated_layers():
         ConstrainedL0Problem(model, HParams.resolve(target=(0.5, 0.4, 0.3), target_scope="layer"))
     problem = ConstrainedL0Problem(model, HParams.resolve(target=(0.5,), target_scope="layer"))
     assert problem.targets.tolist() == [0.5, 0.5] and problem.constraint_names == ["0", "2"]
+
+
+def test_without_restarts_the_multiplier_keeps_its_value_once_the_constraint_holds():
+    _, with_restarts, optimizer = toy_problem((0.3,))
+    train_toy(with_restarts, optimizer)
+    _, without, optimizer = toy_problem((0.3,), restarts=False)
+    train_toy(without, optimizer)
+    assert without.violations().item() <= 0.01
+    assert without.multiplier_values().item() > 0  # pressure is kept although the constraint is met
+    if with_restarts.violations().item() < 0:
+        assert with_restarts.multiplier_values().item() == 0

@@ -31,7 +31,7 @@ def comparable(rows):
     "overrides", [{"arch": "mlp"}, {"arch": "cnn", "dual_optimizer": "nupi", "target_scope": "layer"}]
 )
 def test_resumed_run_equals_uninterrupted_run(tmp_path, overrides):
-    hparams = HParams.resolve(epochs=4, target=(0.4,), **overrides)
+    hparams = HParams.resolve(epochs=4, target=(0.4,), checkpoint_seconds=0, **overrides)
     straight = train(hparams, tmp_path / "straight", on_epoch=None)
     with pytest.raises(Killed):
         train(hparams, tmp_path / "killed", on_epoch=kill_after(2))
@@ -50,3 +50,11 @@ def test_checkpoint_of_other_hyperparameters_is_not_resumed(tmp_path):
     train(HParams.resolve(epochs=1, target=(0.4,)), tmp_path, on_epoch=None)
     summary = train(HParams.resolve(epochs=2, target=(0.6,)), tmp_path, on_epoch=None)
     assert summary["epochs"] == 2 and summary["target"] == [0.6]
+
+
+def test_checkpoint_of_another_architecture_is_not_resumed(tmp_path):
+    train(HParams.resolve(epochs=1, arch="mlp"), tmp_path, on_epoch=None)
+    state = read(paths.checkpoint_path(tmp_path))
+    state["model"] = {"other.weight": torch.zeros(3)}  # what an older version of the model code saved
+    torch.save(state, paths.checkpoint_path(tmp_path))
+    assert train(HParams.resolve(epochs=1, arch="mlp"), tmp_path, on_epoch=None)["epochs"] == 1

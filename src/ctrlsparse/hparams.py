@@ -30,8 +30,10 @@ def _help(text: str, **kwargs: Any) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
-# Fields that form the readable part of a run's identity; everything else goes into the hash.
+# Fields that form the readable part of a run's identity; everything else but EXECUTION goes into the hash.
 AXES = ("dataset", "arch", "method", "target_scope", "target", "penalty", "seed")
+# Fields that change how a run executes, never what it computes (a run may resume under other values).
+EXECUTION = ("device", "threads", "checkpoint_seconds")
 SCOPES = ("model", "layer")
 OPTIMIZERS = ("adam", "sgd")
 DUAL_OPTIMIZERS = ("sgd", "nupi")
@@ -79,6 +81,11 @@ class HParams:
     eval_batch_size: int = _help("evaluation minibatch size", default=1024)
     device: str = _help("auto | cpu | cuda | cuda:N", default="auto")
     threads: int = _help("torch intra-op threads (0: torch's default)", default=0)
+    checkpoint_seconds: float = _help(
+        "save the checkpoint (and metrics.csv) at the end of the first epoch this many seconds after the last "
+        "save (0: every epoch), and always after the last epoch",
+        default=30.0,
+    )
 
     def __post_init__(self) -> None:
         for key, registry in (("dataset", DATASETS), ("arch", ARCHS), ("method", METHODS)):
@@ -103,7 +110,7 @@ class HParams:
         for key in ("lr", "gates_lr", "dual_lr"):
             if not getattr(self, key) > 0:
                 raise HParamError(key, f"{getattr(self, key)} must be > 0")
-        for key in ("penalty", "weight_decay", "momentum", "threads"):
+        for key in ("penalty", "weight_decay", "momentum", "threads", "checkpoint_seconds"):
             if getattr(self, key) < 0:
                 raise HParamError(key, f"{getattr(self, key)} must be >= 0")
         if not 0.0 < self.droprate_init < 1.0:
@@ -122,6 +129,10 @@ class HParams:
         dataset = given.get("dataset", cls.dataset)
         merged = {**DATASET_DEFAULTS.get(dataset, {}), **given}
         return cls(**{key: _coerce(cls, key, value) for key, value in merged.items()})
+
+    def computation(self) -> dict[str, Any]:
+        """Every field that affects the numbers a run produces (all but the execution fields)."""
+        return {key: value for key, value in self.to_dict().items() if key not in EXECUTION}
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -9,8 +9,9 @@ the number of sparsifiable parameters one gate switches off. Groups (paper.md §
   its bias entry when there is a bias.
 - unstructured: one gate per weight and one per bias entry; group size 1.
 
-The layers subclass their dense torch counterparts, so their weights initialise the same way and a purge
-can copy them into plain modules.
+The layers subclass their dense torch counterparts, so their weights initialise the same way (then scaled
+by 1 / (1 - droprate_init), as the paper's L0 layers do, so that the gated signal starts at the dense
+signal's size: E[z] = 1 - d at initialisation) and a purge can copy them into plain modules.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class GatedLayer(nn.Module):
         self.log_alpha = nn.Parameter(torch.empty(n_gates, device=self.weight.device))
         self.last_gates: Tensor | None = None
         self.reset_gates()
+        with torch.no_grad():  # E[z] = 1 - d at initialisation: rescale so the expected signal is the dense one's
+            self.weight.mul_(1.0 / (1.0 - droprate_init))
 
     def reset_gates(self) -> None:
         nn.init.normal_(self.log_alpha, hc.initial_log_alpha(self.droprate_init), 0.01)

@@ -8,6 +8,7 @@ function of the epoch, so it needs no state. Loads with ``torch.load(weights_onl
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 import torch
 
 from ctrlsparse import paths
-from ctrlsparse.atomic import save_torch
+from ctrlsparse.atomic import save_torch, write_csv
+from ctrlsparse.hparams import HParams
 from ctrlsparse.training.setup import Run
 
 
@@ -24,9 +26,14 @@ class Progress:
     epoch: int = 0  # epochs completed
     rows: list[dict[str, Any]] = field(default_factory=list)
     wall_seconds: float = 0.0
+    last_save: float = field(default_factory=time.monotonic)
+
+    def save_due(self, hparams: HParams) -> bool:
+        return self.epoch >= hparams.epochs or time.monotonic() - self.last_save >= hparams.checkpoint_seconds
 
 
 def save(run: Run, progress: Progress, out_dir: Path) -> None:
+    """Write the checkpoint and the metrics rows it holds (so the two never disagree)."""
     rng = {"torch": torch.get_rng_state(), "data": run.generator.get_state()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)
@@ -41,6 +48,8 @@ def save(run: Run, progress: Progress, out_dir: Path) -> None:
         "rng": rng,
     }
     save_torch(paths.checkpoint_path(out_dir), state)
+    write_csv(paths.metrics_path(out_dir), progress.rows)
+    progress.last_save = time.monotonic()
 
 
 def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -51,14 +60,22 @@ def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
         return torch.load(path, map_location=device, weights_only=True)
 
 
+def same_shapes(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    return saved.keys() == current.keys() and all(saved[k].shape == current[k].shape for k in current)
+
+
 def load(run: Run, out_dir: Path) -> Progress:
     """Restore ``run`` from the checkpoint in ``out_dir``; a fresh Progress when there is none to resume."""
     path = paths.checkpoint_path(out_dir)
     if not path.exists():
         return Progress()
     state = read(path, run.device)
-    if state["hparams"] != run.hparams.to_dict():
+    saved = HParams.from_dict(state["hparams"]).computation()
+    if saved != run.hparams.computation():
         print(f"ctrlsparse: {path} was written with other hyperparameters; starting afresh", file=sys.stderr)
+        return Progress()
+    if not same_shapes(state["model"], run.model.state_dict()):
+        print(f"ctrlsparse: {path} holds another architecture (older code?); starting afresh", file=sys.stderr)
         return Progress()
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])

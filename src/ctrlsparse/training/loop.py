@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ctrlsparse import paths
-from ctrlsparse.atomic import write_csv, write_json
+from ctrlsparse.atomic import write_json
 from ctrlsparse.hparams import HParams, hparams_hash, run_key
 from ctrlsparse.training import checkpoint
 from ctrlsparse.training.evaluate import evaluate
@@ -84,8 +84,8 @@ def train(
         progress.rows.append(row)
         progress.epoch = epoch + 1
         progress.wall_seconds += row["epoch_seconds"]
-        write_csv(paths.metrics_path(out), progress.rows)
-        checkpoint.save(run, progress, out)
+        if progress.save_due(hparams):
+            checkpoint.save(run, progress, out)
         if on_epoch is not None:
             on_epoch(row, hparams.epochs)
     summary = build_summary(run, progress, identity)
