@@ -146,7 +146,7 @@ def test_pdf_has_tables_as_text_figures_and_paper_numbers(demo):
         assert row[0] in flat
         assert row[3] in flat, row
         assert row[5] in flat, row
-    assert "tinyimagenet / resnet18" in flat and "(analogue)" in flat
+    assert "tinyimagenet / resnet18" in flat and "digits / mlp (analogue)" in flat
     assert "No setting of this grid matches" in flat
     assert len(reader.pages) >= 6
 
@@ -172,9 +172,15 @@ def test_paper_rows_match_exactly_when_the_grid_has_the_setting():
             }
         ]
     )
-    table, exact = paper.reference_rows(rows, settings)
+    header, table, exact = paper.reference_table(rows, settings)
     assert exact == 1
-    assert table == [["mnist / mlp", "constrained-layer ε=0.3", "30.87", "2.19 ± 0.12", "mnist / mlp", "31.0", "2.0"]]
+    assert header[-1] == "ours: L0 % / err %"
+    assert table == [["mnist / mlp", "constrained-layer ε=0.3", "30.87", "2.19 ± 0.12", "31.0 / 2.0"]]
+    settings["dataset"] = "digits"  # no exact match: the control rows with one analogue column per data/arch
+    header, table, exact = paper.reference_table(rows, settings)
+    assert exact == 0 and header[-1] == "digits / mlp (analogue): L0 % / err %"
+    assert ["mnist / mlp", "constrained-layer ε=0.3", "30.87", "2.19 ± 0.12", "31.0 / 2.0"] in table
+    assert any(row[0] == "tinyimagenet / resnet18" for row in table)
 
 
 def test_aggregating_1000_runs_takes_well_under_a_minute(tmp_path):

@@ -74,4 +74,4 @@ def figure(name, filename):
 def write_yaml(path, data):
     with open(path, "w") as handle:
         handle.write("# The workflow's config after presets, --config and schema defaults.\n")
-        yaml.safe_dump(data, handle, sort_keys=False)
+        yaml.safe_dump(data, handle, sort_keys=False, default_flow_style=None)

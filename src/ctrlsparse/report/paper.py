@@ -42,39 +42,37 @@ def _paper_setting(row: dict[str, str]) -> str:
     return text + (f", gates lr {row['gates_lr']}" if row.get("gates_lr") else "")
 
 
-def reference_rows(paper: list[dict[str, str]], settings: Any) -> tuple[list[list[str]], int]:
-    """Table rows (text) for the report and the number of exact matches.
+def reference_table(paper: list[dict[str, str]], settings: Any) -> tuple[list[str], list[list[str]], int]:
+    """(header, rows, number of exact matches) of the report's "paper beside ours" table.
 
-    Columns: paper data/arch, setting, paper L0 %, paper err %, ours (data/arch, or "analogue: ..."),
-    our expected density %, our error %.
+    With exact matches, each matched paper row gets one column "ours: L0 % / err %". Without, each paper control
+    row gets one column per data/arch of our grid with our run of the same variant and level (an analogue).
     """
     ours = _ours(settings)
     exact = [row for row in paper if tuple(row[k] for k in KEY) in ours]
-    rows: list[list[str]] = []
+    header = ["paper data / arch", "setting", "paper L0 %", "paper err %"]
     if exact:
-        chosen, analogues = exact, False
+        chosen, groups = exact, [None]
+        header.append("ours: L0 % / err %")
     else:
-        chosen, analogues = [row for row in paper if row["table"] in CONTROL_TABLES], True
+        chosen = [row for row in paper if row["table"] in CONTROL_TABLES]
+        groups = list(dict.fromkeys(key[:2] for key in ours))
+        header += [f"{dataset} / {arch} (analogue): L0 % / err %" for dataset, arch in groups]
+    rows = []
     for row in chosen:
-        matches = (
-            [ours[tuple(row[k] for k in KEY)]]
-            if not analogues
-            else [s for key, s in ours.items() if key[2:] == (row["variant"], row["level"])]
-        )
-        base = [f"{row['dataset']} / {row['arch']}", _paper_setting(row), row["l0_pct"] or "—", _err(row)]
-        if not matches:
-            rows.append(base + ["—", "—", "—"])
-        for match in matches:
-            where = f"{match['dataset']} / {match['arch']}"
-            rows.append(
-                base
-                + [
-                    where if not analogues else f"{where} (analogue)",
-                    _pct(match["expected_density_mean"]),
-                    _pct(1 - match["test_accuracy_mean"]) if _is_number(match["test_accuracy_mean"]) else "—",
-                ]
-            )
-    return rows, len(exact)
+        cells = [f"{row['dataset']} / {row['arch']}", _paper_setting(row), row["l0_pct"] or "—", _err(row)]
+        for group in groups:
+            key = tuple(row[k] for k in KEY) if group is None else (*group, row["variant"], row["level"])
+            cells.append(_ours_cell(ours.get(key)))
+        rows.append(cells)
+    return header, rows, len(exact)
+
+
+def _ours_cell(match: Any) -> str:
+    if match is None:
+        return "—"
+    error = _pct(1 - float(match["test_accuracy_mean"])) if _is_number(match["test_accuracy_mean"]) else "—"
+    return f"{_pct(match['expected_density_mean'])} / {error}"
 
 
 def _err(row: dict[str, str]) -> str:
@@ -88,14 +86,3 @@ def _is_number(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
-
-
-REFERENCE_COLUMNS = [
-    "paper data / arch",
-    "setting",
-    "paper L0 %",
-    "paper err %",
-    "ours",
-    "our L0 %",
-    "our err %",
-]

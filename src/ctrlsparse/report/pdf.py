@@ -156,7 +156,7 @@ def build_report(
 
     b.heading(f"{len(SECTIONS) + 2}. The paper's numbers beside ours")
     if paper_csv is not None and paper_csv.exists():
-        rows, exact = paper.reference_rows(paper.load_paper(paper_csv), settings)
+        header, rows, exact = paper.reference_table(paper.load_paper(paper_csv), settings)
         if exact:
             b.para(
                 f"{exact} of the paper's reported settings match this grid exactly (same data, architecture, "
@@ -169,10 +169,10 @@ def build_report(
                 "TinyImageNet and ImageNet, this grid runs " + datasets + ". For reference, the paper's MNIST "
                 "tables and its CIFAR-10 and TinyImageNet control sweeps are shown beside our runs of the same "
                 "variant and level on our data (analogues, not replications: compare how close each lands "
-                "to its target, not the errors).",
+                "to its target, not the errors). L0 = final expected density, err = test error, both in %.",
                 "caption",
             )
-        b.table(paper.REFERENCE_COLUMNS, rows, widths=[2, 3.2, 1.1, 1.3, 2.4, 1.1, 1.1])
+        b.table(header, rows, widths=[2.3, 3.4, 1, 1.2] + [1.6] * (len(header) - 4))
     else:
         b.para("No paper reference file given.", "caption")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,8 +86,9 @@ def control_figure(tables: dict[str, Any]) -> Any:
             )
         ax.set(title=title, xlabel="target density ε", ylabel="achieved density", xlim=(0, 1.02), ylim=(0, 1.02))
         ax.set_aspect("equal")
-    axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
     return fig
 
 
