@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--scopes", default="model,layer")
     parser.add_argument("--targets", default=",".join(map(str, TARGETS)))
     parser.add_argument("--penalties", default=",".join(map(str, PENALTIES)), help="empty: skip the penalized grid")
+    parser.add_argument("--penalized-scopes", default="model,layer", help="scopes of the penalized grid")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -78,6 +79,7 @@ def main() -> None:
                     base | {"arch": arch, "method": "constrained", "target_scope": scope, "target": (t,), "seed": seed}
                     for t in split(args.targets, float)
                 ]
+            for scope in split(args.penalized_scopes, str):
                 jobs += [
                     base | {"arch": arch, "method": "penalized", "target_scope": scope, "penalty": p, "seed": seed}
                     for p in split(args.penalties, float)
@@ -86,7 +88,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(run_one, jobs))
     wall = time.perf_counter() - start
-    report(results, archs, scopes)
+    report(results, archs, list(dict.fromkeys(scopes + split(args.penalized_scopes, str))))
     seconds = [r["seconds"] for r in results]
     print(
         f"\n{len(results)} runs in {wall:.0f}s on {args.workers} workers; per run mean {statistics.mean(seconds):.1f}s, "
