@@ -92,6 +92,7 @@ def test_layerwise_target_list_of_the_wrong_length(tmp_path):
     )
     assert result.returncode == 2
     assert "--target: 2 layer-wise targets given, but arch 'mlp' has 3 gated layers" in result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_unknown_subcommand():

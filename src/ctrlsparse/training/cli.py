@@ -67,10 +67,10 @@ def main(argv: list[str]) -> int:
         hparams = HParams.resolve(**given)
     except HParamError as error:
         parser.error(f"{flag(error.key)}: {error.message}")
-    from ctrlsparse.training.loop import DivergenceError, train  # heavy imports only once the flags are valid
+    from ctrlsparse.training.loop import DivergenceError, print_progress, train  # torch only for valid flags
 
     try:
-        summary = train(hparams, args.out, on_epoch=None if args.quiet else _progress())
+        summary = train(hparams, args.out, on_epoch=None if args.quiet else print_progress)
     except HParamError as error:
         parser.error(f"{flag(error.key)}: {error.message}")
     except DivergenceError as error:
@@ -84,12 +84,6 @@ def main(argv: list[str]) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _progress() -> Any:
-    from ctrlsparse.training.loop import print_progress
-
-    return print_progress
 
 
 def _mirror(out: Path, uri: str, experiment: str) -> None:

@@ -70,8 +70,8 @@ def train(
     out = Path(out_dir)
     key = run_key(hparams)
     identity = {**hparams.to_dict(), "run_key": key, "hparams_hash": hparams_hash(hparams)}
+    run = build_run(hparams)  # fails on bad input (e.g. layer-wise targets vs layers) before anything is written
     write_json(paths.hparams_path(out), identity)
-    run = build_run(hparams)
     progress = checkpoint.load(run, out)
     for epoch in range(progress.epoch, hparams.epochs):
         start = time.perf_counter()
