@@ -94,3 +94,15 @@ def test_batchnorm_normalises_only_active_channels_and_keeps_their_statistics():
     assert bn.running_mean[0] != 0
     bn.eval()
     assert torch.equal(bn(x, active)[:, 1], x[:, 1])
+
+
+def test_unstructured_conv_gates_each_weight_and_bias():
+    torch.manual_seed(0)
+    conv = L0Conv2d(2, 3, 3, padding=1, structured=False).train()
+    out = conv(torch.randn(4, 2, 5, 5))
+    out.sum().backward()
+    assert conv.log_alpha.grad.shape == (2 * 3 * 9 + 3,)
+    z = torch.zeros(conv.n_gates)
+    z[0] = 1.0
+    weight, bias = conv.gated_params(z)
+    assert weight.count_nonzero() == 1 and bias.count_nonzero() == 0

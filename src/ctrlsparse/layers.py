@@ -181,7 +181,11 @@ class L0Conv2d(nn.Conv2d, GatedLayer):
     def active_channels(self) -> Tensor:
         """Boolean mask of output channels whose last gate (sample or median) is non-zero."""
         z = self.last_gates if self.last_gates is not None else hc.median_gates(self.log_alpha.detach())
-        return z.detach() != 0
+        if self.structured:
+            return z.detach() != 0
+        n = self.weight.numel()  # unstructured: a channel is open while any of its weights (or its bias) is
+        open_channels = (z.detach()[:n] != 0).view(self.out_channels, -1).any(1)
+        return open_channels | (z.detach()[n:] != 0) if self.bias is not None else open_channels
 
 
 class L0BatchNorm2d(nn.BatchNorm2d):
