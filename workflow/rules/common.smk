@@ -28,6 +28,8 @@ envvars:
     "PATH",
 
 
+# envs/ctrlsparse.post-deploy.sh installs the project from here into a --software-deployment-method conda env.
+os.environ.update(CTRLSPARSE_SOURCE=workflow.basedir)
 BIN = os.path.dirname(sys.executable)
 SEARCH_PATH = os.environ["PATH"]
 if SEARCH_PATH.split(os.pathsep)[0] != BIN:

@@ -172,7 +172,7 @@ def build_report(
                 "to its target, not the errors). L0 = final expected density, err = test error, both in %.",
                 "caption",
             )
-        b.table(header, rows, widths=[2.3, 3.4, 1, 1.2] + [1.6] * (len(header) - 4))
+        b.table(header, rows, widths=[2.9, 3.3, 1, 1.5] + [1.6] * (len(header) - 4))
     else:
         b.para("No paper reference file given.", "caption")
     out.parent.mkdir(parents=True, exist_ok=True)
