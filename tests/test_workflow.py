@@ -93,3 +93,15 @@ def test_rerun_replaces_mlflow_runs_without_duplicates_and_builds_the_html_repor
     snakemake(smoke_run, "--configfile", str(SMOKE), "--report", "report.html")
     html = (smoke_run / "report.html").read_text()
     assert "control.png" in html and "Control: achieved vs target density" in html
+
+
+def test_conda_env_and_local_profile_are_well_formed():
+    import yaml
+
+    env = yaml.safe_load((ROOT / "envs" / "ctrlsparse.yaml").read_text())
+    assert "python=3.11" in env["dependencies"] and "pip" in env["dependencies"]
+    deploy = (ROOT / "envs" / "ctrlsparse.post-deploy.sh").read_text()
+    assert 'pip install --no-input -e "${CTRLSPARSE_SOURCE' in deploy
+    assert "CTRLSPARSE_SOURCE=workflow.basedir" in (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    profile = yaml.safe_load((ROOT / "profiles" / "local" / "config.v8+.yaml").read_text())
+    assert profile["keep-going"] is True and profile["printshellcmds"] is True
