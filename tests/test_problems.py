@@ -90,12 +90,24 @@ def test_layerwise_targets_must_match_the_gated_layers():
     assert problem.targets.tolist() == [0.5, 0.5] and problem.constraint_names == ["0", "2"]
 
 
-def test_without_restarts_the_multiplier_keeps_its_value_once_the_constraint_holds():
+def trace_toy(problem, optimizer, steps):
+    """(violation seen by the step, multiplier after the step) for every step."""
+    trace = []
+    for x, y in toy_batches(steps):
+        rollout = optimizer.roll(compute_cmp_state_kwargs={"inputs": x, "labels": y})
+        problem.after_step(rollout.cmp_state)
+        violation = rollout.cmp_state.observed_constraints[problem.density_constraint].violation
+        trace.append((violation.item(), problem.multiplier_values().item()))
+    return trace
+
+
+def test_restarts_zero_the_multiplier_at_every_satisfied_step_and_are_switchable():
     _, with_restarts, optimizer = toy_problem((0.3,))
-    train_toy(with_restarts, optimizer)
+    restarted = trace_toy(with_restarts, optimizer, 300)
+    satisfied = [multiplier for violation, multiplier in restarted if violation < 0]
+    assert satisfied and all(multiplier == 0 for multiplier in satisfied)
     _, without, optimizer = toy_problem((0.3,), restarts=False)
-    train_toy(without, optimizer)
-    assert without.violations().item() <= 0.01
-    assert without.multiplier_values().item() > 0  # pressure is kept although the constraint is met
-    if with_restarts.violations().item() < 0:
-        assert with_restarts.multiplier_values().item() == 0
+    plain = trace_toy(without, optimizer, 300)
+    # plain gradient ascent lets the multiplier decay gradually: it stays positive on some satisfied steps
+    assert any(violation < 0 and multiplier > 0 for violation, multiplier in plain)
+    assert all(multiplier >= 0 for _, multiplier in plain)
