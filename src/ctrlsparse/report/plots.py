@@ -42,6 +42,11 @@ def _panels(frame: Any) -> list[tuple[str, Any]]:
     return [(f"{d} / {a}", part) for (d, a), part in frame.groupby(["dataset", "arch"], sort=False)]
 
 
+def _of_method(frame: Any, method: str) -> Any:
+    """The rows of one method (an empty frame stays empty)."""
+    return frame[frame["method"] == method] if not frame.empty else frame
+
+
 def _grid(plt: Any, n: int, rows: int = 1, height: float = 3.4) -> tuple[Any, Any]:
     fig, axes = plt.subplots(rows, max(n, 1), figsize=(3.8 * max(n, 1) + 0.6, height * rows), squeeze=False)
     return fig, axes
@@ -129,9 +134,7 @@ def accuracy_figure(tables: dict[str, Any]) -> Any:
 def penalty_figure(tables: dict[str, Any]) -> Any:
     """Penalized baseline: λ vs achieved density (one dot per seed, line through the means)."""
     plt = _plt()
-    runs = tables["runs"]
-    runs = runs[runs["method"] == "penalized"] if not runs.empty else runs
-    panels = _panels(runs)
+    panels = _panels(_of_method(tables["runs"], "penalized"))
     if not panels:
         return _empty(plt, "no penalized runs in this grid")
     fig, axes = _grid(plt, len(panels))
@@ -151,8 +154,7 @@ def penalty_figure(tables: dict[str, Any]) -> Any:
 def layer_figure(tables: dict[str, Any]) -> Any:
     """Per-layer eval density of the constrained runs (mean over seeds), model-wise vs layer-wise."""
     plt = _plt()
-    layers = tables["layers"]
-    layers = layers[layers["method"] == "constrained"] if not layers.empty else layers
+    layers = _of_method(tables["layers"], "constrained")
     panels = _panels(layers)
     if not panels:
         return _empty(plt, "no constrained runs in this grid")
@@ -188,8 +190,7 @@ def _metrics(run_dir: str | Path) -> Any:
 def dynamics_figure(tables: dict[str, Any]) -> Any:
     """Training dynamics of the constrained runs (first seed): density and Lagrange multiplier per epoch."""
     plt = _plt()
-    runs = tables["runs"]
-    runs = runs[runs["method"] == "constrained"] if not runs.empty else runs
+    runs = _of_method(tables["runs"], "constrained")
     if runs.empty:
         return _empty(plt, "no constrained runs in this grid")
     runs = runs[runs["seed"] == runs["seed"].min()]
