@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "ctrlsparse.training.cli:main",
         "train one run into a directory (metrics, summary, checkpoint)",
     ),
+    "purge": ("ctrlsparse.purge.cli:main", "purge a finished run into a smaller dense model; add its size"),
     "track": ("ctrlsparse.tracking:main_track", "mirror a finished run directory to MLflow"),
     "mlflow-init": ("ctrlsparse.tracking:main_init", "create the MLflow store and experiment once"),
     "aggregate": ("ctrlsparse.report.aggregate:main", "collect run summaries into tables"),

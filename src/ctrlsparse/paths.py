@@ -43,3 +43,16 @@ def mlflow_run_path(run: str | Path) -> Path:
 
 def dynamics_plot_path(run: str | Path) -> Path:
     return Path(run) / DYNAMICS_PLOT
+
+
+# Written by `ctrlsparse purge` into a run directory.
+PURGED_MODEL = "purged.pt2"  # the purged model (torch.export archive; plain torch loads it)
+PURGE_SIZES = "purge.json"  # params and MACs of the dense and the purged model (also merged into summary.json)
+
+
+def purged_model_path(run: str | Path) -> Path:
+    return Path(run) / PURGED_MODEL
+
+
+def purge_sizes_path(run: str | Path) -> Path:
+    return Path(run) / PURGE_SIZES

@@ -1,0 +1,14 @@
+"""Purge a gated model into a smaller dense one (paper.md §4), count its parameters and MACs, save it.
+
+``purge(model, example)`` traces the model (torch.fx), decides per tensor which channels to keep
+(:mod:`~ctrlsparse.purge.plan`) and emits a ``torch.fx.GraphModule`` of plain ``nn.Conv2d`` / ``nn.Linear`` /
+``nn.BatchNorm2d`` modules, channel-wise torch ops and a few ``index_select``\\ s (:mod:`~ctrlsparse.purge.build`).
+No architecture needs purge code of its own: residual adds, conv -> linear flattening and the masked BatchNorm
+are handled by the graph walk.
+"""
+
+from ctrlsparse.purge.core import purge
+from ctrlsparse.purge.count import Counts, count, size_report
+from ctrlsparse.purge.export import load_purged, save_purged
+
+__all__ = ["Counts", "count", "load_purged", "purge", "save_purged", "size_report"]

@@ -1,0 +1,87 @@
+"""``ctrlsparse purge RUN_DIR``: purge a finished run, save the small model, add its size to the summary.
+
+Writes ``purged.pt2`` (torch.export; plain torch loads it) and ``purge.json``, and adds ``params``, ``macs``,
+``params_pct``, ``macs_pct`` (% of the dense model), ``dense_params``, ``dense_macs`` and
+``purged_test_accuracy`` (the purged model's own test accuracy, which must equal the run's) to
+``summary.json``; with ``--mlflow-uri`` the run is mirrored again so MLflow has them too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ctrlsparse import paths
+
+
+def purge_run(run_dir: Path) -> dict[str, Any]:
+    """Purge the finished run in ``run_dir``; return the keys added to its summary."""
+    import torch
+
+    from ctrlsparse.atomic import write_json
+    from ctrlsparse.hparams import HParams
+    from ctrlsparse.purge import count, purge, save_purged, size_report
+    from ctrlsparse.training.checkpoint import load
+    from ctrlsparse.training.setup import build_run
+
+    identity = json.loads(paths.hparams_path(run_dir).read_text())
+    names = {f.name for f in dataclasses.fields(HParams)}
+    hparams = HParams.from_dict({k: v for k, v in identity.items() if k in names})
+    run = build_run(dataclasses.replace(hparams, device="cpu"))
+    if load(run, run_dir).epoch != hparams.epochs:
+        raise RuntimeError(f"{paths.checkpoint_path(run_dir)} does not hold the finished run; rerun its train job")
+    model = run.model.eval()
+    example = torch.zeros(1, *run.data.input_shape)
+    purged = purge(model, example)
+    sizes = size_report(count(model, example), count(purged, example))
+    sizes["purged_test_accuracy"] = accuracy(purged, run.data)
+    save_purged(purged, example, paths.purged_model_path(run_dir))
+    write_json(paths.purge_sizes_path(run_dir), sizes)
+    summary = json.loads(paths.summary_path(run_dir).read_text())
+    write_json(paths.summary_path(run_dir), {**summary, **sizes})
+    return sizes
+
+
+def accuracy(model: Any, data: Any, batch_size: int = 1024) -> float:
+    import torch
+
+    correct = count = 0
+    with torch.no_grad():
+        for inputs, labels in data.test_batches(batch_size):
+            correct += int((model(inputs).argmax(1) == labels).sum())
+            count += len(labels)
+    return correct / count
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ctrlsparse purge", description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished run directory (holds summary.json and checkpoint.pt)")
+    parser.add_argument("--mlflow-uri", help="mirror the run (with its new summary) to this MLflow tracking URI")
+    parser.add_argument("--mlflow-experiment", default="ctrlsparse", help="MLflow experiment name")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    for required in (paths.summary_path(args.run), paths.checkpoint_path(args.run), paths.hparams_path(args.run)):
+        if not required.exists():
+            parser.exit(2, f"ctrlsparse purge: error: {required} is missing; train the run to the end first\n")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        sizes = purge_run(args.run)
+    except ValueError as error:
+        parser.exit(2, f"ctrlsparse purge: error: {args.run}: {error}\n")
+    if args.mlflow_uri:
+        from ctrlsparse.tracking import mirror_run
+
+        mirror_run(args.run, tracking_uri=args.mlflow_uri, experiment=args.mlflow_experiment)  # warns on failure
+    print(
+        f"{args.run}: {sizes['params']} params ({sizes['params_pct']:.2f}% of dense), {sizes['macs']} MACs "
+        f"({sizes['macs_pct']:.2f}%), test accuracy {100 * sizes['purged_test_accuracy']:.2f}%",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,41 @@
+"""``purge(model, example)``: the gated model's eval function as a smaller model of plain modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+from ctrlsparse.layers import gated_layers
+from ctrlsparse.purge.build import Builder
+from ctrlsparse.purge.graph import trace
+from ctrlsparse.purge.plan import Plan
+
+
+@torch.no_grad()
+def purge(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """A model of plain modules that computes what ``model`` computes in eval mode, without the closed groups.
+
+    Eval (median) gates decide: a group whose gate is 0 is removed, fractional gates are folded into the
+    weights. ``example`` is one input batch (any batch size); it fixes the shapes the trace sees. A model
+    without gates (the dense baseline) comes back as the same function in plain modules. Unstructured models
+    are not purged (paper.md §4): they have no channels to remove.
+    """
+    unstructured = [name for name, layer in gated_layers(model) if not layer.structured]
+    if unstructured:
+        raise ValueError(
+            f"layer {unstructured[0]} is gated per weight (unstructured); only structured models can be purged"
+        )
+    training = model.training
+    model.eval()
+    try:
+        plan = Plan(trace(model, example))
+        builder = Builder(plan)
+        for node in plan.traced.module.graph.nodes:
+            builder.emit(node)
+    finally:
+        model.train(training)
+    purged = fx.GraphModule(builder.attributes, builder.graph, class_name="PurgedModel")
+    purged.graph.eliminate_dead_code()
+    purged.delete_all_unused_submodules()
+    purged.recompile()
+    return purged.eval()
