@@ -3,7 +3,9 @@
 Torch-free: the CLI derives its flags from :class:`HParams` and the Snakemake workflow imports
 :func:`run_key` to name output directories, without paying for ``import torch``.
 
-Resolution order (later wins): field defaults < :data:`DATASET_DEFAULTS` for the dataset < values given.
+Resolution order (later wins): field defaults < :data:`DATASET_DEFAULTS` for the dataset
+< :data:`ARCH_DEFAULTS` for the arch < :data:`LAYERWISE_DEFAULTS` for the dataset (layer-wise runs only)
+< :data:`METHOD_DEFAULTS` (fine-tuning recipes) < values given.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 
 # Fields that form the readable part of a run's identity; everything else but EXECUTION goes into the hash.
-AXES = ("dataset", "arch", "method", "target_scope", "target", "penalty", "seed")
+AXES = ("dataset", "arch", "method", "target_scope", "target", "penalty", "seed", "tag")
 # Fields that change how a run executes, never what it computes (a run may resume under other values).
-EXECUTION = ("device", "threads", "checkpoint_seconds")
+EXECUTION = ("device", "threads", "checkpoint_seconds", "data_root", "download", "data_workers", "pretrained")
+TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,=+-")
 SCOPES = ("model", "layer")
 OPTIMIZERS = ("adam", "sgd")
 DUAL_OPTIMIZERS = ("sgd", "nupi")
@@ -45,7 +48,7 @@ class HParams:
     # --- what is trained (the grid axes) ---
     dataset: str = _help("data set name (registry: ctrlsparse.registry.DATASETS)", default="digits")
     arch: str = _help("architecture name (registry: ctrlsparse.registry.ARCHS)", default="mlp")
-    method: str = _help("constrained | penalized | dense", default="constrained")
+    method: str = _help("constrained | penalized | dense | magnitude", default="constrained")
     target: tuple[float, ...] = _help(
         "density target(s) in (0, 1]: one number, or one per gated layer with --target-scope layer",
         default=(0.5,),
@@ -53,6 +56,12 @@ class HParams:
     target_scope: str = _help("model: one constraint on the whole model; layer: one per gated layer", default="model")
     penalty: float = _help("lambda of the penalized method (loss + lambda * density)", default=1e-3)
     seed: int = _help("seed for weights, data order and gate noise", default=0)
+    pretrained: str = _help("magnitude: directory of the trained dense run to prune and fine-tune", default="")
+    tag: str = _help(
+        "label appended to the variant in the run key (variant+tag), telling apart runs of one grid point with "
+        "other hyperparameters; the workflow computes it from a sweep's hparams, e.g. gates_lr=0.1",
+        default="",
+    )
     # --- gates ---
     gating: str = _help(
         "structured (one gate per neuron/channel) | unstructured (one per weight)", default="structured"
@@ -77,7 +86,18 @@ class HParams:
     nupi_kp: float = _help("nuPI proportional gain (kp=0, ki=1 is plain SGD)", default=1.0)
     nupi_ki: float = _help("nuPI integral gain", default=1.0)
     dual_restarts: bool = _help("reset a multiplier to 0 whenever its constraint is strictly satisfied", default=True)
-    # --- execution ---
+    amp: bool = _help("bf16 autocast of the forward pass on CUDA (no effect on the CPU)", default=False)
+    # --- data and execution ---
+    data_root: str = _help(
+        "directory holding the data sets (empty: $CTRLSPARSE_DATA, else ./data); see ctrlsparse.data.layouts",
+        default="",
+    )
+    download: bool = _help(
+        "download the data set into data_root if it is missing (mnist, cifar, tinyimagenet)", default=False
+    )
+    data_workers: int = _help(
+        "DataLoader worker processes per training process (-1: the job's threads per process, minus one)", default=-1
+    )
     eval_batch_size: int = _help("evaluation minibatch size", default=1024)
     device: str = _help("auto | cpu | cuda | cuda:N", default="auto")
     threads: int = _help("torch intra-op threads (0: torch's default)", default=0)
@@ -113,21 +133,31 @@ class HParams:
         for key in ("penalty", "weight_decay", "momentum", "threads", "checkpoint_seconds"):
             if getattr(self, key) < 0:
                 raise HParamError(key, f"{getattr(self, key)} must be >= 0")
+        if self.data_workers < -1:
+            raise HParamError("data_workers", f"{self.data_workers} must be >= -1 (-1: choose from the threads)")
+        if not set(self.tag) <= TAG_CHARACTERS:
+            raise HParamError("tag", f"{self.tag!r} may hold only letters, digits and _ . , = + -")
         if not 0.0 < self.droprate_init < 1.0:
             raise HParamError("droprate_init", f"{self.droprate_init} must lie in (0, 1)")
 
     # --- construction ---
     @classmethod
     def resolve(cls, **given: Any) -> HParams:
-        """Field defaults < the dataset's defaults < ``given`` (``None`` values count as not given)."""
+        """Field defaults < dataset defaults < arch defaults < layer-wise defaults < ``given``.
+
+        ``DATASET_DEFAULTS[dataset]``, then ``ARCH_DEFAULTS[arch]``, then, for ``target_scope == "layer"``,
+        ``LAYERWISE_DEFAULTS[dataset]``; ``None`` values in ``given`` count as not given.
+        """
         unknown = sorted(set(given) - {f.name for f in fields(cls)})
         if unknown:
             raise HParamError(
                 unknown[0], f"unknown hyperparameter; valid ones: {', '.join(f.name for f in fields(cls))}"
             )
         given = {key: value for key, value in given.items() if value is not None}
-        dataset = given.get("dataset", cls.dataset)
-        merged = {**DATASET_DEFAULTS.get(dataset, {}), **given}
+        dataset, arch = given.get("dataset", cls.dataset), given.get("arch", cls.arch)
+        layerwise = LAYERWISE_DEFAULTS.get(dataset, {}) if given.get("target_scope") == "layer" else {}
+        merged = {**DATASET_DEFAULTS.get(dataset, {}), **ARCH_DEFAULTS.get(arch, {}), **layerwise}
+        merged |= method_defaults(given.get("method", cls.method), dataset) | given
         return cls(**{key: _coerce(cls, key, value) for key, value in merged.items()})
 
     def computation(self) -> dict[str, Any]:
@@ -146,13 +176,15 @@ class HParams:
     # --- identity ---
     @property
     def variant(self) -> str:
-        """``constrained-model``, ``constrained-layer``, ``penalized-model``, ``penalized-layer`` or ``dense``."""
-        return "dense" if self.method == "dense" else f"{self.method}-{self.target_scope}"
+        """``constrained-model``, ``constrained-layer``, ``penalized-model``, ``penalized-layer`` or ``dense``,
+        followed by ``+tag`` when the run has a tag (e.g. ``constrained-layer+gates_lr=0.1``)."""
+        variant = "dense" if self.method == "dense" else f"{self.method}-{self.target_scope}"
+        return f"{variant}+{self.tag}" if self.tag else variant
 
     @property
     def level(self) -> str:
         """The setting's level as written in paths: the target(s), the penalty, or 1 for dense."""
-        if self.method == "constrained":
+        if self.method in ("constrained", "magnitude"):
             return ",".join(format_number(t) for t in self.target)
         if self.method == "penalized":
             return format_number(self.penalty)
@@ -166,10 +198,8 @@ def format_number(value: float) -> str:
 
 
 def hparams_hash(hparams: HParams) -> str:
-    """Short hash of every field that is not a readable axis (epochs, learning rates, ...)."""
-    rest = {
-        key: value for key, value in hparams.to_dict().items() if key not in AXES and key not in ("device", "threads")
-    }
+    """Short hash of every computation field that is not a readable axis (epochs, learning rates, ...)."""
+    rest = {key: value for key, value in hparams.computation().items() if key not in AXES}
     return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -215,4 +245,83 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "droprate_init": 0.5,
         "weight_decay": 0.0,
     },
+    # paper.md §2 and §5. Schedules act on the weights' lr only; the gates' lr is never decayed.
+    "mnist": {
+        "epochs": 200,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 7e-4,
+        "gates_lr": 7e-4,
+        "dual_lr": 1e-4,
+        "droprate_init": 0.5,
+        "weight_decay": 0.0,
+    },
+    "cifar10": {
+        "epochs": 200,
+        "batch_size": 128,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "lr_milestones": (60, 120, 160),
+        "lr_gamma": 0.2,
+        "gates_lr": 6.0,
+        "dual_lr": 7e-4,
+        "weight_decay": 5e-4,
+    },
+    "tinyimagenet": {
+        "epochs": 120,
+        "batch_size": 100,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "lr_milestones": (30, 60, 90),
+        "lr_gamma": 0.1,
+        "gates_lr": 1.0,
+        "dual_lr": 8e-4,
+        "weight_decay": 5e-4,
+    },
+    "imagenet": {
+        "epochs": 90,
+        "batch_size": 256,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "lr_milestones": (30, 60),
+        "lr_gamma": 0.1,
+        "gates_lr": 1.0,
+        "dual_lr": 3e-4,
+        "weight_decay": 1e-4,
+        "eval_batch_size": 500,
+    },
 }
+DATASET_DEFAULTS["cifar100"] = dict(DATASET_DEFAULTS["cifar10"])
+
+# Defaults per architecture, over the dataset's (paper.md §2: droprate_init per architecture).
+ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lenet5": {"droprate_init": 0.5},
+    "wrn28_10": {"droprate_init": 0.3},
+    "wrn16_4": {"droprate_init": 0.3},
+    "resnet18": {"droprate_init": 0.3},
+    "resnet50": {"droprate_init": 0.05},
+}
+
+# Defaults of layer-wise runs per dataset, over the dataset's and the arch's (paper.md §2: dual lr per setting).
+LAYERWISE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tinyimagenet": {"dual_lr": 1e-4},
+    "imagenet": {"dual_lr": 3e-5},
+}
+
+# Fine-tuning recipes of the methods that start from a trained run, per dataset ("*": the others), over all of
+# the above. Magnitude pruning (paper.md §3): 20 epochs of SGD, momentum 0.9, constant lr 1e-3, wd 1e-4. On
+# digits the dense run trained with Adam at 5e-3; 30 epochs (360 steps) of Adam at 1e-3 recover its accuracy.
+METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "magnitude": {
+        "*": {"epochs": 20, "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "lr_milestones": (), "weight_decay": 1e-4},
+        "digits": {"epochs": 30, "optimizer": "adam", "lr": 1e-3, "lr_milestones": (), "weight_decay": 0.0},
+    },
+}
+
+
+def method_defaults(method: str, dataset: str) -> dict[str, Any]:
+    recipes = METHOD_DEFAULTS.get(method, {})
+    return recipes.get(dataset, recipes.get("*", {}))

@@ -43,12 +43,27 @@ class Registry(Mapping[str, Callable[..., Any]]):
         return name in self._targets
 
 
-DATASETS = Registry("dataset", {"digits": "ctrlsparse.data.digits:load_digits"})
+DATASETS = Registry(
+    "dataset",
+    {
+        "digits": "ctrlsparse.data.digits:load_digits",
+        "mnist": "ctrlsparse.data.mnist:load_mnist",
+        "cifar10": "ctrlsparse.data.cifar:load_cifar10",
+        "cifar100": "ctrlsparse.data.cifar:load_cifar100",
+        "tinyimagenet": "ctrlsparse.data.tinyimagenet:load_tinyimagenet",
+        "imagenet": "ctrlsparse.data.imagenet:load_imagenet",
+    },
+)
 ARCHS = Registry(
     "arch",
     {
         "mlp": "ctrlsparse.models.mlp:build_mlp",
         "cnn": "ctrlsparse.models.cnn:build_cnn",
+        "lenet5": "ctrlsparse.models.lenet5:build_lenet5",
+        "wrn28_10": "ctrlsparse.models.resnet:build_wrn28_10",
+        "wrn16_4": "ctrlsparse.models.resnet:build_wrn16_4",
+        "resnet18": "ctrlsparse.models.resnet:build_resnet18",
+        "resnet50": "ctrlsparse.models.resnet:build_resnet50",
     },
 )
 METHODS = Registry(
@@ -57,5 +72,6 @@ METHODS = Registry(
         "constrained": "ctrlsparse.problems.constrained:ConstrainedL0Problem",
         "penalized": "ctrlsparse.problems.penalized:PenalizedL0Problem",
         "dense": "ctrlsparse.problems.dense:DenseProblem",
+        "magnitude": "ctrlsparse.problems.magnitude:MagnitudePruningProblem",
     },
 )

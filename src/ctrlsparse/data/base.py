@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -14,6 +14,7 @@ class TensorData:
     """A data set small enough to live as tensors on the training device (digits, MNIST, CIFAR).
 
     Batching is indexing into resident tensors: no DataLoader, no worker processes, no host copies.
+    ``shard = (rank, world)``: with several training processes (DDP), each takes its share of every batch.
     """
 
     train_x: Tensor
@@ -21,6 +22,7 @@ class TensorData:
     test_x: Tensor
     test_y: Tensor
     num_classes: int
+    shard: tuple[int, int] = (0, 1)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -31,21 +33,27 @@ class TensorData:
         return len(self.train_y)
 
     def to(self, device: torch.device | str) -> TensorData:
-        return TensorData(
-            self.train_x.to(device),
-            self.train_y.to(device),
-            self.test_x.to(device),
-            self.test_y.to(device),
-            self.num_classes,
-        )
+        names = ("train_x", "train_y", "test_x", "test_y")
+        return replace(self, **{name: getattr(self, name).to(device) for name in names})
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         """A reshuffled pass over the training set; the order depends only on ``generator``."""
         order = torch.randperm(self.num_train, generator=generator).to(self.train_x.device)
-        for start in range(0, self.num_train, batch_size):
-            index = order[start : start + batch_size]
+        for index in shard_batches(order, batch_size, self.shard):
             yield self.train_x[index], self.train_y[index]
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         for start in range(0, len(self.test_y), batch_size):
             yield self.test_x[start : start + batch_size], self.test_y[start : start + batch_size]
+
+
+def shard_batches(order: Tensor, batch_size: int, shard: tuple[int, int]) -> Iterator[Tensor]:
+    """``order`` cut into global minibatches of ``batch_size``, each reduced to this process's share (every
+    ``world``-th entry from ``rank``); a last global batch smaller than ``world`` is dropped, so no process ever
+    gets an empty batch. With ``shard = (0, 1)`` these are the plain minibatches."""
+    rank, world = shard
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        if len(index) < world:
+            return
+        yield index[rank::world]

@@ -46,8 +46,8 @@ def stratified_split(labels: np.ndarray, test_size: int, seed: int) -> tuple[np.
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
-def load_digits(root: str | None = None) -> TensorData:
-    """Images shaped (1, 8, 8), float32, normalised; labels int64 in 0..9. ``root`` is unused (bundled)."""
+def load_digits(root: Path | str | None = None, download: bool = False, workers: int = 0) -> TensorData:
+    """Images shaped (1, 8, 8), float32, normalised; labels int64 in 0..9. The arguments are unused (bundled)."""
     with gzip.open(digits_csv(), "rt") as handle:
         table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
     images = torch.from_numpy(table[:, :64]).view(-1, 1, 8, 8)

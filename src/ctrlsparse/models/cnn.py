@@ -12,22 +12,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ctrlsparse.layers import L0BatchNorm2d, L0Conv2d
 from ctrlsparse.models.factory import LayerFactory
+from ctrlsparse.models.norm import batchnorm_for, conv_bn_relu
 
 CHANNELS = (16, 32)
 HIDDEN = 100
-
-
-def batchnorm_for(conv: nn.Conv2d) -> nn.BatchNorm2d:
-    return L0BatchNorm2d(conv.out_channels) if isinstance(conv, L0Conv2d) else nn.BatchNorm2d(conv.out_channels)
-
-
-def conv_bn_relu(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor) -> Tensor:
-    """conv -> BatchNorm over the conv's open channels (all channels when dense) -> ReLU."""
-    x = conv(x)
-    x = bn(x, conv.active_channels()) if isinstance(conv, L0Conv2d) else bn(x)
-    return x.relu()
 
 
 class SmallCNN(nn.Module):

@@ -9,11 +9,13 @@ import torch
 from torch import nn
 
 from ctrlsparse.data.base import TensorData
+from ctrlsparse.data.layouts import data_root
 from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import gate_parameters
 from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.problems.base import L0Problem
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
+from ctrlsparse.training import distributed
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Run:
     primal: torch.optim.Optimizer
     optimizer: cooper.optim.CooperOptimizer
     generator: torch.Generator  # data order
+    processes: distributed.Processes = distributed.Processes()  # DDP: this process's rank among the job's
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,14 +70,30 @@ def set_learning_rates(run: Run, epoch: int) -> None:
         group["lr"] = weights_lr(run.hparams, epoch) if group["name"] == "weights" else run.hparams.gates_lr
 
 
+def load_data(hparams: HParams, processes: distributed.Processes) -> TensorData:
+    """The run's data set from the data root; with several processes only rank 0 downloads (the others wait),
+    and each process keeps its share of every minibatch."""
+    load = DATASETS[hparams.dataset]
+    root, workers = data_root(hparams.data_root), distributed.data_workers(hparams, processes)
+    first = processes.main or not hparams.download
+    data = load(root, download=hparams.download, workers=workers) if first else None
+    if hparams.download and processes.world > 1:
+        distributed.barrier()
+    data = data if data is not None else load(root, download=False, workers=workers)
+    data.shard = processes.shard
+    return data
+
+
 def build_run(hparams: HParams) -> Run:
+    processes, device = distributed.start(resolve_device(hparams.device))
     if hparams.threads:
-        torch.set_num_threads(hparams.threads)
-    device = resolve_device(hparams.device)
-    data = DATASETS[hparams.dataset]().to(device)
+        torch.set_num_threads(distributed.threads_per_process(hparams.threads, processes))
+    data = load_data(hparams, processes).to(device)
     torch.manual_seed(hparams.seed)
     model = build_model(hparams, data.input_shape, data.num_classes).to(device)
     problem = METHODS[hparams.method](model, hparams)
+    problem.model = distributed.forward_module(model, hparams, device, processes)  # DDP / autocast: forward only
     primal = build_primal_optimizer(hparams, model)
     generator = torch.Generator().manual_seed(hparams.seed)
-    return Run(hparams, device, data, model, problem, primal, problem.build_optimizer(primal), generator)
+    optimizer = problem.build_optimizer(primal)
+    return Run(hparams, device, data, model, problem, primal, optimizer, generator, processes)

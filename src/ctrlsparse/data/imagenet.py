@@ -1,0 +1,65 @@
+"""ImageNet (ILSVRC2012) from class folders ``<root>/imagenet/{train,val}/<wnid>/*.JPEG``.
+
+The validation images must be sorted into the same class folders as the training images (the usual
+``valprep.sh`` layout); labels are the positions of the wnids in sorted order, as torchvision's
+``ImageFolder`` assigns them. Decoded and augmented every epoch by DataLoader workers (paper.md §5): training
+``RandomResizedCrop(224)`` (bilinear) + horizontal flip; evaluation resize 256 + centre crop 224; ImageNet
+mean/std; no label smoothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from ctrlsparse.data.download import ensure
+from ctrlsparse.data.folders import StreamedImages
+from ctrlsparse.data.layouts import fail, locate
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CROP, RESIZE = 224, 256
+
+
+def class_folders(split: Path) -> list[str]:
+    return sorted(entry.name for entry in split.iterdir() if entry.is_dir())
+
+
+def load_imagenet(root: Path, download: bool = False, workers: int = 0) -> StreamedImages:
+    """Streamed images (3, 224, 224), labels 0..999 (as many as there are class folders)."""
+    from torchvision import datasets, transforms
+    from torchvision.transforms import InterpolationMode
+
+    ensure("imagenet", root, download)
+    folder = locate("imagenet", root)
+    train_classes, val_classes = class_folders(folder / "train"), class_folders(folder / "val")
+    if not train_classes:
+        raise fail("imagenet", folder / "train", "holds no class folders")
+    if train_classes != val_classes:
+        raise fail("imagenet", folder / "val", f"has {len(val_classes)} class folders, train/ has {len(train_classes)}")
+    train_transform = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(CROP, interpolation=InterpolationMode.BILINEAR),
+            transforms.RandomHorizontalFlip(),
+            transforms.PILToTensor(),
+        ]
+    )
+    test_transform = transforms.Compose(
+        [
+            transforms.Resize(RESIZE, interpolation=InterpolationMode.BILINEAR),
+            transforms.CenterCrop(CROP),
+            transforms.PILToTensor(),
+        ]
+    )
+    try:
+        train = datasets.ImageFolder(str(folder / "train"), transform=train_transform, loader=_rgb)
+        test = datasets.ImageFolder(str(folder / "val"), transform=test_transform, loader=_rgb)
+    except FileNotFoundError as error:  # a class folder without images
+        raise fail("imagenet", folder, str(error).splitlines()[0]) from None
+    return StreamedImages(train, test, len(train_classes), (3, CROP, CROP), MEAN, STD, workers=workers)
+
+
+def _rgb(path: str) -> Image.Image:
+    """ImageFolder's loader (module level, so worker processes can pickle it)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
