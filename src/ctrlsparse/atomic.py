@@ -33,6 +33,10 @@ def write_json(path: str | Path, data: Any) -> None:
     _write_atomic(path, lambda handle: handle.write(json.dumps(data, indent=2, sort_keys=False) + "\n"))
 
 
+def write_text(path: str | Path, text: str) -> None:
+    _write_atomic(path, lambda handle: handle.write(text))
+
+
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     """Rows may gain keys over time; the header is the union of keys in first-seen order."""
     header: dict[str, None] = {}

@@ -1,5 +1,6 @@
 # MLflow: create the store and experiment once, before the train jobs fan out (parallel first-time
-# creation crashes SQLite). Train jobs source the env file this writes; they never fail because of MLflow.
+# creation crashes SQLite). Train jobs read the env file this writes (as data, never sourced); they never
+# fail because of MLflow.
 
 
 rule mlflow_init:

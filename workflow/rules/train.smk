@@ -1,6 +1,7 @@
 # One job per grid point: `ctrlsparse train` into results/runs/<run key>/ (summary.json is written last).
 # metrics.csv, hparams.json and checkpoint.pt are not declared outputs on purpose: Snakemake deletes declared
-# outputs before a job reruns, and a killed run resumes from its checkpoint.
+# outputs before a job reruns, and a killed run resumes from its checkpoint. A diverged run exits 3 and a
+# SIGTERM'd one (SLURM preemption/time limit) exits 143 after saving its checkpoint; the log names the run.
 
 
 rule train:
@@ -18,14 +19,13 @@ rule train:
         f"{RESULTS}/benchmarks/train/{RUN_PATTERN}.tsv"
     threads: job_resource("threads")
     resources:
-        mem_mb=job_resource("mem_mb"),
+        mem_mb=job_memory,
         runtime=job_resource("runtime"),
         gpu=job_resource("gpu"),
+        cpus_per_gpu=job_cpus_per_gpu,
     conda:
         "../../envs/ctrlsparse.yaml"
     shell:
-        "source {input.tracking:q}; "
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "ctrlsparse train {params.args} --threads {threads} --out {params.out:q}"
-        ' ${{MLFLOW_URI:+--mlflow-uri "$MLFLOW_URI" --mlflow-experiment "$MLFLOW_EXPERIMENT"}}'
+        "ctrlsparse train {params.args} --threads {threads} --out {params.out:q} --mlflow-env {input.tracking:q}"
         " > {log:q} 2>&1"

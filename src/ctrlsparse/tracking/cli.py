@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from ctrlsparse.atomic import write_json, write_text
 from ctrlsparse.tracking.mirror import find_runs, mirror_run
 from ctrlsparse.tracking.store import DEFAULT_EXPERIMENT, default_uri, init_store
 
@@ -44,7 +44,7 @@ def main_init(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ctrlsparse mlflow-init", description=main_init.__doc__.splitlines()[0])
     _uri_args(parser)
     parser.add_argument("--marker", help="JSON file to write (uri, experiment, id) once the store is ready")
-    parser.add_argument("--shell-env", help="file of MLFLOW_URI=... / MLFLOW_EXPERIMENT=... lines for `source`")
+    parser.add_argument("--shell-env", help="file of MLFLOW_URI=... / MLFLOW_EXPERIMENT=... lines (shell syntax)")
     args = parser.parse_args(argv)
     uri = default_uri(args.results) if args.tracking_uri is None else args.tracking_uri
     record: dict[str, Any] = {"tracking_uri": uri, "experiment": args.experiment}
@@ -61,12 +61,21 @@ def main_init(argv: list[str]) -> int:
                 file=sys.stderr,
             )
     if args.marker:
-        Path(args.marker).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.marker).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.marker, record)
     if args.shell_env:
-        Path(args.shell_env).parent.mkdir(parents=True, exist_ok=True)
         lines = [f"MLFLOW_URI={shlex.quote(uri)}", f"MLFLOW_EXPERIMENT={shlex.quote(args.experiment)}"]
-        Path(args.shell_env).write_text(
-            "# written by ctrlsparse mlflow-init; sourced by the train jobs\n" + "\n".join(lines) + "\n"
+        write_text(
+            args.shell_env, "# written by ctrlsparse mlflow-init; read by the train jobs\n" + "\n".join(lines) + "\n"
         )
     return 0
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """The ``KEY=value`` lines that ``mlflow-init --shell-env`` wrote, parsed as data: nothing is executed."""
+    values = {}
+    for line in Path(path).read_text().splitlines():
+        words = shlex.split(line, comments=True)
+        if len(words) == 1 and "=" in words[0]:
+            key, _, value = words[0].partition("=")
+            values[key] = value
+    return values

@@ -7,10 +7,12 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ctrlsparse import paths
+from ctrlsparse.atomic import write_json
 from ctrlsparse.tracking.store import _client, _experiment_id, git_commit, with_retries
 
 # Summary keys that become tags (the grid axes and identity); numbers in the summary become final metrics.
@@ -48,10 +50,14 @@ def run_tags(summary: dict[str, Any], extra: dict[str, str] | None = None) -> di
     return tags
 
 
-def _metric_batches(run_dir: Path, summary: dict[str, Any]) -> list[list[Any]]:
+def _metric_batches(run_dir: Path, summary: dict[str, Any] | None, base_ms: int) -> list[list[Any]]:
+    """Every metrics.csv cell (step = epoch) and the summary's other numbers, in batches of 1,000.
+
+    Timestamps are ``base_ms`` + row index, so logging the same rows into the same run again (a retried or
+    resumed mirror) repeats identical metrics, which MLflow's SQL store skips instead of duplicating.
+    """
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
     metrics = []
     rows = read_metrics(paths.metrics_path(run_dir)) if paths.metrics_path(run_dir).exists() else []
     columns = set()
@@ -60,53 +66,119 @@ def _metric_batches(run_dir: Path, summary: dict[str, Any]) -> list[list[Any]]:
         for key, value in row.items():
             if key != "epoch":
                 columns.add(key)
-                metrics.append(Metric(key, value, now + index, step))
-    final_step = int(summary.get("epochs", len(rows)))
-    for key, value in summary.items():
+                metrics.append(Metric(key, value, base_ms + index, step))
+    final_step = int((summary or {}).get("epochs", len(rows)))
+    for key, value in (summary or {}).items():
         numeric = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if numeric and key not in columns and key not in ("seed", "epochs", "penalty"):
-            metrics.append(Metric(key, float(value), now + len(rows), final_step))
+            metrics.append(Metric(key, float(value), base_ms + len(rows), final_step))
     return [metrics[i : i + 1000] for i in range(0, len(metrics), 1000)]
 
 
-def _mirror(run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None, started: float) -> str:
-    from mlflow.entities import Param, RunStatus
-    from mlflow.entities.view_type import ViewType
-
-    summary = json.loads(paths.summary_path(run_dir).read_text())
+def _identity(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """(what names the run: the summary if finished, else hparams.json; the summary or None; the hparams)."""
     hparams_file = paths.hparams_path(run_dir)
     hparams = json.loads(hparams_file.read_text()) if hparams_file.exists() else {}
-    key = summary["run_key"]
-    client = _client(tracking_uri)
+    summary_file = paths.summary_path(run_dir)
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    identity = summary or hparams
+    if "run_key" not in identity:
+        raise FileNotFoundError(f"{run_dir} holds neither summary.json nor hparams.json with a run key")
+    return identity, summary, hparams
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run directory's ``mlflow_run.json`` (which MLflow run mirrors it), or None."""
+    try:
+        return json.loads(paths.mlflow_run_path(run_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _continuable(client: Any, record: dict[str, Any] | None, tracking_uri: str, experiment: str) -> Any:
+    """The recorded MLflow run if it lives in this store and experiment and never finished, else None."""
+    from mlflow.exceptions import MlflowException
+
+    if not record or record.get("tracking_uri") != tracking_uri or record.get("experiment") != experiment:
+        return None
+    try:
+        run = client.get_run(record["run_id"])
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return run if run.info.lifecycle_stage == "active" and run.info.status != "FINISHED" else None
+
+
+def _begin(client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None) -> Any:
+    """Continue this directory's unfinished MLflow run (same id) or create one; mark it RUNNING, record it."""
+    from mlflow.entities import Param, RunTag
+
+    identity, _, hparams = _identity(run_dir)
     experiment_id = _experiment_id(client, tracking_uri, experiment)
-    run = client.create_run(experiment_id, run_name=key, tags=run_tags(summary, tags))
-    run_id = run.info.run_id
-    params = [Param(name, _text(value)[:6000]) for name, value in sorted(hparams.items())]
+    record = read_record(run_dir)
+    run = _continuable(client, record, tracking_uri, experiment)
+    continued = run is not None
+    if not continued:
+        run = client.create_run(experiment_id, run_name=identity["run_key"], tags=run_tags(identity, tags))
+        record = {"run_id": run.info.run_id, "started_ms": int(time.time() * 1000)}
+        logged: dict[str, str] = {}
+    else:
+        client.update_run(run.info.run_id, status="RUNNING")
+        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in run_tags(identity, tags).items()])
+        logged = run.data.params
+    # MLflow refuses to change a logged param; a resumed run keeps the first value of execution-only fields.
+    params = [Param(name, _text(value)[:6000]) for name, value in sorted(hparams.items()) if name not in logged]
     for start in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[start : start + 100])
-    for batch in _metric_batches(run_dir, summary):
+        client.log_batch(run.info.run_id, params=params[start : start + 100])
+    record = {
+        "run_id": run.info.run_id,
+        "experiment_id": experiment_id,
+        "experiment": experiment,
+        "tracking_uri": tracking_uri,
+        "started_ms": record.get("started_ms", int(time.time() * 1000)),
+        "seconds": record.get("seconds", 0.0) if continued else 0.0,  # the mirror's cost to the job so far
+    }
+    write_json(paths.mlflow_run_path(run_dir), record)
+    return record
+
+
+def _mirror(
+    run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None, started: float, status: str
+) -> str:
+    identity, summary, _ = _identity(run_dir)
+    key = identity["run_key"]
+    client = _client(tracking_uri)
+    record = _begin(client, run_dir, tracking_uri, experiment, tags)
+    run_id = record["run_id"]
+    for batch in _metric_batches(run_dir, summary, record["started_ms"]):
         client.log_batch(run_id, metrics=batch)
     plot = _dynamics_plot(run_dir)
-    for path in (paths.summary_path(run_dir), paths.metrics_path(run_dir), hparams_file, plot):
+    for path in (paths.summary_path(run_dir), paths.metrics_path(run_dir), paths.hparams_path(run_dir), plot):
         if path is not None and path.exists():
             client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-    # Replace, don't duplicate: drop every other run of this key (the previous mirror, or a half-finished one).
+    client.set_terminated(run_id, status)
+    _drop_others(client, record["experiment_id"], key, run_id)
+    _add_seconds(run_dir, record, started)
+    return run_id
+
+
+def _add_seconds(run_dir: Path, record: dict[str, Any], started: float) -> None:
+    """Record the mirror's cost to the job (imports included), summed over opening and ending the run."""
+    seconds = round(record["seconds"] + time.perf_counter() - started, 3)
+    write_json(paths.mlflow_run_path(run_dir), {**record, "seconds": seconds})
+
+
+def _drop_others(client: Any, experiment_id: str, key: str, run_id: str) -> None:
+    """Replace, don't duplicate: purge every other run of this key (the previous mirror, or a half-finished one)."""
+    from mlflow.entities.view_type import ViewType
+
     previous = client.search_runs(
         [experiment_id], filter_string=f"tags.run_key = '{key}'", run_view_type=ViewType.ALL, max_results=1000
     )
     for old in previous:
         if old.info.run_id != run_id:
             _purge(client, old)
-    record = {
-        "run_id": run_id,
-        "experiment_id": experiment_id,
-        "experiment": experiment,
-        "tracking_uri": tracking_uri,
-        "seconds": round(time.perf_counter() - started, 3),  # imports included: the mirror's cost to the job
-    }
-    paths.mlflow_run_path(run_dir).write_text(json.dumps(record, indent=2) + "\n")
-    return run_id
 
 
 def _purge(client: Any, run: Any) -> None:
@@ -135,16 +207,62 @@ def _dynamics_plot(run_dir: Path) -> Path | None:
 
 
 def mirror_run(
+    run_dir: str | Path,
+    *,
+    tracking_uri: str,
+    experiment: str,
+    tags: dict[str, str] | None = None,
+    status: str = "FINISHED",
+) -> str | None:
+    """Mirror a run directory to MLflow and end its run with ``status`` (FAILED for a diverged run).
+
+    Continues the directory's own unfinished MLflow run (see :func:`open_run`) under the same id, else creates
+    one; any other run of the same run key is purged. Returns the run id, or None (with a warning) on failure.
+    """
+    run_dir, started = Path(run_dir), time.perf_counter()
+    action = lambda: _mirror(run_dir, tracking_uri, experiment, tags, started, status)  # noqa: E731
+    return _never_fatal(action, f"mirror {run_dir}", tracking_uri)
+
+
+def open_run(
     run_dir: str | Path, *, tracking_uri: str, experiment: str, tags: dict[str, str] | None = None
 ) -> str | None:
-    """Mirror one finished run directory to MLflow; return the MLflow run id, or None (with a warning) on failure."""
+    """Start the MLflow run of a training run (status RUNNING, params, id in ``mlflow_run.json``).
+
+    A rerun of a killed, preempted or failed run continues the same MLflow run; a finished one gets a new run
+    that replaces it when it ends. Returns the run id, or None (with a warning) if MLflow cannot be reached.
+    """
     run_dir, started = Path(run_dir), time.perf_counter()
+
+    def begin() -> str:
+        record = _begin(_client(tracking_uri), run_dir, tracking_uri, experiment, tags)
+        _add_seconds(run_dir, record, started)
+        return record["run_id"]
+
+    return _never_fatal(begin, f"open the MLflow run of {run_dir}", tracking_uri)
+
+
+def end_run(run_dir: str | Path, status: str) -> str | None:
+    """Set the status (e.g. KILLED) of the MLflow run recorded in ``run_dir``; None if there is none or on error."""
+    record = read_record(run_dir)
+    if not record:
+        return None
+
+    def end() -> str:
+        _client(record["tracking_uri"]).set_terminated(record["run_id"], status)
+        return record["run_id"]
+
+    return _never_fatal(end, f"mark the MLflow run of {run_dir} {status}", record["tracking_uri"])
+
+
+def _never_fatal(action: Callable[[], str], what: str, tracking_uri: str) -> str | None:
     try:
-        return with_retries(lambda: _mirror(run_dir, tracking_uri, experiment, tags, started), what=f"mirror {run_dir}")
+        return with_retries(action, what=what)
     except Exception as error:
+        first_line = str(error).splitlines()[0] if str(error) else ""
         print(
-            f"ctrlsparse: warning: could not mirror {run_dir} to MLflow at {tracking_uri} "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); the run's files are kept",
+            f"ctrlsparse: warning: could not {what} at {tracking_uri} ({type(error).__name__}: {first_line}); "
+            "the run's files are kept",
             file=sys.stderr,
         )
         return None

@@ -7,6 +7,7 @@ function of the epoch, so it needs no state. Loads with ``torch.load(weights_onl
 
 from __future__ import annotations
 
+import pickle
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,12 +53,26 @@ def save(run: Run, progress: Progress, out_dir: Path) -> None:
     progress.last_save = time.monotonic()
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded safely (e.g. a pickle that would run code); the message says what to do."""
+
+
 def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)``; the only non-tensor class allowed is cooper's nuPI init enum."""
+    """``torch.load(weights_only=True)``; the only non-tensor class allowed is cooper's nuPI init enum.
+
+    A file that needs anything else to unpickle (code to run, foreign classes) is refused, never executed.
+    """
     from cooper.optim.torch_optimizers.nupi_optimizer import nuPIInitType
 
-    with torch.serialization.safe_globals([nuPIInitType]):
-        return torch.load(path, map_location=device, weights_only=True)
+    try:
+        with torch.serialization.safe_globals([nuPIInitType]):
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).splitlines()[0]
+        raise CheckpointError(
+            f"{path} is not a weights-only checkpoint and was not loaded ({reason}); "
+            "delete it if you want the run to start afresh"
+        ) from None
 
 
 def same_shapes(saved: dict[str, Any], current: dict[str, Any]) -> bool:

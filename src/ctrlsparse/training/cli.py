@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-import warnings
-from dataclasses import MISSING, fields
+import threading
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,13 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="ctrlsparse train",
         description="Train one run with L0 gates under a density constraint (or a baseline) into --out.",
-        epilog=f"Unset flags take the dataset's defaults ({', '.join(DATASET_DEFAULTS)}), then the field defaults.",
+        epilog=f"Unset flags take the dataset's defaults ({', '.join(DATASET_DEFAULTS)}), then the field defaults. "
+        "Exit codes: 0 finished, 2 bad input, 3 diverged, 143 stopped by SIGTERM after saving the checkpoint "
+        "(rerun to resume).",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="run directory (created; resumed if it has a checkpoint)"
     )
     parser.add_argument("--mlflow-uri", help="mirror the finished run to this MLflow tracking URI")
     parser.add_argument("--mlflow-experiment", default="ctrlsparse", help="MLflow experiment name")
+    parser.add_argument(
+        "--mlflow-env", type=Path, help="file of MLFLOW_URI=/MLFLOW_EXPERIMENT= lines (ctrlsparse mlflow-init)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     group = parser.add_argument_group("hyperparameters")
     for spec in fields(HParams):
@@ -59,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit codes besides 0 and 2 (bad input): the run diverged; the run stopped on SIGTERM with its checkpoint saved
+# (128 + 15, what a shell reports for a process that SIGTERM ended: not finished, rerun it to resume).
+EXIT_DIVERGED = 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,17 +79,34 @@ def main(argv: list[str]) -> int:
         hparams = HParams.resolve(**given)
     except HParamError as error:
         parser.error(f"{flag(error.key)}: {error.message}")
-    from ctrlsparse.training.loop import DivergenceError, print_progress, train  # torch only for valid flags
+    tracking = Tracking.from_args(args)
+    from ctrlsparse.training.checkpoint import CheckpointError  # torch only for valid flags
+    from ctrlsparse.training.loop import DivergenceError, Interrupted, print_progress, train
 
+    stop = StopOnSigterm()
     try:
-        summary = train(hparams, args.out, on_epoch=None if args.quiet else print_progress)
+        with stop:
+            summary = train(
+                hparams,
+                args.out,
+                on_epoch=None if args.quiet else print_progress,
+                on_start=tracking.open,
+                stop_requested=stop.is_set,
+            )
     except HParamError as error:
         parser.error(f"{flag(error.key)}: {error.message}")
+    except CheckpointError as error:
+        print(f"ctrlsparse train: error: {error}", file=sys.stderr)
+        return 2
     except DivergenceError as error:
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
-        return 3
-    if args.mlflow_uri:
-        _mirror(args.out, args.mlflow_uri, args.mlflow_experiment)
+        tracking.end(args.out, "FAILED")
+        return EXIT_DIVERGED
+    except Interrupted as error:
+        print(f"ctrlsparse train: {error}; rerun the same command to resume", file=sys.stderr)
+        tracking.end(args.out, "KILLED")
+        return EXIT_TERMINATED
+    tracking.end(args.out, "FINISHED")
     print(
         f"{summary['run_key']}: test accuracy {100 * summary['test_accuracy']:.2f}%, expected density "
         f"{summary['expected_density']:.4f}, eval density {summary['eval_density']:.4f}, {summary['wall_seconds']:.1f}s",
@@ -86,11 +115,64 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _mirror(out: Path, uri: str, experiment: str) -> None:
-    """Files first, MLflow second: a tracking failure is a warning, never a lost result."""
-    try:
-        from ctrlsparse.tracking import mirror_run
+class StopOnSigterm:
+    """While active, SIGTERM (what SLURM sends before preemption or the time limit) only sets a flag: the
+    loop then finishes its epoch, saves the checkpoint and stops."""
 
-        mirror_run(out, tracking_uri=uri, experiment=experiment)
-    except Exception as error:  # noqa: BLE001 - any tracking failure must leave the run's files standing
-        warnings.warn(f"MLflow mirror of {out} to {uri} failed ({error}); the run's files are kept", stacklevel=1)
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._previous: Any = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        print("ctrlsparse train: SIGTERM: saving the checkpoint at the end of this epoch", file=sys.stderr)
+        self._event.set()
+
+    def __enter__(self) -> StopOnSigterm:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclass
+class Tracking:
+    """The run's MLflow mirror: opened when training starts, ended FINISHED, FAILED or KILLED.
+
+    Files first, MLflow second: any tracking failure is one warning, and a store that could not be reached
+    when the run started is not tried again at its end (backfill later with ``ctrlsparse track``).
+    """
+
+    uri: str | None
+    experiment: str
+    opened: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Tracking:
+        uri, experiment = args.mlflow_uri, args.mlflow_experiment
+        if args.mlflow_env:  # written by `ctrlsparse mlflow-init`; read as data, never sourced
+            from ctrlsparse.tracking.cli import read_env_file
+
+            values = read_env_file(args.mlflow_env)
+            uri = uri if uri is not None else values.get("MLFLOW_URI")
+            experiment = values.get("MLFLOW_EXPERIMENT") or experiment
+        return cls(uri or None, experiment)
+
+    def open(self, out: Path) -> None:
+        if self.uri:
+            from ctrlsparse.tracking import open_run
+
+            self.opened = open_run(out, tracking_uri=self.uri, experiment=self.experiment) is not None
+
+    def end(self, out: Path, status: str) -> None:
+        if not self.opened:
+            return
+        from ctrlsparse.tracking import end_run, mirror_run
+
+        if status == "KILLED":  # the metrics follow when the resumed run ends
+            end_run(out, status)
+        else:
+            mirror_run(out, tracking_uri=self.uri, experiment=self.experiment, status=status)

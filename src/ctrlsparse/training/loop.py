@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ctrlsparse import paths
-from ctrlsparse.atomic import write_json
+from ctrlsparse.atomic import write_csv, write_json
 from ctrlsparse.hparams import HParams, hparams_hash, run_key
 from ctrlsparse.training import checkpoint
 from ctrlsparse.training.evaluate import evaluate
@@ -22,6 +22,10 @@ from ctrlsparse.training.summary import build_summary
 
 class DivergenceError(RuntimeError):
     """The loss or a metric became NaN or infinite."""
+
+
+class Interrupted(RuntimeError):
+    """Training stopped early on request (SIGTERM); the checkpoint holds every finished epoch."""
 
 
 def train_epoch(run: Run) -> float:
@@ -65,14 +69,31 @@ def train(
     hparams: HParams,
     out_dir: str | Path,
     on_epoch: Callable[[dict[str, Any], int], None] | None = print_progress,
+    on_start: Callable[[Path], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume, or return the finished) run in ``out_dir``; returns its summary."""
+    """Train (or resume, or return the finished) run in ``out_dir``; returns its summary.
+
+    ``on_start(out_dir)`` runs once ``hparams.json`` is written (the CLI opens its MLflow run there). When
+    ``stop_requested()`` turns true, the current epoch ends, the checkpoint is saved and :class:`Interrupted`
+    is raised; a NaN/inf metric saves ``metrics.csv`` with the bad row and raises :class:`DivergenceError`.
+    """
     out = Path(out_dir)
     key = run_key(hparams)
-    identity = {**hparams.to_dict(), "run_key": key, "hparams_hash": hparams_hash(hparams)}
+    identity = {
+        **hparams.to_dict(),
+        "run_key": key,
+        "hparams_hash": hparams_hash(hparams),
+        "variant": hparams.variant,
+        "level": hparams.level,
+    }
     run = build_run(hparams)  # fails on bad input (e.g. layer-wise targets vs layers) before anything is written
     write_json(paths.hparams_path(out), identity)
     progress = checkpoint.load(run, out)
+    if 0 < progress.epoch < hparams.epochs:
+        print(f"ctrlsparse: {key}: resuming from the checkpoint after epoch {progress.epoch}", file=sys.stderr)
+    if on_start is not None:
+        on_start(out)
     for epoch in range(progress.epoch, hparams.epochs):
         start = time.perf_counter()
         set_learning_rates(run, epoch)
@@ -80,14 +101,21 @@ def train(
         row = {"epoch": epoch + 1, "train_loss": train_loss, **evaluate(run)}
         row |= {"lr": weights_lr(hparams, epoch), "gates_lr": hparams.gates_lr}
         row["epoch_seconds"] = time.perf_counter() - start
-        check_finite(row, key)
+        try:
+            check_finite(row, key)
+        except DivergenceError:
+            write_csv(paths.metrics_path(out), [*progress.rows, row])  # the bad row, for the log and MLflow
+            raise
         progress.rows.append(row)
         progress.epoch = epoch + 1
         progress.wall_seconds += row["epoch_seconds"]
-        if progress.save_due(hparams):
+        stopping = stop_requested is not None and stop_requested()
+        if stopping or progress.save_due(hparams):
             checkpoint.save(run, progress, out)
         if on_epoch is not None:
             on_epoch(row, hparams.epochs)
+        if stopping and progress.epoch < hparams.epochs:
+            raise Interrupted(f"run {key} stopped after epoch {progress.epoch} of {hparams.epochs}; checkpoint saved")
     summary = build_summary(run, progress, identity)
     write_json(paths.summary_path(out), summary)  # written last: its presence means "finished"
     return summary
