@@ -7,7 +7,7 @@ Run identity comes from the library (:func:`ctrlsparse.hparams.run_key`), never 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from ctrlsparse.registry import ARCHS, DATASETS, UnknownNameError
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
 # Keys the grid sets per run; an ``hparams:`` override of one of them would silently fight the grid.
-GRID_FIELDS = ("dataset", "arch", "method", "target", "target_scope", "penalty", "seed")
+GRID_FIELDS = ("dataset", "arch", "method", "target", "target_scope", "penalty", "seed", "tag")
 # Keys the workflow sets per job from the resources.
 JOB_FIELDS = ("threads", "device")
 
@@ -35,6 +35,7 @@ class Run:
 
     hparams: HParams
     key: str
+    overrides: dict[str, Any] = field(default_factory=dict)  # hparams given to `ctrlsparse train` (config + sweep)
 
     @property
     def wildcards(self) -> dict[str, str]:
@@ -75,12 +76,16 @@ def check_config(config: dict[str, Any]) -> list[Run]:
             except UnknownNameError as error:
                 raise ConfigError(key, str(error)) from None
     valid = {f.name for f in fields(HParams)}
-    for name in config["hparams"]:
-        if name not in valid:
-            raise ConfigError(f"hparams.{name}", f"unknown hyperparameter; valid ones: {', '.join(sorted(valid))}")
-        if name in GRID_FIELDS + JOB_FIELDS:
-            where = "the grid: section" if name in GRID_FIELDS else "resources:"
-            raise ConfigError(f"hparams.{name}", f"is set per run by {where}; set it there instead")
+    for where, sweep in sweeps(config):
+        prefix = "" if where == "grid" else f"{where}."
+        for name in config["hparams"] if where == "grid" else sweep["hparams"]:
+            if name not in valid:
+                raise ConfigError(
+                    f"{prefix}hparams.{name}", f"unknown hyperparameter; valid ones: {', '.join(sorted(valid))}"
+                )
+            if name in GRID_FIELDS + JOB_FIELDS:
+                section = "the grid: section" if name in GRID_FIELDS else "resources:"
+                raise ConfigError(f"{prefix}hparams.{name}", f"is set per run by {section}; set it there instead")
     for key, targets in (("grid.constrained.targets", grid["constrained"]["targets"]),):
         for target in targets:
             values = target if isinstance(target, list) else [target]
@@ -92,11 +97,44 @@ def check_config(config: dict[str, Any]) -> list[Run]:
     runs = expand_runs(config)
     if not runs:
         raise ConfigError("grid", "the grid is empty: give constrained targets, penalized penalties or dense: true")
-    keys = [run.key for run in runs]
-    duplicates = sorted({key for key in keys if keys.count(key) > 1})
-    if duplicates:
-        raise ConfigError("grid", f"two grid points give the same run {duplicates[0]}; remove the repeated value")
     return runs
+
+
+def sweeps(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(config key, sub-grid) of ``grid`` and of each entry of ``sweeps``. A sweep takes datasets, and unless it
+    gives them archs and seeds, from ``grid``; it trains only the methods it lists; its ``hparams`` apply to
+    its runs only (over the config's ``hparams``) and, where they change a value, name the runs (the tag)."""
+    grid = config["grid"]
+    result = [("grid", {**grid, "hparams": {}})]
+    for index, sweep in enumerate(config.get("sweeps", [])):
+        sub = {
+            "datasets": grid["datasets"],
+            "archs": sweep.get("archs", grid["archs"]),
+            "seeds": sweep.get("seeds", grid["seeds"]),
+            "constrained": {"scopes": ["model", "layer"], "targets": [], **sweep.get("constrained", {})},
+            "penalized": {"scopes": ["model"], "penalties": [], **sweep.get("penalized", {})},
+            "dense": sweep.get("dense", False),
+            "hparams": sweep.get("hparams", {}),
+        }
+        result.append((f"sweeps[{index}]", sub))
+    return result
+
+
+def _owner(name: str, where: str, overrides: dict[str, Any], extra: dict[str, Any]) -> str:
+    """The config key a bad hyperparameter came from."""
+    if name in extra:
+        return f"{where}.hparams.{name}"
+    return f"hparams.{name}" if name in overrides else f"{where} ({name})"
+
+
+def run_tag(changed: HParams, plain: HParams, names: list[str]) -> str:
+    """``key=value`` (joined by ``+``) of each of ``names`` whose value ``changed`` sets differently from ``plain``."""
+    parts = []
+    for name in sorted(names):
+        value = getattr(changed, name)
+        if value != getattr(plain, name):
+            parts.append(f"{name}={str(value).lower() if isinstance(value, bool) else flag_value(value)}")
+    return "+".join(parts)
 
 
 def _settings(grid: dict[str, Any]) -> list[dict[str, Any]]:
@@ -117,21 +155,39 @@ def _settings(grid: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def expand_runs(config: dict[str, Any]) -> list[Run]:
-    """Every (dataset, arch, setting, seed) of the grid as a :class:`Run`."""
-    grid, overrides = config["grid"], config["hparams"]
-    runs = []
-    for dataset in grid["datasets"]:
-        for arch in grid["archs"]:
-            for setting in _settings(grid):
-                for seed in grid["seeds"]:
-                    given = {**overrides, **setting, "dataset": dataset, "arch": arch, "seed": seed}
-                    try:
-                        hparams = HParams.resolve(**given)
-                    except HParamError as error:
-                        where = f"hparams.{error.key}" if error.key in overrides else f"grid ({error.key})"
-                        raise ConfigError(where, error.message) from None
-                    runs.append(Run(hparams, run_key(hparams)))
-    return runs
+    """Every (dataset, arch, setting, seed) of the grid and of each sweep as a :class:`Run`, in config order.
+
+    A run that two sweeps both list (same key, same hyperparameters) is trained once; the same key with other
+    hyperparameters, or a grid point repeated within one sweep, is an error.
+    """
+    runs: dict[str, Run] = {}
+    for where, grid in sweeps(config):
+        overrides, extra = config["hparams"], grid["hparams"]
+        mine: set[str] = set()
+        for dataset in grid["datasets"]:
+            for arch in grid["archs"]:
+                for setting in _settings(grid):
+                    for seed in grid["seeds"]:
+                        given = {**overrides, **setting, "dataset": dataset, "arch": arch, "seed": seed}
+                        try:
+                            hparams = HParams.resolve(**given)
+                            if extra:
+                                changed = HParams.resolve(**{**given, **extra})
+                                hparams = HParams.resolve(**given, **extra, tag=run_tag(changed, hparams, list(extra)))
+                        except HParamError as error:
+                            raise ConfigError(_owner(error.key, where, overrides, extra), error.message) from None
+                        run = Run(hparams, run_key(hparams), {**overrides, **extra})
+                        if run.key in mine:
+                            raise ConfigError(
+                                where, f"two grid points give the same run {run.key}; remove the repeated value"
+                            )
+                        mine.add(run.key)
+                        earlier = runs.setdefault(run.key, run)
+                        if earlier.hparams != run.hparams:
+                            raise ConfigError(
+                                where, f"gives the run {run.key} of an earlier sweep with other hyperparameters"
+                            )
+    return list(runs.values())
 
 
 def find_run(runs: list[Run], wildcards: dict[str, str]) -> Run:
@@ -172,7 +228,9 @@ def train_args(run: Run, config: dict[str, Any]) -> list[str]:
         given["target"] = h.target
     if h.method == "penalized":
         given["penalty"] = h.penalty
-    given.update(config["hparams"])
+    given.update(run.overrides)
+    if h.tag:
+        given["tag"] = h.tag
     args = []
     for name, value in given.items():
         flag = "--" + name.replace("_", "-")

@@ -49,7 +49,7 @@ SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     arch=r"[A-Za-z0-9_.-]+",
-    variant=r"(constrained|penalized)-(model|layer)|dense",
+    variant=r"((constrained|penalized)-(model|layer)|dense)(\+[A-Za-z0-9_.,=-]+)*",
     level=r"[0-9.e+,-]+",
     seed=r"\d+",
 

@@ -13,6 +13,10 @@ rule train:
     params:
         args=train_args,
         out=lambda wildcards, output: os.path.dirname(output.summary),
+        # gpu > 1: one DDP process per GPU of this node (torchrun picks a free port; --threads is shared out)
+        launch=lambda wildcards, resources: (
+            f"torchrun --standalone --nproc-per-node {resources.gpu} -m ctrlsparse" if resources.gpu > 1 else "ctrlsparse"
+        ),
     log:
         f"{LOGS}/train/{RUN_PATTERN}.log",
     benchmark:
@@ -27,5 +31,5 @@ rule train:
         "../../envs/ctrlsparse.yaml"
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "ctrlsparse train {params.args} --threads {threads} --out {params.out:q} --mlflow-env {input.tracking:q}"
+        "{params.launch} train {params.args} --threads {threads} --out {params.out:q} --mlflow-env {input.tracking:q}"
         " > {log:q} 2>&1"
