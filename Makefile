@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= $(shell nproc)
 PYTEST_ARGS ?= -m "not slow"
+# `make ui` serves this machine only; `make ui UI_HOST=0.0.0.0` exposes the store to the network.
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 5000
 
 .PHONY: venv demo test test-all lint format ui clean-results
 
@@ -38,7 +41,7 @@ format: venv
 	$(BIN)/ruff check --fix src tests workflow benchmarks
 
 ui: venv
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}" --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}" --host $(UI_HOST) --port $(UI_PORT)
 
 clean-results:
 	rm -rf results/runs results/tables results/plots results/report.pdf results/logs .snakemake

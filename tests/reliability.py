@@ -89,7 +89,7 @@ def kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
     os.kill(pid, sig)
 
 
-def one_run_config(workdir: Path, **hparams: Any) -> Path:
+def one_run_config(workdir: Path, mlflow: bool = True, **hparams: Any) -> Path:
     """A grid of one constrained digits MLP run (target 0.4, seed 0) written as a Snakemake --configfile."""
     config = {
         "experiment": "reliability",
@@ -102,6 +102,7 @@ def one_run_config(workdir: Path, **hparams: Any) -> Path:
             "dense": False,
         },
         "hparams": hparams,
+        "mlflow": {"enabled": mlflow},
     }
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))

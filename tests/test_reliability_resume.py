@@ -60,6 +60,20 @@ def assert_same_as_straight(out, straight):
     assert comparable(rows) == comparable(straight[1])
 
 
+def test_sigterm_saves_the_checkpoint_at_the_end_of_the_epoch_and_exits_143(tmp_path, straight):
+    out, log = tmp_path / "run", tmp_path / "train.log"
+    job = start_train(out, *FLAGS, "--checkpoint-seconds", "1000", log=log)  # no timed checkpoint comes
+    wait_for(lambda: "epoch    3/60" in text(log), "the third epoch (progress is printed every 3)", job)
+    kill(job.pid, signal.SIGTERM)
+    assert job.wait(60) == EXIT_TERMINATED, text(log)
+    stopped = int(re.search(r"stopped after epoch (\d+) of 60; checkpoint saved", text(log))[1])
+    assert 3 <= checkpoint_epoch(out) == stopped < 60 and not paths.summary_path(out).exists()
+    hparams = HParams.resolve(arch="mlp", target=(0.4,), epochs=60, threads=1, seed=0)
+    train(hparams, out, on_epoch=None)  # the rerun, in this process
+    assert_same_as_straight(out, straight)
+
+
+@pytest.mark.slow
 def test_sigkill_then_sigterm_then_rerun_ends_like_an_uninterrupted_run_in_one_mlflow_run(tmp_path, straight):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # created by the first job
     out, log = tmp_path / "run", tmp_path / "train.log"
