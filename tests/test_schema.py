@@ -132,7 +132,7 @@ def test_schema_rejects_bad_values_naming_the_key(update, key, text):
 
 REGISTRY_ERRORS = [
     ({"grid": {"archs": ["mlp", "resnet"]}}, "grid.archs", "unknown arch 'resnet'; choose one of: mlp, cnn"),
-    ({"grid": {"datasets": ["mnist"]}}, "grid.datasets", "unknown dataset 'mnist'"),
+    ({"grid": {"datasets": ["svhn"]}}, "grid.datasets", "unknown dataset 'svhn'"),
     ({"hparams": {"learning_rate": 0.1}}, "hparams.learning_rate", "unknown hyperparameter"),
     ({"hparams": {"epochs": 0}}, "hparams.epochs", "must be a positive integer"),
     ({"hparams": {"dual_lr": -1}}, "hparams.dual_lr", "must be > 0"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -79,7 +80,8 @@ def main(argv: list[str]) -> int:
         hparams = HParams.resolve(**given)
     except HParamError as error:
         parser.error(f"{flag(error.key)}: {error.message}")
-    tracking = Tracking.from_args(args)
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun (DDP) only rank 0 talks to MLflow
+    tracking = Tracking.from_args(args) if main else Tracking(None, args.mlflow_experiment)
     from ctrlsparse.training.checkpoint import CheckpointError  # torch only for valid flags
     from ctrlsparse.training.loop import DivergenceError, Interrupted, print_progress, train
 

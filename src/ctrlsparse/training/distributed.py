@@ -126,3 +126,12 @@ def mean_over_processes(value: Tensor) -> Tensor:
     value = value.clone()
     dist.all_reduce(value)
     return value / dist.get_world_size()
+
+
+def any_process(flag: bool) -> bool:
+    """True if ``flag`` is true in any process (e.g. one of them got SIGTERM), so that all stop together."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor(float(flag), device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value)

@@ -14,7 +14,7 @@ import torch
 from ctrlsparse import paths
 from ctrlsparse.atomic import write_csv, write_json
 from ctrlsparse.hparams import HParams, hparams_hash, run_key
-from ctrlsparse.training import checkpoint
+from ctrlsparse.training import checkpoint, distributed
 from ctrlsparse.training.evaluate import evaluate
 from ctrlsparse.training.setup import Run, build_run, set_learning_rates, weights_lr
 from ctrlsparse.training.summary import build_summary
@@ -38,7 +38,7 @@ def train_epoch(run: Run) -> float:
         run.problem.after_step(rollout.cmp_state)
         total += rollout.cmp_state.misc["objective"] * len(labels)
         count += len(labels)
-    return float(total) / count
+    return float(distributed.mean_over_processes(total)) / count  # DDP: shards are equal up to one example
 
 
 def check_finite(row: dict[str, Any], run_name: str) -> None:
@@ -88,11 +88,13 @@ def train(
         "level": hparams.level,
     }
     run = build_run(hparams)  # fails on bad input (e.g. layer-wise targets vs layers) before anything is written
-    write_json(paths.hparams_path(out), identity)
+    main = run.processes.main  # with several processes (DDP) only rank 0 writes files and reports
+    if main:
+        write_json(paths.hparams_path(out), identity)
     progress = checkpoint.load(run, out)
     if 0 < progress.epoch < hparams.epochs:
         print(f"ctrlsparse: {key}: resuming from the checkpoint after epoch {progress.epoch}", file=sys.stderr)
-    if on_start is not None:
+    if on_start is not None and main:
         on_start(out)
     for epoch in range(progress.epoch, hparams.epochs):
         start = time.perf_counter()
@@ -104,18 +106,20 @@ def train(
         try:
             check_finite(row, key)
         except DivergenceError:
-            write_csv(paths.metrics_path(out), [*progress.rows, row])  # the bad row, for the log and MLflow
+            if main:
+                write_csv(paths.metrics_path(out), [*progress.rows, row])  # the bad row, for the log and MLflow
             raise
         progress.rows.append(row)
         progress.epoch = epoch + 1
         progress.wall_seconds += row["epoch_seconds"]
-        stopping = stop_requested is not None and stop_requested()
-        if stopping or progress.save_due(hparams):
+        stopping = distributed.any_process(stop_requested is not None and stop_requested())
+        if main and (stopping or progress.save_due(hparams)):
             checkpoint.save(run, progress, out)
-        if on_epoch is not None:
+        if on_epoch is not None and main:
             on_epoch(row, hparams.epochs)
         if stopping and progress.epoch < hparams.epochs:
             raise Interrupted(f"run {key} stopped after epoch {progress.epoch} of {hparams.epochs}; checkpoint saved")
     summary = build_summary(run, progress, identity)
-    write_json(paths.summary_path(out), summary)  # written last: its presence means "finished"
+    if main:
+        write_json(paths.summary_path(out), summary)  # written last: its presence means "finished"
     return summary
