@@ -1,5 +1,5 @@
 """Purging: for every architecture and several gate patterns the purged model computes the gated model's eval
-function (max abs diff <= 1e-5), has exactly the parameters the open gates leave, loads without ctrlsparse, and
+function (max abs diff <= 1e-5, relative where outputs exceed 1), has exactly the parameters the open gates leave, loads without ctrlsparse, and
 ``ctrlsparse purge RUN_DIR`` adds the sizes to a finished run's summary."""
 
 from __future__ import annotations
@@ -73,6 +73,12 @@ def open_count(layer: GatedLayer) -> torch.Tensor:
     return hc.median_gates(layer.log_alpha) > 0
 
 
+def max_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """Max abs difference, relative to the output's scale where that exceeds 1 (WRN-28-10 with random BatchNorm
+    statistics reaches logits of ~85, where float32 rounding alone is ~1e-5 absolute)."""
+    return (output - reference).abs().max().item() / max(1.0, reference.abs().max().item())
+
+
 def at_least_one(keep: torch.Tensor) -> torch.Tensor:
     """The purge keeps one (all-zero) channel of a tensor whose channels are all closed or unread."""
     if not keep.any():
@@ -143,7 +149,7 @@ def test_purged_model_computes_the_gated_eval_function_with_the_open_parameters(
         set_gates(model, pattern, seed)
         reference = model(x)
         purged = purge(model, x)
-        assert (purged(x) - reference).abs().max().item() <= 1e-5, pattern
+        assert max_error(purged(x), reference) <= 1e-5, pattern
         plain = {type(m) for m in purged.modules()} - {type(purged)}
         assert plain <= {
             nn.Module,
@@ -168,7 +174,7 @@ def test_all_gates_open_purges_to_the_dense_size(arch):
     dense, _ = build(arch, gated=False)
     purged = purge(model, x)
     assert count(purged, x) == count(dense, x)
-    assert (purged(x) - model(x)).abs().max().item() <= 1e-5
+    assert max_error(purged(x), model(x)) <= 1e-5
 
 
 def test_a_dense_model_purges_to_itself():

@@ -168,18 +168,19 @@ def test_paper_rows_match_exactly_when_the_grid_has_the_setting():
                 "variant": "constrained-layer",
                 "level": "0.3",
                 "expected_density_mean": 0.31,
+                "params_pct_mean": 7.2,
                 "test_accuracy_mean": 0.98,
             }
         ]
     )
     header, table, exact = paper.reference_table(rows, settings)
     assert exact == 1
-    assert header[-1] == "ours: L0 % / err %"
-    assert table == [["mnist / mlp", "constrained-layer ε=0.3", "30.87", "2.19 ± 0.12", "31.0 / 2.0"]]
+    assert header[-1] == "ours: L0 % / Par % / err %"
+    assert table == [["mnist / mlp", "constrained-layer ε=0.3", "30.87", "7.59", "2.19 ± 0.12", "31.0 / 7.2 / 2.0"]]
     settings["dataset"] = "digits"  # no exact match: the control rows with one analogue column per data/arch
     header, table, exact = paper.reference_table(rows, settings)
-    assert exact == 0 and header[-1] == "digits / mlp (analogue): L0 % / err %"
-    assert ["mnist / mlp", "constrained-layer ε=0.3", "30.87", "2.19 ± 0.12", "31.0 / 2.0"] in table
+    assert exact == 0 and header[-1] == "digits / mlp (analogue): L0 % / Par % / err %"
+    assert ["mnist / mlp", "constrained-layer ε=0.3", "30.87", "7.59", "2.19 ± 0.12", "31.0 / 7.2 / 2.0"] in table
     assert any(row[0] == "tinyimagenet / resnet18" for row in table)
 
 

@@ -20,6 +20,7 @@ SMOKE_KEYS = [
     "digits/mlp/constrained-model~0.5/seed~0",
     "digits/mlp/penalized-model~0.01/seed~0",
     "digits/mlp/dense~1/seed~0",
+    "digits/mlp/magnitude-layer~0.5/seed~0",
 ]
 
 
@@ -60,6 +61,7 @@ def test_smoke_run_produces_runs_tables_figures_and_the_pdf(smoke_run):
     for key in SMOKE_KEYS:
         summary = json.loads((results / "runs" / key / "summary.json").read_text())
         assert summary["run_key"] == key and summary["epochs"] == 2
+        assert 0 < summary["params_pct"] <= 100 and (results / "runs" / key / "purged.pt2").stat().st_size > 0
         assert (results / "logs" / "train" / f"{key}.log").stat().st_size > 0
     for name in ("runs.csv", "settings.csv", "layers.csv", "tables.md"):
         assert (results / "tables" / name).stat().st_size > 0

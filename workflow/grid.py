@@ -7,7 +7,7 @@ Run identity comes from the library (:func:`ctrlsparse.hparams.run_key`), never 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,10 @@ def check_config(config: dict[str, Any]) -> list[Run]:
                     raise ConfigError(key, f"{value} is outside (0, 1]; give density fractions such as 0.5")
             if isinstance(target, list) and len(target) > 1 and "layer" not in grid["constrained"]["scopes"]:
                 raise ConfigError(key, f"per-layer target {target} needs 'layer' in grid.constrained.scopes")
+    if grid.get("magnitude", {}).get("targets") and not grid["dense"]:
+        raise ConfigError(
+            "grid.magnitude.targets", "magnitude pruning starts from the dense runs: set grid.dense: true"
+        )
     runs = expand_runs(config)
     if not runs:
         raise ConfigError("grid", "the grid is empty: give constrained targets, penalized penalties or dense: true")
@@ -151,6 +155,9 @@ def _settings(grid: dict[str, Any]) -> list[dict[str, Any]]:
             settings.append({"method": "penalized", "target_scope": scope, "penalty": penalty})
     if grid["dense"]:
         settings.append({"method": "dense"})
+    for target in grid.get("magnitude", {}).get("targets", []):  # pruned from the dense run of the same seed
+        values = tuple(target) if isinstance(target, list) else (target,)
+        settings.append({"method": "magnitude", "target_scope": "layer", "target": values})
     return settings
 
 
@@ -224,8 +231,10 @@ def train_args(run: Run, config: dict[str, Any]) -> list[str]:
     given: dict[str, Any] = {"dataset": h.dataset, "arch": h.arch, "method": h.method, "seed": h.seed}
     if h.method != "dense":
         given["target_scope"] = h.target_scope
-    if h.method == "constrained":
+    if h.method in ("constrained", "magnitude"):
         given["target"] = h.target
+    if h.method == "magnitude":
+        given["pretrained"] = str(pretrained_dir(run, config))
     if h.method == "penalized":
         given["penalty"] = h.penalty
     given.update(run.overrides)
@@ -241,6 +250,16 @@ def train_args(run: Run, config: dict[str, Any]) -> list[str]:
     gpu = resources_for(config, h.dataset, h.arch)["gpu"]
     args += ["--device", "cuda" if gpu > 0 else "cpu"]
     return args
+
+
+def dense_run_key(run: Run) -> str:
+    """Key of the dense run that a magnitude run prunes: same dataset, arch, seed (and tag)."""
+    return run_key(replace(run.hparams, method="dense"))
+
+
+def pretrained_dir(run: Run, config: dict[str, Any]) -> Path:
+    """Directory of the dense run a magnitude run starts from (under the config's results directory)."""
+    return Path(config["results"]) / "runs" / dense_run_key(run)
 
 
 def tracking_uri(config: dict[str, Any], results: str | Path) -> str | None:

@@ -4,6 +4,7 @@
 rule aggregate:
     input:
         summaries=SUMMARIES,
+        purged=PURGED,  # the purge step adds params/MACs to the summaries
     output:
         runs=f"{TABLES}/runs.csv",
         settings=f"{TABLES}/settings.csv",

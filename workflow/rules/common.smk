@@ -49,7 +49,7 @@ SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     arch=r"[A-Za-z0-9_.-]+",
-    variant=r"((constrained|penalized)-(model|layer)|dense)(\+[A-Za-z0-9_.,=-]+)*",
+    variant=r"((constrained|penalized)-(model|layer)|dense|magnitude-layer)(\+[A-Za-z0-9_.,=-]+)*",
     level=r"[0-9.e+,-]+",
     seed=r"\d+",
 
@@ -61,6 +61,12 @@ def run_of(wildcards):
 def train_args(wildcards):
     """The `ctrlsparse train` flags of one run, shell-quoted."""
     return shlex.join(grid.train_args(run_of(wildcards), config))
+
+
+def pretrained_input(wildcards):
+    """The summary of the dense run a magnitude run prunes (it must finish first); nothing for other runs."""
+    run = run_of(wildcards)
+    return f"{grid.pretrained_dir(run, config)}/summary.json" if run.hparams.method == "magnitude" else []
 
 
 def job_resource(name):

@@ -8,6 +8,7 @@ rule train:
     input:
         # ancient(): a changed tracking setting re-creates the env file but must not retrain finished runs
         tracking=ancient(rules.mlflow_init.output.env),
+        pretrained=pretrained_input,  # magnitude runs start from the dense run's weights
     output:
         summary=f"{RUN_DIR}/{RUN_PATTERN}/summary.json",
     params:

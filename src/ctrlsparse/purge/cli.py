@@ -62,6 +62,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("run", type=Path, help="a finished run directory (holds summary.json and checkpoint.pt)")
     parser.add_argument("--mlflow-uri", help="mirror the run (with its new summary) to this MLflow tracking URI")
     parser.add_argument("--mlflow-experiment", default="ctrlsparse", help="MLflow experiment name")
+    parser.add_argument("--mlflow-env", type=Path, help="file of MLFLOW_URI=/MLFLOW_EXPERIMENT= lines (mlflow-init)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     for required in (paths.summary_path(args.run), paths.checkpoint_path(args.run), paths.hparams_path(args.run)):
@@ -75,10 +76,16 @@ def main(argv: list[str]) -> int:
         sizes = purge_run(args.run)
     except ValueError as error:
         parser.exit(2, f"ctrlsparse purge: error: {args.run}: {error}\n")
-    if args.mlflow_uri:
+    uri, experiment = args.mlflow_uri, args.mlflow_experiment
+    if args.mlflow_env:
+        from ctrlsparse.tracking.cli import read_env_file
+
+        values = read_env_file(args.mlflow_env)
+        uri, experiment = values.get("MLFLOW_URI") or uri, values.get("MLFLOW_EXPERIMENT") or experiment
+    if uri:
         from ctrlsparse.tracking import mirror_run
 
-        mirror_run(args.run, tracking_uri=args.mlflow_uri, experiment=args.mlflow_experiment)  # warns on failure
+        mirror_run(args.run, tracking_uri=uri, experiment=experiment)  # a failure only warns: the files stand
     print(
         f"{args.run}: {sizes['params']} params ({sizes['params_pct']:.2f}% of dense), {sizes['macs']} MACs "
         f"({sizes['macs_pct']:.2f}%), test accuracy {100 * sizes['purged_test_accuracy']:.2f}%",

@@ -19,9 +19,17 @@ from ctrlsparse import paths
 
 RUNS, SETTINGS, LAYERS, MARKDOWN = "runs.csv", "settings.csv", "layers.csv", "tables.md"
 SETTING = ["dataset", "arch", "method", "variant", "target_scope", "level"]
-STATS = ["expected_density", "eval_density", "test_accuracy", "max_violation", "wall_seconds"]
+STATS = ["expected_density", "eval_density", "test_accuracy", "max_violation", "wall_seconds", "params_pct", "macs_pct"]
+TARGETED = ("constrained", "magnitude")  # methods whose level is a density target
 FEASIBILITY_TOL = 0.01  # a constraint counts as satisfied when its final violation is at most this
-VARIANT_ORDER = ["constrained-model", "constrained-layer", "penalized-model", "penalized-layer", "dense"]
+VARIANT_ORDER = [
+    "constrained-model",
+    "constrained-layer",
+    "magnitude-layer",
+    "penalized-model",
+    "penalized-layer",
+    "dense",
+]
 # Two-sided 95% Student t quantiles by degrees of freedom (avoids importing scipy).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -48,8 +56,8 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     violations = list((s.get("violations") or {}).values())
     row = {key: s.get(key) for key in ["run_key", *SETTING, "seed", "epochs", "hparams_hash"]}
     row.update(
-        target=",".join(f"{t:g}" for t in targets) if s["method"] == "constrained" else "",
-        target_value=sum(targets) / len(targets) if s["method"] == "constrained" and targets else math.nan,
+        target=",".join(f"{t:g}" for t in targets) if s["method"] in TARGETED else "",
+        target_value=sum(targets) / len(targets) if s["method"] in TARGETED and targets else math.nan,
         penalty=s.get("penalty") if s["method"] == "penalized" else math.nan,
         max_violation=max(violations) if violations else math.nan,
         satisfied=(max(violations) <= FEASIBILITY_TOL) if violations else math.nan,
@@ -58,6 +66,8 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         row[key] = s.get(key)
     for key in ("sparsifiable_params", "total_params", "wall_seconds"):
         row[key] = s.get(key)
+    for key in ("params", "macs", "params_pct", "macs_pct"):  # written by `ctrlsparse purge`
+        row[key] = s.get(key, math.nan)
     for name, version in (s.get("versions") or {}).items():
         row[f"version_{name}"] = version
     row["run_dir"] = str(summary_file.parent)
@@ -67,7 +77,7 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     evaluated = s.get("layer_eval_density") or {}
     layer_rows = []
     for index, layer in enumerate(expected):
-        if s["method"] == "constrained" and s.get("target_scope") == "layer":
+        if s["method"] in TARGETED and s.get("target_scope") == "layer":
             layer_target = targets[index] if len(targets) == len(expected) else targets[0]
         else:
             layer_target = math.nan
@@ -147,14 +157,24 @@ def fmt(value: Any, digits: int = 3, percent: bool = False) -> str:
 
 def setting_label(row: Any) -> str:
     """Short label of a setting, e.g. ``constrained-model ε=0.5`` / ``penalized-model λ=0.01`` / ``dense``."""
-    if row["method"] == "constrained":
+    if row["method"] in TARGETED:
         return f"{row['variant']} ε={row['level']}"
     if row["method"] == "penalized":
         return f"{row['variant']} λ={row['level']}"
     return str(row["variant"])
 
 
-MD_COLUMNS = ["setting", "seeds", "target", "expected density", "eval density", "accuracy %", "feasible"]
+MD_COLUMNS = [
+    "setting",
+    "seeds",
+    "target",
+    "expected density",
+    "eval density",
+    "Par %",
+    "MAC %",
+    "accuracy %",
+    "feasible",
+]
 
 
 def settings_rows(settings: Any) -> list[list[str]]:
@@ -180,6 +200,8 @@ def settings_rows(settings: Any) -> list[list[str]]:
                 target,
                 density,
                 fmt(r["eval_density_mean"]),
+                fmt(r["params_pct_mean"], 1),
+                fmt(r["macs_pct_mean"], 1),
                 acc,
                 feasible,
             ]

@@ -50,17 +50,18 @@ def reference_table(paper: list[dict[str, str]], settings: Any) -> tuple[list[st
     """
     ours = _ours(settings)
     exact = [row for row in paper if tuple(row[k] for k in KEY) in ours]
-    header = ["paper data / arch", "setting", "paper L0 %", "paper err %"]
+    header = ["paper data / arch", "setting", "paper L0 %", "paper Par %", "paper err %"]
     if exact:
         chosen, groups = exact, [None]
-        header.append("ours: L0 % / err %")
+        header.append("ours: L0 % / Par % / err %")
     else:
         chosen = [row for row in paper if row["table"] in CONTROL_TABLES]
         groups = list(dict.fromkeys(key[:2] for key in ours))
-        header += [f"{dataset} / {arch} (analogue): L0 % / err %" for dataset, arch in groups]
+        header += [f"{dataset} / {arch} (analogue): L0 % / Par % / err %" for dataset, arch in groups]
     rows = []
     for row in chosen:
-        cells = [f"{row['dataset']} / {row['arch']}", _paper_setting(row), row["l0_pct"] or "—", _err(row)]
+        cells = [f"{row['dataset']} / {row['arch']}", _paper_setting(row), row["l0_pct"] or "—"]
+        cells += [row.get("params_pct") or "—", _err(row)]
         for group in groups:
             key = tuple(row[k] for k in KEY) if group is None else (*group, row["variant"], row["level"])
             cells.append(_ours_cell(ours.get(key)))
@@ -72,7 +73,8 @@ def _ours_cell(match: Any) -> str:
     if match is None:
         return "—"
     error = _pct(1 - float(match["test_accuracy_mean"])) if _is_number(match["test_accuracy_mean"]) else "—"
-    return f"{_pct(match['expected_density_mean'])} / {error}"
+    par = _pct(match.get("params_pct_mean"), 1.0)
+    return f"{_pct(match['expected_density_mean'])} / {par} / {error}"
 
 
 def _err(row: dict[str, str]) -> str:

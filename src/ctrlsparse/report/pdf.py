@@ -151,7 +151,7 @@ def build_report(
     if not settings.empty:
         for (dataset, arch), part in settings.groupby(["dataset", "arch"], sort=False):
             b.para(f"<b>{dataset} / {arch}</b>")
-            b.table(aggregate.MD_COLUMNS, aggregate.settings_rows(part), widths=[3, 0.8, 1, 2, 1.3, 1.7, 1])
+            b.table(aggregate.MD_COLUMNS, aggregate.settings_rows(part), widths=[3, 0.8, 1, 2, 1.3, 1, 1, 1.7, 1])
             b.space(8)
 
     b.heading(f"{len(SECTIONS) + 2}. The paper's numbers beside ours")
@@ -169,10 +169,10 @@ def build_report(
                 "TinyImageNet and ImageNet, this grid runs " + datasets + ". For reference, the paper's MNIST "
                 "tables and its CIFAR-10 and TinyImageNet control sweeps are shown beside our runs of the same "
                 "variant and level on our data (analogues, not replications: compare how close each lands "
-                "to its target, not the errors). L0 = final expected density, err = test error, both in %.",
+                "to its target, not the errors). L0 = final expected density, Par = purged parameters as % of the dense model, err = test error, all in %.",
                 "caption",
             )
-        b.table(header, rows, widths=[2.9, 3.3, 1, 1.5] + [1.6] * (len(header) - 4))
+        b.table(header, rows, widths=[2.9, 3.3, 1, 1, 1.5] + [1.8] * (len(header) - 5))
     else:
         b.para("No paper reference file given.", "caption")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,16 @@ COLORS = {
     "constrained-layer": "tab:orange",
     "penalized-model": "tab:green",
     "penalized-layer": "tab:red",
+    "magnitude-layer": "tab:purple",
     "dense": "black",
 }
-MARKERS = {"constrained-model": "o", "constrained-layer": "s", "penalized-model": "^", "penalized-layer": "v"}
+MARKERS = {
+    "constrained-model": "o",
+    "constrained-layer": "s",
+    "penalized-model": "^",
+    "penalized-layer": "v",
+    "magnitude-layer": "D",
+}
 
 
 def _plt() -> Any:

@@ -1,0 +1,27 @@
+# Every finished structured run -> its purged model (purged.pt2, loadable by plain torch) and its size
+# (purge.json; params, MACs and both as % of dense, also merged into summary.json and mirrored to MLflow).
+from ctrlsparse import paths
+
+PURGED = [f"{RUN_DIR}/{run.key}/{paths.PURGE_SIZES}" for run in RUNS if run.hparams.gating == "structured"]
+
+
+rule purge:
+    input:
+        summary=rules.train.output.summary,
+        tracking=ancient(rules.mlflow_init.output.env),
+    output:
+        model=f"{RUN_DIR}/{RUN_PATTERN}/{paths.PURGED_MODEL}",
+        sizes=f"{RUN_DIR}/{RUN_PATTERN}/{paths.PURGE_SIZES}",
+    params:
+        run=lambda wildcards, input: os.path.dirname(input.summary),
+    log:
+        f"{LOGS}/purge/{RUN_PATTERN}.log",
+    threads: 1
+    resources:
+        mem_mb=job_resource("mem_mb"),
+        runtime=job_resource("runtime"),
+    conda:
+        "../../envs/ctrlsparse.yaml"
+    shell:
+        "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ctrlsparse purge {params.run:q} --threads 1"
+        " --mlflow-env {input.tracking:q} > {log:q} 2>&1"
