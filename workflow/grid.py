@@ -208,7 +208,7 @@ def find_run(runs: list[Run], wildcards: dict[str, str]) -> Run:
     )
 
 
-def resources_for(config: dict[str, Any], dataset: str, arch: str) -> dict[str, int]:
+def resources_for(config: dict[str, Any], dataset: str, arch: str) -> dict[str, Any]:
     """Resources of a train job: default < per_run[dataset] < per_run[dataset/arch]."""
     table = config["resources"]
     merged = dict(table["default"])
@@ -247,8 +247,8 @@ def train_args(run: Run, config: dict[str, Any]) -> list[str]:
             args.append(flag if value else "--no-" + name.replace("_", "-"))
         else:
             args += [flag, flag_value(value)]
-    gpu = resources_for(config, h.dataset, h.arch)["gpu"]
-    args += ["--device", "cuda" if gpu > 0 else "cpu"]
+    resources = resources_for(config, h.dataset, h.arch)
+    args += ["--device", resources.get("device") or ("cuda" if resources["gpu"] > 0 else "cpu")]
     return args
 
 

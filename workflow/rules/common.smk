@@ -74,6 +74,17 @@ def job_resource(name):
     return lambda wildcards: grid.resources_for(config, wildcards.dataset, wildcards.arch)[name]
 
 
+def job_memory(wildcards, attempt):
+    """mem_mb of a train job times the attempt: a retried job (e.g. killed for memory) asks for more."""
+    return job_resource("mem_mb")(wildcards) * attempt
+
+
+def job_cpus_per_gpu(wildcards):
+    """SLURM's --cpus-per-gpu of a GPU train job (its threads per GPU); 0 for CPU jobs (--cpus-per-task)."""
+    resources = grid.resources_for(config, wildcards.dataset, wildcards.arch)
+    return max(1, resources["threads"] // resources["gpu"]) if resources["gpu"] else 0
+
+
 def figure(name, filename):
     """A figure output, shown by `snakemake --report` with its caption from report/captions/."""
     return report(f"{PLOTS}/{filename}", caption=f"../../report/captions/{name}.rst", category="Figures")
