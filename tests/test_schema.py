@@ -55,8 +55,8 @@ def check(config: dict) -> list:
 
 def test_default_config_is_valid_and_expands_to_the_demo_grid():
     runs = check(default_config())
-    # 2 archs x (2 scopes x 5 targets + 5 lambdas + dense) x 2 seeds
-    assert len(runs) == 2 * (10 + 5 + 1) * 2
+    # 2 archs x (2 scopes x 5 targets + 5 lambdas + dense + 5 magnitude targets) x 2 seeds
+    assert len(runs) == 2 * (10 + 5 + 1 + 5) * 2
     assert runs[0].key == "digits/mlp/constrained-model~0.2/seed~0"
     assert len({run.key for run in runs}) == len(runs)
 
@@ -145,10 +145,18 @@ REGISTRY_ERRORS = [
         "needs 'layer'",
     ),
     (
-        {"grid": {"constrained": {"targets": []}, "penalized": {"penalties": []}, "dense": False}},
+        {
+            "grid": {
+                "constrained": {"targets": []},
+                "penalized": {"penalties": []},
+                "dense": False,
+                "magnitude": {"targets": []},
+            }
+        },
         "grid",
         "the grid is empty",
     ),
+    ({"grid": {"dense": False}}, "grid.magnitude.targets", "starts from the dense runs"),
     ({"grid": {"constrained": {"targets": [0.5, 0.5]}}}, "grid", "same run"),
 ]
 

@@ -96,7 +96,7 @@ def check_config(config: dict[str, Any]) -> list[Run]:
                 raise ConfigError(key, f"per-layer target {target} needs 'layer' in grid.constrained.scopes")
     if grid.get("magnitude", {}).get("targets") and not grid["dense"]:
         raise ConfigError(
-            "grid.magnitude.targets", "magnitude pruning starts from the dense runs: set grid.dense: true"
+            "grid.magnitude.targets", "magnitude pruning starts from the dense runs: set grid.dense: true (or [] here)"
         )
     runs = expand_runs(config)
     if not runs:
