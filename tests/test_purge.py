@@ -14,7 +14,7 @@ from torch import nn
 
 from ctrlsparse import gates as hc
 from ctrlsparse import paths
-from ctrlsparse.layers import GatedLayer, L0Conv2d, gated_layers
+from ctrlsparse.layers import GatedLayer, L0Conv2d, L0Linear, gated_layers
 from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.purge import count, load_purged, purge, save_purged
 from ctrlsparse.registry import ARCHS
@@ -233,3 +233,24 @@ def test_cli_purge_names_a_missing_run(tmp_path):
     )
     assert result.returncode == 2
     assert "summary.json is missing" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_layers_the_purge_cannot_slice_stay_whole_but_plain():
+    """A Linear on (N, T, F) acts on the last dim, not the channel dim: it is kept whole, gates folded in."""
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = L0Linear(8, 6), L0Linear(6, 4)
+
+        def forward(self, x):
+            return self.b(self.a(x).relu())
+
+    model = Tokens().eval()
+    with torch.no_grad():
+        model.a.log_alpha.copy_(3 * torch.randn(8))
+        model.b.log_alpha.copy_(3 * torch.randn(6))
+    x = torch.randn(2, 5, 8)
+    purged = purge(model, x)
+    assert max_error(purged(x), model(x)) <= 1e-5
+    assert {type(m) for m in purged.modules()} == {type(purged), nn.Linear}

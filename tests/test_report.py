@@ -194,3 +194,17 @@ def test_aggregating_1000_runs_takes_well_under_a_minute(tmp_path):
     elapsed = time.perf_counter() - start
     assert len(pd.read_csv(written[aggregate.RUNS])) == 1000
     assert elapsed < 60, f"aggregating 1000 runs took {elapsed:.1f} s"
+
+
+def test_tables_show_par_and_mac_percent_and_the_magnitude_rows(tmp_path):
+    for seed in (0, 1):
+        for setting in ({"method": "magnitude", "target_scope": "layer", "target": (0.5,)}, {"method": "dense"}):
+            write_synthetic_run(tmp_path / "runs", dataset="digits", arch="cnn", seed=seed, **setting)
+    written = aggregate.write_tables(aggregate.find_summaries([str(tmp_path / "runs")]), tmp_path / "tables")
+    text = written[aggregate.MARKDOWN].read_text()
+    assert "| Par % | MAC % |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| magnitude-layer ε=0.5 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "0.5" and float(cells[5]) < 50 and float(cells[6]) < 50
+    dense = next(line for line in text.splitlines() if line.startswith("| dense |"))
+    assert "| 100.0 | 100.0 |" in dense

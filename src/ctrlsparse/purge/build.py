@@ -93,7 +93,7 @@ class Builder:
                 wanted = {}
             args, kwargs = self.mapped(node.args, wanted), self.mapped(node.kwargs, wanted)
             if node.op == "call_module":
-                target = self._attribute(str(node.target), plan.module(node))
+                target = self._attribute(str(node.target), plain(plan.module(node)))
                 self.values[node] = self.graph.call_module(target, args, kwargs)
             else:
                 self.values[node] = self.graph.create_node(node.op, node.target, args, kwargs)
@@ -134,6 +134,14 @@ class Builder:
             args = (*inputs, *rest)
             self.values[node] = self.graph.create_node(node.op, node.target, args, self.mapped(node.kwargs))
         self.layouts[node] = keep
+
+
+def plain(module: nn.Module) -> nn.Module:
+    """A gated layer as the plain layer of its eval weights, whole; any other module as it is."""
+    if not isinstance(module, GatedLayer):
+        return module
+    weight, bias = module.eval_params()
+    return sliced_layer(module, weight, bias, torch.arange(weight.shape[0]), torch.arange(weight.shape[1]))
 
 
 def sliced_layer(layer: nn.Module, weight: Tensor, bias: Tensor | None, rows: Tensor, columns: Tensor) -> nn.Module:

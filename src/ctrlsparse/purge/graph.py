@@ -104,8 +104,8 @@ def kind(node: fx.Node, traced: Traced) -> str:
         return node.op
     if node.op == "call_module":
         module = traced.modules[str(node.target)]
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            return "weight"
+        if isinstance(module, nn.Conv2d) or (isinstance(module, nn.Linear) and _rank(node.args[0], traced) == 2):
+            return "weight"  # a Linear on (N, T, F) acts on the last dim, not dim 1: left to "other"
         if isinstance(module, nn.BatchNorm2d):
             return "batchnorm"
         if isinstance(module, CHANNELWISE_MODULES):
@@ -130,6 +130,11 @@ def kind(node: fx.Node, traced: Traced) -> str:
     if node.op == "call_method" and node.target == "size" and _asks_batch_size(node):
         return "batch_size"
     return "other"
+
+
+def _rank(node: object, traced: Traced) -> int | None:
+    shape = traced.shapes.get(node) if isinstance(node, fx.Node) else None
+    return None if shape is None else len(shape)
 
 
 def _returns_indices(node: fx.Node) -> bool:

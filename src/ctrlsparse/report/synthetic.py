@@ -33,7 +33,7 @@ def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path
 
     layers = LAYERS.get(hp.arch, ["1", "2"])
     gated = hp.method != "dense"
-    if hp.method == "constrained":
+    if hp.method in ("constrained", "magnitude"):
         targets = list(hp.target) if len(hp.target) == len(layers) else [hp.target[0]] * len(layers)
     elif hp.method == "penalized":
         level = 1.0 / (1.0 + 20 * hp.penalty)
@@ -101,6 +101,9 @@ def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path
         "sparsifiable_params": sum(SIZES.get(hp.arch, [2])),
         "total_params": sum(SIZES.get(hp.arch, [2])) + 500,
         "wall_seconds": 0.05 * epochs,
+        # what `ctrlsparse purge` adds (a chain of gated layers shrinks about quadratically in the density)
+        "params_pct": 100 * last["eval_density"] ** 2 if gated else 100.0,
+        "macs_pct": 100 * last["eval_density"] ** 1.5 if gated else 100.0,
         "versions": {"torch": "2.14.1", "cooper": "1.0.1", "ctrlsparse": "0.1.0"},
     }
     paths.summary_path(run).write_text(json.dumps(summary, indent=2) + "\n")
