@@ -34,8 +34,7 @@ def purge(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
             builder.emit(node)
     finally:
         model.train(training)
-    purged = fx.GraphModule(builder.attributes, builder.graph, class_name="PurgedModel")
-    purged.graph.eliminate_dead_code()
-    purged.delete_all_unused_submodules()
-    purged.recompile()
-    return purged.eval()
+    graph = fx.GraphModule(builder.attributes, builder.graph).graph
+    graph.eliminate_dead_code()  # e.g. the masks the L0BatchNorm2d calls were traced with
+    purged = fx.GraphModule(builder.attributes, graph, class_name="PurgedModel")  # takes only what graph uses
+    return purged.to(example.device).eval()  # index buffers are built on the CPU
