@@ -13,6 +13,7 @@ from typing import Any
 
 from ctrlsparse import paths
 from ctrlsparse.atomic import write_json
+from ctrlsparse.cluster import slurm_job
 from ctrlsparse.tracking.store import _client, _experiment_id, git_commit, with_retries
 
 # Summary keys that become tags (the grid axes and identity); numbers in the summary become final metrics.
@@ -35,7 +36,7 @@ def _text(value: Any) -> str:
 
 
 def run_tags(summary: dict[str, Any], extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Tags of a mirrored run: grid axes, target/penalty, versions, git commit, then ``extra``."""
+    """Tags of a mirrored run: grid axes, target/penalty, versions, git commit, SLURM job, then ``extra``."""
     tags = {key: _text(summary[key]) for key in AXIS_TAGS if key in summary}
     if summary.get("method") == "constrained":
         tags["target"] = _text(summary.get("target", ""))
@@ -46,6 +47,9 @@ def run_tags(summary: dict[str, Any], extra: dict[str, str] | None = None) -> di
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
+    # The SLURM job that trained the run (from its summary; while it trains, the job running this process).
+    job = summary["slurm"] if "slurm" in summary else slurm_job()
+    tags.update({f"slurm.{key}": value for key, value in job.items()})
     tags.update(extra or {})
     return tags
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 import ctrlsparse
+from ctrlsparse.cluster import slurm_job
 from ctrlsparse.training.checkpoint import Progress
 from ctrlsparse.training.setup import Run
 
@@ -44,6 +45,7 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "total_params": sum(p.numel() for name, p in run.model.named_parameters() if not name.endswith("log_alpha")),
         "wall_seconds": progress.wall_seconds,
         "device": str(run.device),
+        "slurm": slurm_job(),  # the job that finished training ({} outside SLURM); resumed runs name the last one
         "versions": {
             "torch": torch.__version__,
             "cooper": version("cooper-optim"),

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Stop the test SLURM that tests/slurm/start_cluster.sh started: cancel its jobs, then stop each daemon it
+# recorded in $CTRLSPARSE_SLURM_DIR/pids/started by PID (newest first; TERM, then KILL after 15 s), and remove the
+# /etc/slurm files it wrote. Daemons it did not start (a munge or MariaDB that was already running) are left alone.
+set -uo pipefail
+
+D=${CTRLSPARSE_SLURM_DIR:-/tmp/ctrlsparse-slurm}
+MARKER="# ctrlsparse test cluster: written by tests/slurm/start_cluster.sh"
+STARTED="$D/pids/started"
+
+if [ ! -s "$STARTED" ]; then
+    echo "stop_cluster.sh: nothing to stop ($STARTED is empty or missing)"
+    exit 0
+fi
+
+# Jobs first, so that no slurmstepd outlives slurmd (the cluster is private: every job in it is a test's).
+if grep -q '^slurmctld ' "$STARTED" && scontrol ping >/dev/null 2>&1; then
+    scancel --full --quiet --user root 2>/dev/null
+    for _ in $(seq 50); do
+        [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
+        sleep 0.2
+    done
+fi
+
+status=0
+while read -r name pidfile; do
+    pid=$(cat "$pidfile" 2>/dev/null) || { echo "stop_cluster.sh: $name: no pid file $pidfile" >&2; continue; }
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "stop_cluster.sh: $name ($pid) was not running" >&2
+        continue
+    fi
+    kill -TERM "$pid"
+    for _ in $(seq 75); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "stop_cluster.sh: $name ($pid) ignored SIGTERM for 15 s; sending SIGKILL" >&2
+        kill -KILL "$pid"
+        status=1
+    fi
+    rm -f "$pidfile"
+done < <(tac "$STARTED")
+rm -f "$STARTED"
+
+for conf in /etc/slurm/slurm.conf /etc/slurm/gres.conf /etc/slurm/slurmdbd.conf; do
+    if [ -e "$conf" ] && grep -qF "$MARKER" "$conf"; then
+        rm -f "$conf"
+    fi
+done
+echo "stop_cluster.sh: stopped"
+exit $status
