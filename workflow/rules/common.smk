@@ -22,6 +22,19 @@ try:
 except grid.ConfigError as error:
     raise WorkflowError(f"Invalid config: {error}") from None
 
+# ... then against the archs and this machine (workflow/preflight.py): layer-wise target lists and the results
+# directory while parsing (dry runs too; cluster jobs skip it), the data sets only when jobs will really run
+# (onstart: Snakemake skips it in dry runs and cluster jobs).
+import preflight  # noqa: E402
+
+if workflow.is_main_process:
+    preflight.stop_on_error(preflight.check_config, config)
+
+
+onstart:
+    preflight.stop_on_error(preflight.check_data, RUNS, config)
+
+
 # Jobs call the `ctrlsparse` of the environment snakemake runs in, even from a venv that is not activated
 # (with --software-deployment-method conda, the job's conda env comes first on PATH instead).
 envvars:
