@@ -1,8 +1,9 @@
 """The paper's reference numbers (``report/paper_results.csv``) beside ours.
 
-A paper row *matches* one of our settings when dataset, arch, variant and level are all equal. Where the grid
-has no exact match (e.g. the digits demo, which the paper never ran), :func:`reference_rows` pairs each paper
-control row with our setting of the same variant and level on our data, labelled as an analogue.
+A paper row *matches* one of our settings when dataset, arch, variant and level are all equal (a gates lr the
+paper varied is part of our variant: :func:`paper_key`). Where the grid has no exact match (e.g. the digits demo,
+which the paper never ran), :func:`reference_rows` pairs each paper control row with our setting of the same
+variant and level on our data, labelled as an analogue.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ctrlsparse.hparams import HParams, format_number
+
 KEY = ("dataset", "arch", "variant", "level")
 # The paper's "control" evidence (targets and λ sweeps), shown when nothing matches exactly.
 CONTROL_TABLES = ("mlp_table", "lenet_table", "cifar10_control", "tinyimagenet_control")
@@ -20,6 +23,19 @@ CONTROL_TABLES = ("mlp_table", "lenet_table", "cifar10_control", "tinyimagenet_c
 def load_paper(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def paper_key(row: dict[str, str]) -> tuple[str, ...]:
+    """(dataset, arch, variant, level) of our setting that reruns ``row``: a gates lr other than the one our
+    hparams default to for its data and arch is part of the variant, as the sweeps tag it
+    (``constrained-layer+gates_lr=0.1``)."""
+    variant = row["variant"]
+    if (
+        row.get("gates_lr")
+        and float(row["gates_lr"]) != HParams.resolve(dataset=row["dataset"], arch=row["arch"]).gates_lr
+    ):
+        variant += f"+gates_lr={format_number(float(row['gates_lr']))}"
+    return row["dataset"], row["arch"], variant, row["level"]
 
 
 def _ours(settings: Any) -> dict[tuple[str, ...], Any]:
@@ -49,7 +65,7 @@ def reference_table(paper: list[dict[str, str]], settings: Any) -> tuple[list[st
     row gets one column per data/arch of our grid with our run of the same variant and level (an analogue).
     """
     ours = _ours(settings)
-    exact = [row for row in paper if tuple(row[k] for k in KEY) in ours]
+    exact = [row for row in paper if paper_key(row) in ours]
     header = ["paper data / arch", "setting", "paper L0 %", "paper Par %", "paper err %"]
     if exact:
         chosen, groups = exact, [None]
@@ -63,7 +79,7 @@ def reference_table(paper: list[dict[str, str]], settings: Any) -> tuple[list[st
         cells = [f"{row['dataset']} / {row['arch']}", _paper_setting(row), row["l0_pct"] or "—"]
         cells += [row.get("params_pct") or "—", _err(row)]
         for group in groups:
-            key = tuple(row[k] for k in KEY) if group is None else (*group, row["variant"], row["level"])
+            key = paper_key(row) if group is None else (*group, *paper_key(row)[2:])
             cells.append(_ours_cell(ours.get(key)))
         rows.append(cells)
     return header, rows, len(exact)
