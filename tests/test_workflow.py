@@ -68,7 +68,14 @@ def test_smoke_run_produces_runs_tables_figures_and_the_pdf(smoke_run):
     assert len((results / "tables" / "runs.csv").read_text().splitlines()) == 1 + len(SMOKE_KEYS)
     figures = sorted(p.name for p in (results / "plots").glob("*.png"))
     assert figures == sorted(
-        ["control.png", "accuracy_vs_density.png", "penalty_vs_density.png", "layer_density.png", "dynamics.png"]
+        [
+            "control.png",
+            "accuracy_vs_density.png",
+            "accuracy_vs_size.png",
+            "penalty_vs_density.png",
+            "layer_density.png",
+            "dynamics.png",
+        ]
     )
     pdf = (results / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(pdf) > 50_000

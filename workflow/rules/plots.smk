@@ -9,6 +9,7 @@ rule plots:
     output:
         control=figure("control", "control.png"),
         accuracy=figure("accuracy", "accuracy_vs_density.png"),
+        size=figure("size", "accuracy_vs_size.png"),
         penalty=figure("penalty", "penalty_vs_density.png"),
         layers=figure("layers", "layer_density.png"),
         dynamics=figure("dynamics", "dynamics.png"),

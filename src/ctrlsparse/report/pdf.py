@@ -21,6 +21,7 @@ from ctrlsparse.tracking.store import git_commit
 SECTIONS = [
     ("control", "Control: achieved vs target density"),
     ("accuracy", "Accuracy vs density"),
+    ("size", "What sparsity buys: accuracy vs purged size"),
     ("penalty", "The penalized baseline: λ vs density"),
     ("layers", "Per-layer densities"),
     ("dynamics", "Training dynamics"),

@@ -138,6 +138,37 @@ def accuracy_figure(tables: dict[str, Any]) -> Any:
     return fig
 
 
+def size_figure(tables: dict[str, Any]) -> Any:
+    """What sparsity buys: test accuracy vs the purged model's parameters and MACs (% of dense), per method."""
+    plt = _plt()
+    settings = tables["settings"]
+    if settings.empty or "params_pct_mean" not in settings or settings["params_pct_mean"].isna().all():
+        return _empty(plt, "no purged runs (the purge step adds params_pct / macs_pct to the summaries)")
+    panels = _panels(settings)
+    fig, axes = _grid(plt, len(panels), rows=2)
+    for col, (title, part) in enumerate(panels):
+        for row, (column, label) in enumerate((("params_pct", "parameters"), ("macs_pct", "MACs"))):
+            ax = axes[row][col]
+            for variant, rows in part.groupby("variant", sort=False):
+                rows = rows.sort_values(f"{column}_mean")
+                ax.errorbar(
+                    rows[f"{column}_mean"],
+                    100 * rows["test_accuracy_mean"],
+                    yerr=100 * rows["test_accuracy_std"].fillna(0),
+                    fmt=MARKERS.get(variant, "o") + ("" if variant == "dense" else "-"),
+                    color=COLORS.get(variant),
+                    capsize=2,
+                    ms=4,
+                    lw=1,
+                    label=variant,
+                )
+            ax.set_xscale("log")
+            ax.set(title=title, xlabel=f"purged {label} (% of dense)", ylabel="test accuracy (%)")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def penalty_figure(tables: dict[str, Any]) -> Any:
     """Penalized baseline: λ vs achieved density (one dot per seed, line through the means)."""
     plt = _plt()
@@ -232,6 +263,7 @@ def dynamics_figure(tables: dict[str, Any]) -> Any:
 FIGURES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "control": (control_figure, "control.png"),
     "accuracy": (accuracy_figure, "accuracy_vs_density.png"),
+    "size": (size_figure, "accuracy_vs_size.png"),
     "penalty": (penalty_figure, "penalty_vs_density.png"),
     "layers": (layer_figure, "layer_density.png"),
     "dynamics": (dynamics_figure, "dynamics.png"),
