@@ -49,6 +49,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     command -v apt-get >/dev/null || cannot "needs ${missing[*]} (Debian packages) and there is no apt-get to install them"
     echo "start_cluster.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    if [ ! -e /usr/sbin/policy-rc.d ]; then  # keep apt from starting munge/MariaDB as services we would not stop
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >"${TMPDIR:-/tmp}/ctrlsparse-slurm-apt.log" 2>&1 || {
         apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" \
             >"${TMPDIR:-/tmp}/ctrlsparse-slurm-apt.log" 2>&1
