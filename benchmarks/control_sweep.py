@@ -34,9 +34,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     root = job.pop("root")
     hparams = HParams.resolve(**job)
-    start = time.perf_counter()
-    summary = train(hparams, Path(root) / run_key(hparams), on_epoch=None)
-    return summary | {"seconds": time.perf_counter() - start}
+    return train(hparams, Path(root) / run_key(hparams), on_epoch=None)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -89,10 +87,11 @@ def main() -> None:
         results = list(pool.map(run_one, jobs))
     wall = time.perf_counter() - start
     report(results, archs, list(dict.fromkeys(scopes + split(args.penalized_scopes, str))))
-    seconds = [r["seconds"] for r in results]
+    seconds = [r["wall_seconds"] for r in results]  # training time recorded in the run, also for reused runs
     print(
-        f"\n{len(results)} runs in {wall:.0f}s on {args.workers} workers; per run mean {statistics.mean(seconds):.1f}s, "
-        f"max {max(seconds):.1f}s (one torch thread each); overrides: {overrides or 'none'}"
+        f"\n{len(results)} runs in {wall:.0f}s on {args.workers} workers (finished runs under --root are reused); "
+        f"training per run mean {statistics.mean(seconds):.1f}s, max {max(seconds):.1f}s (one torch thread each); "
+        f"overrides: {overrides or 'none'}"
     )
 
 

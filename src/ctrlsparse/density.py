@@ -10,45 +10,71 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ctrlsparse.layers import GatedLayer, gated_layers
+from ctrlsparse import gates as hc
+from ctrlsparse.layers import GatedLayer, gated_layers, sample_all_gates_
 
 
 class Density:
-    """Closed-form densities of one model's gated layers (names fixed at construction)."""
+    """Closed-form densities of one model's gated layers (names fixed at construction).
+
+    All gates are handled at once: the layers' log alphas are concatenated, P(z != 0) is taken in one op and
+    summed per layer with one ``index_add``, so the cost per step does not grow with a Python loop over layers.
+    """
 
     def __init__(self, model: nn.Module):
         named = gated_layers(model)
         self.names: list[str] = [name for name, _ in named]
         self.layers: list[GatedLayer] = [layer for _, layer in named]
+        self.log_alphas = [layer.log_alpha for layer in self.layers]
         self.sizes = torch.tensor([float(layer.n_sparsifiable) for layer in self.layers])
         self.total = float(self.sizes.sum()) if self.layers else 0.0
+        self.counts = [layer.n_gates for layer in self.layers]
+        self.layer_of_gate = torch.repeat_interleave(
+            torch.arange(len(self.layers)), torch.tensor(self.counts, dtype=torch.long)
+        )
+        self.group_sizes = torch.tensor([float(layer.group_size) for layer in self.layers])
 
     def __len__(self) -> int:
         return len(self.layers)
 
-    def _sizes(self, like: Tensor) -> Tensor:
-        if self.sizes.device != like.device:
-            self.sizes = self.sizes.to(like.device)
-        return self.sizes
+    def _on(self, device: torch.device) -> None:
+        if self.sizes.device != device:
+            self.sizes = self.sizes.to(device)
+            self.layer_of_gate = self.layer_of_gate.to(device)
+            self.group_sizes = self.group_sizes.to(device)
+
+    def _per_layer(self, per_gate: Tensor) -> Tensor:
+        """Sum a per-gate quantity (all layers' gates concatenated) within each layer."""
+        self._on(per_gate.device)
+        sums = per_gate.new_zeros(len(self.layers)).index_add(0, self.layer_of_gate, per_gate)
+        return sums * self.group_sizes
+
+    def sample_gates_(self) -> None:
+        """Draw every layer's next training gates at once (see :func:`ctrlsparse.layers.sample_all_gates_`)."""
+        if self.layers:
+            sample_all_gates_(self.layers, self.log_alphas, self.counts)
 
     def expected_active(self) -> Tensor:
-        return torch.stack([layer.expected_active() for layer in self.layers])
+        """Expected number of non-zero sparsifiable parameters per layer (differentiable), shape (n_layers,)."""
+        return self._per_layer(hc.prob_active(torch.cat(self.log_alphas)))
 
     def layer_expected(self) -> Tensor:
         """Per-layer expected density (differentiable), shape (n_layers,)."""
-        active = self.expected_active()
-        return active / self._sizes(active)
+        return self.expected_active() / self.sizes
 
     def model_expected(self) -> Tensor:
         """Model-wise expected density (differentiable), a scalar."""
         return self.expected_active().sum() / self.total
 
     @torch.no_grad()
+    def eval_active(self) -> Tensor:
+        """Sparsifiable parameters per layer whose deterministic eval gate is non-zero."""
+        return self._per_layer((hc.median_gates(torch.cat(self.log_alphas)) > 0).float())
+
+    @torch.no_grad()
     def layer_eval(self) -> Tensor:
-        active = torch.stack([layer.eval_active() for layer in self.layers]).float()
-        return active / self._sizes(active)
+        return self.eval_active() / self.sizes
 
     @torch.no_grad()
     def model_eval(self) -> Tensor:
-        active = torch.stack([layer.eval_active() for layer in self.layers]).float()
-        return active.sum() / self.total
+        return self.eval_active().sum() / self.total

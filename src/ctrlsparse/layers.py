@@ -37,6 +37,7 @@ class GatedLayer(nn.Module):
         self.droprate_init = droprate_init
         self.log_alpha = nn.Parameter(torch.empty(n_gates, device=self.weight.device))
         self.last_gates: Tensor | None = None
+        self.next_gates: Tensor | None = None  # a sample drawn for this layer by sample_all_gates_, used once
         self.reset_gates()
         with torch.no_grad():  # E[z] = 1 - d at initialisation: rescale so the expected signal is the dense one's
             self.weight.mul_(1.0 / (1.0 - droprate_init))
@@ -53,8 +54,14 @@ class GatedLayer(nn.Module):
         return self.n_gates * self.group_size
 
     def gates(self) -> Tensor:
-        """A fresh sample in training mode; the deterministic median gates in eval mode."""
-        z = hc.sample_gates(self.log_alpha) if self.training else hc.median_gates(self.log_alpha)
+        """A fresh sample in training mode (the one :func:`sample_all_gates_` left, if any); the deterministic
+        median gates in eval mode."""
+        if not self.training:
+            z = hc.median_gates(self.log_alpha)
+        elif self.next_gates is not None:
+            z, self.next_gates = self.next_gates, None
+        else:
+            z = hc.sample_gates(self.log_alpha)
         self.last_gates = z
         return z
 
@@ -123,8 +130,9 @@ class L0Linear(nn.Linear, GatedLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.gates()
-        if self.structured:  # gating inputs costs O(batch * in) instead of O(out * in)
+        if self.structured and x.requires_grad:  # a hidden layer: gating its inputs costs O(batch * in)
             return F.linear(x * z, self.weight, self.bias)
+        # the input layer: gating the weight columns spares the backward pass the input gradient (one matmul)
         return F.linear(x, *self.gated_params(z))
 
     def group_sq_norms(self) -> Tensor:
@@ -199,28 +207,26 @@ class L0BatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor, active: Tensor | None = None) -> Tensor:  # type: ignore[override]
         if active is None:
             return super().forward(x)
-        use_batch = self.training or self.running_mean is None
-        if use_batch:
-            mean = x.mean(dim=(0, 2, 3))
-            var = x.var(dim=(0, 2, 3), unbiased=False)
-            if self.training and self.running_mean is not None:
-                n = x.numel() / x.size(1)
-                with torch.no_grad():
-                    m = self.momentum if self.momentum is not None else 0.1
-                    new_mean = (1 - m) * self.running_mean + m * mean
-                    new_var = (1 - m) * self.running_var + m * var * n / max(n - 1, 1)
-                    self.running_mean.copy_(torch.where(active, new_mean, self.running_mean))
-                    self.running_var.copy_(torch.where(active, new_var, self.running_var))
-                    self.num_batches_tracked += 1
-        else:
-            mean, var = self.running_mean, self.running_var
-        scale = torch.rsqrt(var + self.eps)
-        if self.affine:
-            shift = self.bias - mean * scale * self.weight
-            scale = scale * self.weight
-        else:
-            shift = -mean * scale
-        normed = x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        track = self.training and self.running_mean is not None
+        running_mean, running_var = self.running_mean, self.running_var
+        if track:  # update copies (autograd keeps them), then take the update for the open channels only
+            running_mean, running_var = running_mean.clone(), running_var.clone()
+            self.num_batches_tracked.add_(1)
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        normed = F.batch_norm(
+            x,
+            running_mean,
+            running_var,
+            self.weight,
+            self.bias,
+            self.training or self.running_mean is None,
+            momentum,
+            self.eps,
+        )
+        if track:  # closed channels keep their running statistics
+            with torch.no_grad():
+                self.running_mean.copy_(torch.where(active, running_mean, self.running_mean))
+                self.running_var.copy_(torch.where(active, running_var, self.running_var))
         return torch.where(active.view(1, -1, 1, 1), normed, x)
 
 
@@ -233,6 +239,21 @@ def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [layer.log_alpha for _, layer in gated_layers(model)]
 
 
+def sample_all_gates_(layers: list[GatedLayer], log_alphas: list[Tensor], counts: list[int]) -> None:
+    """Draw the next training sample of every layer's gates in one pass over all gates (a handful of kernels
+    instead of a handful per layer); each layer's next ``gates()`` call in training mode takes its part."""
+    parts = hc.sample_gates(torch.cat(log_alphas)).split(counts)
+    for layer, z in zip(layers, parts, strict=True):
+        layer.next_gates = z
+
+
+@torch.no_grad()
+def clamp_log_alphas_(log_alphas: list[Tensor]) -> None:
+    """Clamp many log alpha tensors in two multi-tensor ops (no per-layer Python loop of kernels)."""
+    if log_alphas:
+        torch._foreach_clamp_min_(log_alphas, hc.LOG_ALPHA_MIN)
+        torch._foreach_clamp_max_(log_alphas, hc.LOG_ALPHA_MAX)
+
+
 def clamp_all_log_alpha_(model: nn.Module) -> None:
-    for _, layer in gated_layers(model):
-        layer.clamp_log_alpha_()
+    clamp_log_alphas_(gate_parameters(model))

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ctrlsparse.density import Density
 from ctrlsparse.hparams import HParams
-from ctrlsparse.layers import GatedLayer, clamp_all_log_alpha_
+from ctrlsparse.layers import GatedLayer, clamp_log_alphas_
 
 
 class L0Problem(cooper.ConstrainedMinimizationProblem):
@@ -45,6 +45,8 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
 
     def objective(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """(loss, logits) for one minibatch; the loss carries no density term."""
+        if self.uses_gates and self.model.training:
+            self.density.sample_gates_()
         logits = self.model(inputs)
         loss = F.cross_entropy(logits, labels)
         if self.hparams.weight_decay > 0:
@@ -61,7 +63,7 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
 
     def after_step(self, cmp_state: cooper.CMPState) -> None:
         """Runs after every optimizer step: keep log alpha inside its clamp range."""
-        clamp_all_log_alpha_(self.model)
+        clamp_log_alphas_(self.density.log_alphas)
 
     # --- reporting ---
     @property

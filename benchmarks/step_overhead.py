@@ -1,0 +1,90 @@
+"""Gate overhead: one training step of a gated model vs the same dense model, measured side by side.
+
+    .venv/bin/python benchmarks/step_overhead.py                      # digits MLP/CNN + WRN-16-4 at 32x32, CPU
+    .venv/bin/python benchmarks/step_overhead.py --archs wrn28_10 --batch 128 --device cuda
+
+Each repeat times a block of dense steps and then a block of gated (constrained, model-wise) steps on the same
+fixed minibatch; the printed ratio is the median of the per-repeat ratios, so machine noise hits both sides
+alike. Goal (issue 8): gated step <= 1.10 x dense step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from ctrlsparse.hparams import HParams
+from ctrlsparse.registry import METHODS
+from ctrlsparse.training.setup import build_model, build_primal_optimizer
+
+SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28)}  # others: 3 x 32 x 32 (CIFAR-sized)
+
+
+def make_step(arch: str, method: str, batch: int, device: torch.device, **given):
+    hparams = HParams.resolve(dataset="digits", arch=arch, method=method, target=(0.5,), **given)
+    shape = SHAPES.get(arch, (3, 32, 32))
+    torch.manual_seed(0)
+    model = build_model(hparams, shape, 10).to(device)
+    problem = METHODS[method](model, hparams)
+    optimizer = problem.build_optimizer(build_primal_optimizer(hparams, model))
+    inputs = torch.randn(batch, *shape, device=device)
+    labels = torch.randint(0, 10, (batch,), device=device)
+
+    def step() -> None:
+        rollout = optimizer.roll(compute_cmp_state_kwargs={"inputs": inputs, "labels": labels})
+        problem.after_step(rollout.cmp_state)
+
+    return step
+
+
+def seconds(step, n: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", default="mlp,cnn,wrn16_4")
+    parser.add_argument("--methods", default="constrained,penalized", help="gated methods compared with dense")
+    parser.add_argument("--batch", type=int, default=128, help="minibatch of the digits-sized archs")
+    parser.add_argument("--big-batch", type=int, default=16, help="minibatch of the 32x32 archs (WRN, ResNet)")
+    parser.add_argument("--steps", type=int, default=0, help="steps per block (0: about 0.2 s of dense steps)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"{'arch':<10}{'method':<13}{'dense ms':>10}{'gated ms':>10}{'ratio':>8}  goal <= 1.10")
+    for arch in args.archs.split(","):
+        batch = args.batch if arch in SHAPES else args.big_batch
+        dense = make_step(arch, "dense", batch, device)
+        for _ in range(3):
+            dense()
+        n = args.steps or max(3, int(0.2 / seconds(dense, 3, device)))
+        for method in args.methods.split(","):
+            gated = make_step(arch, method, batch, device)
+            for _ in range(3):
+                gated()
+            pairs = [(seconds(dense, n, device), seconds(gated, n, device)) for _ in range(args.repeats)]
+            ratio = statistics.median(g / d for d, g in pairs)
+            d_ms = 1e3 * statistics.median(d for d, _ in pairs)
+            g_ms = 1e3 * statistics.median(g for _, g in pairs)
+            verdict = "met" if ratio <= 1.10 else "NOT met"
+            print(f"{arch:<10}{method:<13}{d_ms:>10.2f}{g_ms:>10.2f}{ratio:>8.2f}  {verdict}", flush=True)
+    print(
+        f"\nbatch {args.batch} (32x32 archs {args.big_batch}), {args.threads} thread(s), device {device}, {args.repeats} interleaved repeats"
+    )
+
+
+if __name__ == "__main__":
+    main()
