@@ -44,4 +44,4 @@ ui: venv
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}" --host $(UI_HOST) --port $(UI_PORT)
 
 clean-results:
-	rm -rf results/runs results/tables results/plots results/report.pdf results/logs .snakemake
+	rm -rf results/runs results/tables results/plots results/report.pdf results/report.html results/logs results/mlflow results/slurm_logs results/benchmarks/train results/config.yaml .snakemake
