@@ -100,6 +100,7 @@ def one_run_config(workdir: Path, mlflow: bool = True, **hparams: Any) -> Path:
             "constrained": {"scopes": ["model"], "targets": [0.4]},
             "penalized": {"penalties": []},
             "dense": False,
+            "magnitude": {"targets": []},
         },
         "hparams": hparams,
         "mlflow": {"enabled": mlflow},
