@@ -55,8 +55,8 @@ def check(config: dict) -> list:
 
 def test_default_config_is_valid_and_expands_to_the_demo_grid():
     runs = check(default_config())
-    # 2 archs x (2 scopes x 5 targets + 5 lambdas + dense + 5 magnitude targets) x 2 seeds
-    assert len(runs) == 2 * (10 + 5 + 1 + 5) * 2
+    # 2 archs x (2 scopes x 3 targets + 4 lambdas + dense + 3 magnitude targets) x 2 seeds
+    assert len(runs) == 2 * (6 + 4 + 1 + 3) * 2
     assert runs[0].key == "digits/mlp/constrained-model~0.2/seed~0"
     assert len({run.key for run in runs}) == len(runs)
 
@@ -64,7 +64,7 @@ def test_default_config_is_valid_and_expands_to_the_demo_grid():
 def test_schema_fills_every_default_from_an_empty_config():
     config: dict = {}
     validate(config, schema=str(grid.SCHEMA))
-    assert config["grid"]["constrained"]["targets"] == [0.2, 0.35, 0.5, 0.65, 0.8]
+    assert config["grid"]["constrained"]["targets"] == [0.2, 0.5, 0.8]
     assert config["resources"]["default"]["threads"] == 1
     assert config["mlflow"] == {"enabled": True, "tracking_uri": None}
     # The schema's defaults and config.yaml describe the same grid.
@@ -184,7 +184,7 @@ def test_train_args_pass_grid_axes_and_overrides_as_cli_flags():
     assert args[args.index("--lr-milestones") + 1] == "2,4"
     assert args[args.index("--device") + 1] == "cpu"
     penalized = next(run for run in runs if run.hparams.method == "penalized")
-    assert grid.train_args(penalized, config)[grid.train_args(penalized, config).index("--penalty") + 1] == "0.0001"
+    assert grid.train_args(penalized, config)[grid.train_args(penalized, config).index("--penalty") + 1] == "0.001"
 
 
 def test_resources_lookup_order_and_tracking_uri(monkeypatch, tmp_path):
