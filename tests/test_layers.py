@@ -106,3 +106,36 @@ def test_unstructured_conv_gates_each_weight_and_bias():
     z[0] = 1.0
     weight, bias = conv.gated_params(z)
     assert weight.count_nonzero() == 1 and bias.count_nonzero() == 0
+
+
+def test_vectorised_density_equals_the_per_layer_closed_forms_and_their_gradient():
+    torch.manual_seed(0)
+    model = build_mlp((1, 8, 8), 10, LayerFactory(droprate_init=0.3))
+    layers = [layer for _, layer in gated_layers(model)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.log_alpha.uniform_(-4, 4)
+    density = Density(model)
+    per_layer = torch.stack([layer.prob_active().sum() * layer.group_size for layer in layers])
+    assert torch.allclose(density.expected_active(), per_layer)
+    density.model_expected().backward()
+    for layer in layers:  # d(model density)/d(log alpha) = group_size * P' / total, layer by layer
+        p = layer.prob_active().detach()
+        assert torch.allclose(layer.log_alpha.grad, layer.group_size * p * (1 - p) / density.total, atol=1e-9)
+    evals = torch.stack([(layer.eval_params()[0] != 0).any(0).sum() * layer.group_size for layer in layers])
+    assert torch.equal(density.eval_active(), evals.float())
+
+
+def test_one_pass_sampling_gives_every_layer_its_own_sample_once():
+    torch.manual_seed(0)
+    model = build_mlp((1, 8, 8), 10, LayerFactory())
+    density = Density(model)
+    density.sample_gates_()
+    drawn = [layer.next_gates for layer in density.layers]
+    assert [z.shape[0] for z in drawn] == [64, 300, 100]
+    model.train()
+    model(torch.randn(2, 1, 8, 8))
+    assert all(layer.next_gates is None for layer in density.layers)  # consumed
+    assert all(layer.last_gates is z for layer, z in zip(density.layers, drawn, strict=True))
+    model(torch.randn(2, 1, 8, 8))  # without a pass-wide draw, each layer samples for itself
+    assert not any(layer.last_gates is z for layer, z in zip(density.layers, drawn, strict=True))
