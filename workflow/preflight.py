@@ -26,6 +26,7 @@ from typing import Any
 from grid import ConfigError, Run, sweeps
 
 from ctrlsparse.data.layouts import DEFAULT_ROOT, ENV, LAYOUTS, data_root, missing
+from ctrlsparse.hparams import HParamError, layer_targets
 
 # Any input the archs accept (lenet5 needs >= 16x16 pixels); the number of gated layers depends on the arch only.
 PROBE_INPUT = ((3, 32, 32), 10)
@@ -74,13 +75,10 @@ def check_layer_targets(config: dict[str, Any]) -> None:
                 if not isinstance(target, list) or len(target) == 1:
                     continue
                 for arch in grid["archs"]:
-                    names = gated_layer_names(arch)
-                    if len(target) != len(names):
-                        raise ConfigError(
-                            f"{where}.{method}.targets[{index}]",
-                            f"{len(target)} layer-wise targets {target}, but arch {arch!r} has {len(names)} gated "
-                            f"layers ({', '.join(names)}); give one target or {len(names)}",
-                        )
+                    try:
+                        layer_targets(target, gated_layer_names(arch), arch, shown=str(target))
+                    except HParamError as error:
+                        raise ConfigError(f"{where}.{method}.targets[{index}]", error.message) from None
 
 
 def check_results_dir(results: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -195,6 +196,21 @@ def format_number(value: float) -> str:
     """Shortest round-tripping text of a number, for paths: 0.5, 0.001, 1e-05, 1."""
     text = repr(float(value))
     return text[:-2] if text.endswith(".0") else text
+
+
+def layer_targets(targets: Sequence[float], layer_names: Sequence[str], arch: str, shown: str = "given") -> list[float]:
+    """One density target per gated layer: a single target applies to every layer, else one target each.
+
+    ``shown`` is how the error message shows the targets (the config check shows the list itself).
+    """
+    n = len(layer_names)
+    if len(targets) in (1, n):
+        return list(targets) * (n // len(targets))
+    raise HParamError(
+        "target",
+        f"{len(targets)} layer-wise targets {shown}, but arch {arch!r} has {n} gated layers "
+        f"({', '.join(layer_names)}); give one target or {n}",
+    )
 
 
 def hparams_hash(hparams: HParams) -> str:

@@ -68,18 +68,6 @@ class GatedLayer(nn.Module):
     def prob_active(self) -> Tensor:
         return hc.prob_active(self.log_alpha)
 
-    def expected_active(self) -> Tensor:
-        """Expected number of non-zero sparsifiable parameters (differentiable in log alpha)."""
-        return self.prob_active().sum() * self.group_size
-
-    def eval_active(self) -> Tensor:
-        """Number of sparsifiable parameters whose evaluation gate is non-zero."""
-        return (hc.median_gates(self.log_alpha.detach()) > 0).sum() * self.group_size
-
-    def clamp_log_alpha_(self) -> None:
-        with torch.no_grad():
-            hc.clamp_log_alpha_(self.log_alpha)
-
     def gated_params(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
         """Weight and bias with the gates ``z`` applied."""
         raise NotImplementedError
@@ -253,7 +241,3 @@ def clamp_log_alphas_(log_alphas: list[Tensor]) -> None:
     if log_alphas:
         torch._foreach_clamp_min_(log_alphas, hc.LOG_ALPHA_MIN)
         torch._foreach_clamp_max_(log_alphas, hc.LOG_ALPHA_MAX)
-
-
-def clamp_all_log_alpha_(model: nn.Module) -> None:
-    clamp_log_alphas_(gate_parameters(model))

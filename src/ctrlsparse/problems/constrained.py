@@ -14,24 +14,17 @@ import cooper
 import torch
 from torch import Tensor, nn
 
-from ctrlsparse.hparams import HParamError, HParams
+from ctrlsparse.hparams import HParams, layer_targets
 from ctrlsparse.problems.base import L0Problem
 
 
 class ConstrainedL0Problem(L0Problem):
     def __init__(self, model: nn.Module, hparams: HParams):
         super().__init__(model, hparams)
-        n_layers = len(self.density)
         if hparams.target_scope == "model":
             targets = list(hparams.target)
-        elif len(hparams.target) in (1, n_layers):
-            targets = list(hparams.target) * (n_layers // len(hparams.target))
         else:
-            raise HParamError(
-                "target",
-                f"{len(hparams.target)} layer-wise targets given, but arch {hparams.arch!r} has {n_layers} gated "
-                f"layers ({', '.join(self.density.names)}); give one target or {n_layers}",
-            )
+            targets = layer_targets(hparams.target, self.density.names, hparams.arch)
         device = next(model.parameters()).device
         self.targets = torch.tensor(targets, device=device)
         self.multiplier = cooper.multipliers.DenseMultiplier(num_constraints=len(targets), device=device)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ctrlsparse import paths
-from ctrlsparse.hparams import HParamError, HParams
+from ctrlsparse.hparams import HParamError, HParams, layer_targets
 from ctrlsparse.layers import GatedLayer, L0Conv2d
 from ctrlsparse.problems.base import L0Problem
 
@@ -43,14 +43,9 @@ def keep_largest(norms: Tensor, density: float) -> Tensor:
 class MagnitudePruningProblem(L0Problem):
     def __init__(self, model: nn.Module, hparams: HParams):
         super().__init__(model, hparams)
-        names = self.density.names
         if hparams.target_scope != "layer":
             raise HParamError("target_scope", "magnitude pruning keeps a density per gated layer: give 'layer'")
-        if len(hparams.target) not in (1, len(names)):
-            raise HParamError(
-                "target", f"{len(hparams.target)} targets given, arch {hparams.arch!r} has {len(names)} gated layers"
-            )
-        targets = list(hparams.target) * (len(names) // len(hparams.target))
+        targets = layer_targets(hparams.target, self.density.names, hparams.arch)
         load_dense_weights(model, hparams)
         with torch.no_grad():
             for layer, target in zip(self.density.layers, targets, strict=True):
