@@ -1,5 +1,8 @@
 """The constrained problem: dual restarts, non-negative multipliers, a toy problem whose constraint is met."""
 
+import math
+
+import cooper
 import pytest
 import torch
 from torch import nn
@@ -33,6 +36,7 @@ def toy_problem(target, scope="model", restarts=True, problem_class=ConstrainedL
     """A linear classifier on 20 features of which 4 carry the label, under a density constraint."""
     torch.manual_seed(0)
     model = nn.Sequential(L0Linear(20, 2, droprate_init=0.5))
+    overrides = {"constraint": "le", "alpha_min": 1e-2, **overrides}  # the paper's problem unless a test says
     hparams = HParams.resolve(
         target=target, target_scope=scope, dual_restarts=restarts, gates_lr=0.05, dual_lr=0.5, lr=0.05, **overrides
     )
@@ -111,3 +115,36 @@ def test_restarts_zero_the_multiplier_at_every_satisfied_step_and_are_switchable
     # plain gradient ascent lets the multiplier decay gradually: it stays positive on some satisfied steps
     assert any(violation < 0 and multiplier > 0 for violation, multiplier in plain)
     assert all(multiplier >= 0 for _, multiplier in plain)
+
+
+def test_equality_constraint_holds_a_target_that_the_loss_alone_would_undershoot():
+    # 16 of the 20 inputs are noise, so the loss closes their gates: with <= the density ends below 0.6.
+    _, problem_le, optimizer_le = toy_problem((0.6,))
+    train_toy(problem_le, optimizer_le, steps=1500)
+    _, problem_eq, optimizer_eq = toy_problem((0.6,), constraint="eq")
+    lowest = train_toy(problem_eq, optimizer_eq, steps=1500)
+    assert problem_le.density.model_expected().item() < 0.6 - 0.02
+    assert problem_eq.density.model_expected().item() == pytest.approx(0.6, abs=0.01)
+    assert min(lowest) < 0  # the multiplier of an equality constraint takes either sign
+
+
+def test_equality_restarts_reset_a_multiplier_whose_sign_opposes_its_violation():
+    _, problem, _ = toy_problem((0.5,), constraint="eq")
+    constraint = problem.density_constraint
+    for value, violation, expected in [(0.3, -0.01, 0.0), (-0.3, 0.01, 0.0), (-0.3, -0.01, -0.3), (0.3, 0.01, 0.3)]:
+        problem.multiplier.weight.data.fill_(value)
+        state = cooper.CMPState(
+            loss=torch.tensor(0.0),
+            observed_constraints={constraint: cooper.ConstraintState(violation=torch.tensor([violation]))},
+        )
+        problem.after_step(state)
+        assert problem.multiplier.weight.item() == pytest.approx(expected)
+
+
+def test_log_alpha_is_clamped_to_alpha_min_after_every_step():
+    model, problem, _ = toy_problem((0.3,), problem_class=PenalizedL0Problem, method="penalized", alpha_min=1e-3)
+    model[0].log_alpha.data.fill_(-20.0)
+    problem.after_step(None)
+    assert model[0].log_alpha.min().item() == pytest.approx(math.log(1e-3))
+    with pytest.raises(HParamError, match="alpha_min"):
+        HParams(alpha_min=0.0)

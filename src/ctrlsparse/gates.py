@@ -63,6 +63,6 @@ def prob_active(log_alpha: Tensor) -> Tensor:
     return torch.sigmoid(log_alpha - _ACTIVE_SHIFT).clamp(EPS, 1.0 - EPS)
 
 
-def clamp_log_alpha_(log_alpha: Tensor) -> Tensor:
-    """In-place clamp of log alpha to [log 1e-2, log 1e2] (applied after every optimizer step)."""
-    return log_alpha.clamp_(LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+def clamp_log_alpha_(log_alpha: Tensor, minimum: float = LOG_ALPHA_MIN) -> Tensor:
+    """In-place clamp of log alpha to [minimum, log 1e2] (the paper: minimum log 1e-2; after every step)."""
+    return log_alpha.clamp_(minimum, LOG_ALPHA_MAX)

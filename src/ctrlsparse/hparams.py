@@ -41,6 +41,7 @@ TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 SCOPES = ("model", "layer")
 OPTIMIZERS = ("adam", "sgd")
 DUAL_OPTIMIZERS = ("sgd", "nupi")
+CONSTRAINTS = ("le", "eq")
 GATINGS = ("structured", "unstructured")
 
 
@@ -55,6 +56,11 @@ class HParams:
         default=(0.5,),
     )
     target_scope: str = _help("model: one constraint on the whole model; layer: one per gated layer", default="model")
+    constraint: str = _help(
+        "le: expected density <= target (the paper; a layer may end sparser than its target when the loss alone "
+        "closes it further); eq: expected density == target (multipliers of either sign, no dual restarts)",
+        default="le",
+    )
     penalty: float = _help("lambda of the penalized method (loss + lambda * density)", default=1e-3)
     seed: int = _help("seed for weights, data order and gate noise", default=0)
     pretrained: str = _help("magnitude: directory of the trained dense run to prune and fine-tune", default="")
@@ -68,6 +74,11 @@ class HParams:
         "structured (one gate per neuron/channel) | unstructured (one per weight)", default="structured"
     )
     droprate_init: float = _help("initial drop rate d of the gates: log alpha ~ N(log((1-d)/d), 0.01^2)", default=0.5)
+    alpha_min: float = _help(
+        "lower clamp of alpha = exp(log alpha) after every step (the paper: 0.01, where a closed gate still counts "
+        "P(active) = 0.047 of its group's density; 0.001: 0.005)",
+        default=1e-2,
+    )
     l2_detach_gates: bool = _help("detach P(gate=0) in the expected-L2 weight decay term", default=True)
     # --- primal optimisation ---
     epochs: int = _help("training epochs", default=100)
@@ -86,7 +97,9 @@ class HParams:
     dual_lr: float = _help("learning rate of the Lagrange multipliers", default=0.1)
     nupi_kp: float = _help("nuPI proportional gain (kp=0, ki=1 is plain SGD)", default=1.0)
     nupi_ki: float = _help("nuPI integral gain", default=1.0)
-    dual_restarts: bool = _help("reset a multiplier to 0 whenever its constraint is strictly satisfied", default=True)
+    dual_restarts: bool = _help(
+        "reset a multiplier to 0 whenever its constraint is strictly satisfied (constraint le only)", default=True
+    )
     amp: bool = _help("bf16 autocast of the forward pass on CUDA (no effect on the CPU)", default=False)
     # --- data and execution ---
     data_root: str = _help(
@@ -117,6 +130,7 @@ class HParams:
         _choice(self, "target_scope", SCOPES)
         _choice(self, "optimizer", OPTIMIZERS)
         _choice(self, "dual_optimizer", DUAL_OPTIMIZERS)
+        _choice(self, "constraint", CONSTRAINTS)
         _choice(self, "gating", GATINGS)
         if not self.target:
             raise HParamError("target", "no value given; give a density fraction such as 0.5")
@@ -138,6 +152,8 @@ class HParams:
             raise HParamError("data_workers", f"{self.data_workers} must be >= -1 (-1: choose from the threads)")
         if not set(self.tag) <= TAG_CHARACTERS:
             raise HParamError("tag", f"{self.tag!r} may hold only letters, digits and _ . , = + -")
+        if not 0.0 < self.alpha_min < 1.0:
+            raise HParamError("alpha_min", f"{self.alpha_min} must lie in (0, 1), e.g. 0.01 (the paper)")
         if not 0.0 < self.droprate_init < 1.0:
             raise HParamError("droprate_init", f"{self.droprate_init} must lie in (0, 1)")
 
@@ -242,7 +258,7 @@ def _coerce(cls: type[HParams], key: str, value: Any) -> Any:
 
 
 # Defaults per dataset (the "preset" of the library). Values follow paper.md §2 where the paper ran the
-# data set; digits is this project's offline default, tuned so the constraint is met in 100 short epochs.
+# data set; digits is this project's offline default, tuned so the constraint is met in 150 short epochs.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # 12 minibatches an epoch, so 150 epochs are 1,800 steps (the paper's MNIST runs take 94,000): the learning
     # rates are large so that weights learn before the constraint closes the gates (lr 5e-3; at 1e-3 the CNN
@@ -250,6 +266,13 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # density near the expected one at high targets) (gates_lr 0.1; 0.03-0.05 left the eval density 0.03-0.05
     # above 0.8 targets), and the multipliers grow fast enough to close saturated gates without overshooting
     # (dual_lr 0.1; 0.2-0.3 oscillated or collapsed layer-wise 0.2 runs, 0.03 stopped short of 0.2).
+    # Two measured departures from the paper (benchmarks/README.md, control sweep):
+    # - constraint "eq": with the paper's <=, the MLP's input layer ends below high targets because the loss
+    #   alone closes uninformative pixels (unconstrained, fc1 falls to 0.75-0.76), and gates that momentum
+    #   pushed past a target never reopen (the multiplier is 0 once satisfied): 0.73 at a layer-wise 0.8;
+    #   "eq" (with sign-symmetric dual restarts) holds every layer at its target.
+    # - alpha_min 1e-3: at the paper's 1e-2 a closed gate still counts P(active) = 0.047, so a 64-gate layer
+    #   moves to a 0.2 target only by closing one more informative gate at a time (0.225 after 150 epochs).
     # benchmarks/control_sweep.py measures the result.
     "digits": {
         "epochs": 150,
@@ -258,6 +281,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 5e-3,
         "gates_lr": 0.1,
         "dual_lr": 0.1,
+        "constraint": "eq",
+        "alpha_min": 1e-3,
         "droprate_init": 0.5,
         "weight_decay": 0.0,
     },

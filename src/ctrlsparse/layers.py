@@ -236,8 +236,8 @@ def sample_all_gates_(layers: list[GatedLayer], log_alphas: list[Tensor], counts
 
 
 @torch.no_grad()
-def clamp_log_alphas_(log_alphas: list[Tensor]) -> None:
-    """Clamp many log alpha tensors in two multi-tensor ops (no per-layer Python loop of kernels)."""
+def clamp_log_alphas_(log_alphas: list[Tensor], minimum: float = hc.LOG_ALPHA_MIN) -> None:
+    """Clamp many log alpha tensors to [minimum, log 1e2] in two multi-tensor ops (no per-layer loop)."""
     if log_alphas:
-        torch._foreach_clamp_min_(log_alphas, hc.LOG_ALPHA_MIN)
+        torch._foreach_clamp_min_(log_alphas, minimum)
         torch._foreach_clamp_max_(log_alphas, hc.LOG_ALPHA_MAX)

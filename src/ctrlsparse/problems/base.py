@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cooper
 import torch
 import torch.nn.functional as F
@@ -63,7 +65,7 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
 
     def after_step(self, cmp_state: cooper.CMPState) -> None:
         """Runs after every optimizer step: keep log alpha inside its clamp range."""
-        clamp_log_alphas_(self.density.log_alphas)
+        clamp_log_alphas_(self.density.log_alphas, math.log(self.hparams.alpha_min))
 
     # --- reporting ---
     @property

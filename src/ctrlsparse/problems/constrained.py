@@ -2,6 +2,10 @@
 
     min_{theta, log alpha} max_{lambda >= 0}  loss + lambda^T (g(log alpha) - eps)
 
+With ``constraint="eq"`` the constraint is g == eps and lambda may take either sign: a layer whose loss alone
+would close it below its target is then held at the target. Restarts then act on both sides: a multiplier
+whose sign opposes its violation (the density crossed the target) is reset to 0, the paper's rule mirrored.
+
 g is the model's expected density (one constraint) or each gated layer's (one constraint per layer). The
 updates are simultaneous (one forward/backward; a primal step, then a projected dual step, both inside
 cooper's ``SimultaneousOptimizer``). Dual restarts (paper.md §2), which cooper 1.x no longer ships, are
@@ -17,6 +21,8 @@ from torch import Tensor, nn
 from ctrlsparse.hparams import HParams, layer_targets
 from ctrlsparse.problems.base import L0Problem
 
+CONSTRAINT_TYPES = {"le": cooper.ConstraintType.INEQUALITY, "eq": cooper.ConstraintType.EQUALITY}
+
 
 class ConstrainedL0Problem(L0Problem):
     def __init__(self, model: nn.Module, hparams: HParams):
@@ -29,7 +35,7 @@ class ConstrainedL0Problem(L0Problem):
         self.targets = torch.tensor(targets, device=device)
         self.multiplier = cooper.multipliers.DenseMultiplier(num_constraints=len(targets), device=device)
         self.density_constraint = cooper.Constraint(
-            constraint_type=cooper.ConstraintType.INEQUALITY,
+            constraint_type=CONSTRAINT_TYPES[hparams.constraint],
             formulation_type=cooper.formulations.Lagrangian,
             multiplier=self.multiplier,
         )
@@ -62,6 +68,8 @@ class ConstrainedL0Problem(L0Problem):
         super().after_step(cmp_state)
         if self.hparams.dual_restarts:
             violation = cmp_state.observed_constraints[self.density_constraint].violation
+            if self.hparams.constraint == "eq":  # crossed the target: violation and multiplier of opposite signs
+                violation = violation * self.multiplier.weight.detach().sign()
             restart_multipliers_(self.multiplier.weight, violation, self.dual_optimizer)
 
     @property
