@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("ctrlsparse.report.aggregate:main", "collect run summaries into tables"),
     "plots": ("ctrlsparse.report.plots:main", "draw the figures from the tables"),
     "report": ("ctrlsparse.report.pdf:main", "assemble the PDF report"),
+    "serve": ("ctrlsparse.server:main", "run train/purge/track commands as forks of one warm process"),
 }
 
 
@@ -30,7 +31,20 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: hand the command to a warm job server when one is named (ctrlsparse.server), else
+    run it here."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        from ctrlsparse.server import run_served
+
+        code = run_served(argv[0], argv[1:])
+        if code is not None:
+            return code
+    return dispatch(argv)
+
+
+def dispatch(argv: list[str]) -> int:
+    """Run one subcommand in this process."""
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2

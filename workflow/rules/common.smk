@@ -31,8 +31,22 @@ if workflow.is_main_process:
     preflight.stop_on_error(preflight.check_config, config)
 
 
+# The warm job server (workflow/job_server.py, config key job_server) for local runs: train/purge/track jobs
+# fork from one process that imported torch once. Stopped however the workflow ends.
+import job_server  # noqa: E402
+
+
 onstart:
     preflight.stop_on_error(preflight.check_data, RUNS, config)
+    job_server.start(config["job_server"], workflow.local_exec, f"{config['results']}/logs/job_server.log")
+
+
+onsuccess:
+    job_server.stop()
+
+
+onerror:
+    job_server.stop()
 
 
 # Jobs call the `ctrlsparse` of the environment snakemake runs in, even from a venv that is not activated
