@@ -51,7 +51,8 @@ CASES = {
         "see config.schema.yaml for the valid keys",
     ),
     "misspelled hyperparameter": Case(
-        {"hparams": {"epoch": 5}}, "config key hparams.epoch: unknown hyperparameter; valid ones: amp, arch, "
+        {"hparams": {"epoch": 5}},
+        "config key hparams.epoch: unknown hyperparameter; valid ones: alpha_min, amp, arch, ",
     ),
     "unknown dataset": Case(
         {"grid": {"datasets": ["svhn"]}},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -184,16 +183,14 @@ def test_paper_rows_match_exactly_when_the_grid_has_the_setting():
     assert any(row[0] == "tinyimagenet / resnet18" for row in table)
 
 
-def test_aggregating_1000_runs_takes_well_under_a_minute(tmp_path):
+def test_aggregating_1000_runs_keeps_every_run(tmp_path):
+    # How long it takes is measured side by side in benchmarks/aggregate_scaling.py, never asserted here.
     settings = [{"method": "constrained", "target_scope": "model", "target": (t / 100,)} for t in range(1, 101)]
     for setting in settings:
         for seed in range(10):
             write_synthetic_run(tmp_path / "runs", epochs=3, dataset="digits", arch="mlp", seed=seed, **setting)
-    start = time.perf_counter()
     written = aggregate.write_tables(aggregate.find_summaries([str(tmp_path / "runs")]), tmp_path / "tables")
-    elapsed = time.perf_counter() - start
     assert len(pd.read_csv(written[aggregate.RUNS])) == 1000
-    assert elapsed < 60, f"aggregating 1000 runs took {elapsed:.1f} s"
 
 
 def test_tables_show_par_and_mac_percent_and_the_magnitude_rows(tmp_path):
