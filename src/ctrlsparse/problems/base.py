@@ -29,6 +29,7 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
         self.model = model
         self.hparams = hparams
         self.density = Density(model)
+        self.log_alpha_min = math.log(hparams.alpha_min)  # the clamp runs after every step
         if self.uses_gates and not len(self.density):
             raise ValueError(f"method {hparams.method!r} needs a gated model, but arch {hparams.arch!r} has no gates")
         dense_types = (nn.Linear, nn.Conv2d, nn.BatchNorm2d)
@@ -65,7 +66,7 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
 
     def after_step(self, cmp_state: cooper.CMPState) -> None:
         """Runs after every optimizer step: keep log alpha inside its clamp range."""
-        clamp_log_alphas_(self.density.log_alphas, math.log(self.hparams.alpha_min))
+        clamp_log_alphas_(self.density.log_alphas, self.log_alpha_min)
 
     # --- reporting ---
     @property
