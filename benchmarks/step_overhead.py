@@ -1,7 +1,7 @@
 """Gate overhead: one training step of a gated model vs the same dense model, measured side by side.
 
     .venv/bin/python benchmarks/step_overhead.py                      # digits MLP/CNN + WRN-16-4 at 32x32, CPU
-    .venv/bin/python benchmarks/step_overhead.py --archs wrn28_10 --batch 128 --device cuda
+    python benchmarks/step_overhead.py --archs wrn28_10 --big-batch 128 --device cuda --amp --channels-last
 
 Each repeat times a block of dense steps and then a block of gated (constrained, model-wise) steps on the same
 fixed minibatch; the printed ratio is the median of the per-repeat ratios, so machine noise hits both sides
@@ -18,17 +18,21 @@ import torch
 
 from ctrlsparse.hparams import HParams
 from ctrlsparse.registry import METHODS
+from ctrlsparse.training import forward
+from ctrlsparse.training.distributed import Processes
 from ctrlsparse.training.setup import build_model, build_primal_optimizer
 
 SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28)}  # others: 3 x 32 x 32 (CIFAR-sized)
 
 
 def make_step(arch: str, method: str, batch: int, device: torch.device, **given):
-    hparams = HParams.resolve(dataset="digits", arch=arch, method=method, target=(0.5,), **given)
+    dataset = "digits" if arch in SHAPES else "cifar10"  # each arch with its data set's preset (optimizer, L2)
+    hparams = HParams.resolve(dataset=dataset, arch=arch, method=method, target=(0.5,), **given)
     shape = SHAPES.get(arch, (3, 32, 32))
     torch.manual_seed(0)
-    model = build_model(hparams, shape, 10).to(device)
+    model = forward.prepare_model(build_model(hparams, shape, 10), hparams, device)
     problem = METHODS[method](model, hparams)
+    problem.model = forward.training_forward(model, hparams, device, Processes())  # amp, channels-last
     optimizer = problem.build_optimizer(build_primal_optimizer(hparams, model))
     inputs = torch.randn(batch, *shape, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
@@ -61,18 +65,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast of the forward pass (CUDA)")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last model and inputs (CUDA)")
     args = parser.parse_args()
+    speed = {"amp": args.amp, "channels_last": args.channels_last}
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"{'arch':<10}{'method':<13}{'dense ms':>10}{'gated ms':>10}{'ratio':>8}  goal <= 1.10")
     for arch in args.archs.split(","):
         batch = args.batch if arch in SHAPES else args.big_batch
-        dense = make_step(arch, "dense", batch, device)
+        dense = make_step(arch, "dense", batch, device, **speed)
         for _ in range(3):
             dense()
         n = args.steps or max(3, int(0.2 / seconds(dense, 3, device)))
         for method in args.methods.split(","):
-            gated = make_step(arch, method, batch, device)
+            gated = make_step(arch, method, batch, device, **speed)
             for _ in range(3):
                 gated()
             pairs = [(seconds(dense, n, device), seconds(gated, n, device)) for _ in range(args.repeats)]
@@ -82,7 +89,7 @@ def main() -> None:
             verdict = "met" if ratio <= 1.10 else "NOT met"
             print(f"{arch:<10}{method:<13}{d_ms:>10.2f}{g_ms:>10.2f}{ratio:>8.2f}  {verdict}", flush=True)
     print(
-        f"\nbatch {args.batch} (32x32 archs {args.big_batch}), {args.threads} thread(s), device {device}, {args.repeats} interleaved repeats"
+        f"\nbatch {args.batch} (32x32 archs {args.big_batch}), {args.threads} thread(s), device {device}, {args.repeats} interleaved repeats, {speed}"
     )
 
 

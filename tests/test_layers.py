@@ -96,6 +96,38 @@ def test_batchnorm_normalises_only_active_channels_and_keeps_their_statistics():
     assert torch.equal(bn(x, active)[:, 1], x[:, 1])
 
 
+def test_batchnorm_masked_affine_equals_passing_closed_channels_through():
+    """The mask on the scale and shift gives the outputs and gradients of normalising the open channels and
+    passing the (zero) closed ones through; a BatchNorm without affine parameters still passes them through."""
+    torch.manual_seed(0)
+    conv, bn = L0Conv2d(3, 6, 3, padding=1, bias=False).train(), L0BatchNorm2d(6)
+    with torch.no_grad():
+        conv.log_alpha.copy_(torch.tensor([3.0, -9.0, 3.0, -9.0, 3.0, 3.0]))  # channels 1 and 3 sample as 0
+        bn.weight.uniform_(0.5, 2.0), bn.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(4, 3, 5, 5)
+    grads = []
+    for masked_affine in (True, False):
+        torch.manual_seed(1)
+        for param in (*conv.parameters(), *bn.parameters()):
+            param.grad = None
+        h = conv(x)
+        active = conv.active_channels()
+        assert active.tolist() == [True, False, True, False, True, True]
+        if masked_affine:
+            out = bn(h, active)
+        else:
+            normed = F.batch_norm(h, None, None, bn.weight, bn.bias, training=True)
+            out = torch.where(active.view(1, -1, 1, 1), normed, h)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append([out.detach()] + [p.grad.clone() for p in (conv.weight, conv.log_alpha, bn.weight, bn.bias)])
+    for ours, reference in zip(*grads, strict=True):
+        assert torch.allclose(ours, reference, atol=1e-5)
+    plain = L0BatchNorm2d(2, affine=False).eval()
+    plain.running_mean.fill_(1.0)
+    closed = torch.zeros(1, 2, 2, 2)
+    assert torch.equal(plain(closed, torch.tensor([True, False]))[:, 1], closed[:, 1])
+
+
 def test_unstructured_conv_gates_each_weight_and_bias():
     torch.manual_seed(0)
     conv = L0Conv2d(2, 3, 3, padding=1, structured=False).train()

@@ -36,7 +36,17 @@ def _help(text: str, **kwargs: Any) -> Any:
 # Fields that form the readable part of a run's identity; everything else but EXECUTION goes into the hash.
 AXES = ("dataset", "arch", "method", "target_scope", "target", "penalty", "seed", "tag")
 # Fields that change how a run executes, never what it computes (a run may resume under other values).
-EXECUTION = ("device", "threads", "checkpoint_seconds", "data_root", "download", "data_workers", "pretrained")
+EXECUTION = (
+    "device",
+    "threads",
+    "checkpoint_seconds",
+    "data_root",
+    "download",
+    "data_workers",
+    "pretrained",
+    "channels_last",
+    "compile",
+)
 TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,=+-")
 SCOPES = ("model", "layer")
 OPTIMIZERS = ("adam", "sgd")
@@ -101,6 +111,13 @@ class HParams:
         "reset a multiplier to 0 whenever its constraint is strictly satisfied (constraint le only)", default=True
     )
     amp: bool = _help("bf16 autocast of the forward pass on CUDA (no effect on the CPU)", default=False)
+    channels_last: bool = _help(
+        "channels-last memory format for the model and its input batches on CUDA (conv nets; no effect on the CPU)",
+        default=False,
+    )
+    compile: bool = _help(
+        "torch.compile the training forward pass (the first steps pay the compilation; pays on CUDA)", default=False
+    )
     # --- data and execution ---
     data_root: str = _help(
         "directory holding the data sets (empty: $CTRLSPARSE_DATA, else ./data); see ctrlsparse.data.layouts",

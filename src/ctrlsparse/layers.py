@@ -72,20 +72,17 @@ class GatedLayer(nn.Module):
         """Weight and bias with the gates ``z`` applied."""
         raise NotImplementedError
 
-    def group_sq_norms(self) -> Tensor:
-        """Squared L2 norm of each gate's group of parameters (one entry per gate)."""
-        raise NotImplementedError
-
-    def dense_sq_norm(self) -> Tensor:
-        """Squared L2 norm of the layer's parameters that no gate covers."""
-        return self.weight.new_zeros(())
+    def l2_tensors(self, root_p: Tensor) -> list[Tensor]:
+        """Tensors whose squared norms sum to sum_g P_g ||theta_g||^2 + ||dense part||^2, given ``root_p`` =
+        sqrt(P(z_g != 0)): the gated parameters with the gates set to sqrt(P) (a dense bias stays as it is)."""
+        return [t for t in self.gated_params(root_p) if t is not None]
 
     def expected_l2(self, detach_gates: bool) -> Tensor:
         """1/2 * sum_g P(z_g != 0) * ||theta_g||^2 + 1/2 * ||dense part||^2 (paper.md §1, weight decay)."""
         p = self.prob_active()
         if detach_gates:
             p = p.detach()
-        return 0.5 * ((p * self.group_sq_norms()).sum() + self.dense_sq_norm())
+        return 0.5 * sum(t.pow(2).sum() for t in self.l2_tensors(p.sqrt()))
 
     def eval_params(self) -> tuple[Tensor, Tensor | None]:
         """Weights with the median gates folded in, as a purge would keep them."""
@@ -123,17 +120,6 @@ class L0Linear(nn.Linear, GatedLayer):
         # the input layer: gating the weight columns spares the backward pass the input gradient (one matmul)
         return F.linear(x, *self.gated_params(z))
 
-    def group_sq_norms(self) -> Tensor:
-        if self.structured:
-            return self.weight.pow(2).sum(0)
-        parts = [self.weight.pow(2).flatten()] + ([] if self.bias is None else [self.bias.pow(2)])
-        return torch.cat(parts)
-
-    def dense_sq_norm(self) -> Tensor:
-        if self.structured and self.bias is not None:
-            return self.bias.pow(2).sum()
-        return self.weight.new_zeros(())
-
 
 class L0Conv2d(nn.Conv2d, GatedLayer):
     def __init__(
@@ -167,13 +153,6 @@ class L0Conv2d(nn.Conv2d, GatedLayer):
         weight, bias = self.gated_params(self.gates())
         return self._conv_forward(x, weight, bias)
 
-    def group_sq_norms(self) -> Tensor:
-        if self.structured:
-            norms = self.weight.pow(2).flatten(1).sum(1)
-            return norms if self.bias is None else norms + self.bias.pow(2)
-        parts = [self.weight.pow(2).flatten()] + ([] if self.bias is None else [self.bias.pow(2)])
-        return torch.cat(parts)
-
     def active_channels(self) -> Tensor:
         """Boolean mask of output channels whose last gate (sample or median) is non-zero."""
         z = self.last_gates if self.last_gates is not None else hc.median_gates(self.log_alpha.detach())
@@ -185,11 +164,13 @@ class L0Conv2d(nn.Conv2d, GatedLayer):
 
 
 class L0BatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm that normalises only the active channels and passes closed (all-zero) channels through.
+    """BatchNorm that normalises only the active channels and leaves closed (all-zero) channels at zero.
 
     ``forward(x, active)`` takes the boolean channel mask of the preceding gated conv (``active_channels()``);
     closed channels neither use nor update the running statistics, so a channel that is off for a while
-    does not corrupt them. Without a mask it is a plain ``BatchNorm2d``.
+    does not corrupt them. A closed channel's input is exactly zero (its filter is multiplied by a zero
+    gate), so zeroing its scale and shift keeps it zero: a per-channel mask on the affine parameters instead of
+    a pass over the activations. Without a mask it is a plain ``BatchNorm2d``.
     """
 
     def forward(self, x: Tensor, active: Tensor | None = None) -> Tensor:  # type: ignore[override]
@@ -201,12 +182,16 @@ class L0BatchNorm2d(nn.BatchNorm2d):
             running_mean, running_var = running_mean.clone(), running_var.clone()
             self.num_batches_tracked.add_(1)
         momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        weight, bias = self.weight, self.bias
+        if self.affine:
+            mask = active.to(weight.dtype)
+            weight, bias = weight * mask, bias * mask
         normed = F.batch_norm(
             x,
             running_mean,
             running_var,
-            self.weight,
-            self.bias,
+            weight,
+            bias,
             self.training or self.running_mean is None,
             momentum,
             self.eps,
@@ -215,7 +200,7 @@ class L0BatchNorm2d(nn.BatchNorm2d):
             with torch.no_grad():
                 self.running_mean.copy_(torch.where(active, running_mean, self.running_mean))
                 self.running_var.copy_(torch.where(active, running_var, self.running_var))
-        return torch.where(active.view(1, -1, 1, 1), normed, x)
+        return normed if self.affine else torch.where(active.view(1, -1, 1, 1), normed, x)
 
 
 def gated_layers(model: nn.Module) -> list[tuple[str, GatedLayer]]:

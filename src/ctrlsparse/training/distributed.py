@@ -1,4 +1,4 @@
-"""Several GPUs of one node (DDP under torchrun) and bf16 autocast, as small hooks around one run.
+"""Several GPUs of one node (DDP under torchrun), as small hooks around one run.
 
 ``torchrun --standalone --nproc-per-node N -m ctrlsparse train ...`` starts N processes with ``RANK``,
 ``LOCAL_RANK`` and ``WORLD_SIZE`` set. Each process:
@@ -12,8 +12,8 @@
   and multipliers stay equal everywhere;
 - evaluates on the full test set; only rank 0 writes files, prints and talks to MLflow (:func:`is_main`).
 
-``amp`` runs the forward pass (not the backward, the density or the optimizers) under bf16 autocast on CUDA;
-bf16 needs no loss scaling, so cooper's step is unchanged.
+The CUDA speed-ups of the forward pass (bf16 autocast, channels-last, torch.compile) are in
+:mod:`ctrlsparse.training.forward`.
 """
 
 from __future__ import annotations
@@ -94,29 +94,11 @@ def data_workers(hparams: HParams, processes: Processes) -> int:
     return max(0, cpus // processes.world - 1)
 
 
-class Autocast(nn.Module):
-    """Runs ``module``'s forward under bf16 autocast on CUDA and returns float32 logits."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: Tensor) -> Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return self.module(x).float()
-
-
-def forward_module(model: nn.Module, hparams: HParams, device: torch.device, processes: Processes) -> nn.Module:
-    """The module training's forward pass goes through: ``model``, wrapped in DDP (several processes) and in
-    bf16 autocast (``amp`` on CUDA). ``model`` itself stays unwrapped for names, densities and checkpoints."""
-    module = model
-    if processes.world > 1:
-        module = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if hparams.amp and device.type == "cuda":
-        module = Autocast(module)
-    return module
+def wrap_ddp(model: nn.Module, device: torch.device, processes: Processes) -> nn.Module:
+    """``model`` in ``DistributedDataParallel`` when the job has several processes (itself otherwise)."""
+    if processes.world == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def mean_over_processes(value: Tensor) -> Tensor:

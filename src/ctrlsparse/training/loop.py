@@ -99,10 +99,11 @@ def train(
     for epoch in range(progress.epoch, hparams.epochs):
         start = time.perf_counter()
         set_learning_rates(run, epoch)
-        train_loss = train_epoch(run)
+        train_loss = train_epoch(run)  # returns a float: the device has finished the epoch's steps
+        train_seconds = time.perf_counter() - start
         row = {"epoch": epoch + 1, "train_loss": train_loss, **evaluate(run)}
         row |= {"lr": weights_lr(hparams, epoch), "gates_lr": hparams.gates_lr}
-        row["epoch_seconds"] = time.perf_counter() - start
+        row |= {"train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - start}
         try:
             check_finite(row, key)
         except DivergenceError:

@@ -15,7 +15,7 @@ from ctrlsparse.layers import gate_parameters
 from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.problems.base import L0Problem
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
-from ctrlsparse.training import distributed
+from ctrlsparse.training import distributed, forward
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Run:
     optimizer: cooper.optim.CooperOptimizer
     generator: torch.Generator  # data order
     processes: distributed.Processes = distributed.Processes()  # DDP: this process's rank among the job's
+    evaluator: nn.Module | None = None  # the eval forward pass (autocast, channels-last); None: ``model``
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,10 +93,11 @@ def build_run(hparams: HParams) -> Run:
         torch.set_num_threads(distributed.threads_per_process(hparams.threads, processes))
     data = load_data(hparams, processes).to(device)
     torch.manual_seed(hparams.seed)
-    model = build_model(hparams, data.input_shape, data.num_classes).to(device)
+    model = forward.prepare_model(build_model(hparams, data.input_shape, data.num_classes), hparams, device)
     problem = METHODS[hparams.method](model, hparams)
-    problem.model = distributed.forward_module(model, hparams, device, processes)  # DDP / autocast: forward only
+    problem.model = forward.training_forward(model, hparams, device, processes)  # DDP, autocast, compile
     primal = build_primal_optimizer(hparams, model)
     generator = torch.Generator().manual_seed(hparams.seed)
     optimizer = problem.build_optimizer(primal)
-    return Run(hparams, device, data, model, problem, primal, optimizer, generator, processes)
+    evaluator = forward.eval_forward(model, hparams, device)
+    return Run(hparams, device, data, model, problem, primal, optimizer, generator, processes, evaluator)
