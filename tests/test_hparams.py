@@ -28,6 +28,7 @@ def test_resolution_order_is_fields_then_dataset_then_given():
         ({"target_scope": "network"}, "target_scope", "choose one of: model, layer"),
         ({"dual_lr": 0.0}, "dual_lr", "must be > 0"),
         ({"droprate_init": 1.0}, "droprate_init", "must lie in (0, 1)"),
+        ({"gates_beta2": 1.0}, "gates_beta2", "must lie in [0, 1)"),
         ({"epohcs": 3}, "epohcs", "unknown hyperparameter"),
     ],
 )
@@ -68,3 +69,13 @@ def test_every_registry_entry_resolves(registry):
 def test_unknown_registry_name_lists_the_choices():
     with pytest.raises(UnknownNameError, match="unknown arch 'x'; choose one of: mlp, cnn"):
         ARCHS["x"]
+
+
+def test_gates_get_their_own_adam_beta2_and_the_weights_keep_torchs():
+    from ctrlsparse.training.setup import build_model, build_primal_optimizer
+
+    for dataset, gates_beta2 in (("digits", 0.95), ("mnist", 0.999)):
+        hparams = HParams.resolve(dataset=dataset)
+        optimizer = build_primal_optimizer(hparams, build_model(hparams, (1, 8, 8), 10))
+        betas = {group["name"]: group["betas"] for group in optimizer.param_groups}
+        assert betas == {"weights": (0.9, 0.999), "gates": (0.9, gates_beta2)}

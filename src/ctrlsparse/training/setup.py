@@ -54,7 +54,10 @@ def build_primal_optimizer(hparams: HParams, model: nn.Module) -> torch.optim.Op
     weights = [p for p in model.parameters() if id(p) not in gate_ids]
     groups = [{"params": weights, "lr": hparams.lr, "name": "weights"}]
     if gates:
-        groups.append({"params": gates, "lr": hparams.gates_lr, "name": "gates"})
+        gate_group = {"params": gates, "lr": hparams.gates_lr, "name": "gates"}
+        if hparams.optimizer == "adam":
+            gate_group["betas"] = (0.9, hparams.gates_beta2)
+        groups.append(gate_group)
     # foreach: one multi-tensor kernel per update op instead of a Python loop over parameters (torch only
     # picks it by default on CUDA; on CPU it removes most of the per-parameter overhead of small models)
     if hparams.optimizer == "sgd":
