@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,10 +28,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed(command: list[str]) -> float:
+def timed(command: list[str], log: Path) -> float:
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    with log.open("w") as handle:
+        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=handle)
     return time.perf_counter() - start
+
+
+def rule_seconds(log: Path) -> dict[str, float]:
+    """Seconds the jobs of each rule held a core, from Snakemake's log (job start to 'Finished jobid', 1 s steps)."""
+    parts = re.split(r"\n\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]\n", log.read_text())
+    started: dict[str, tuple[str, datetime.datetime]] = {}
+    seconds: dict[str, float] = {}
+    for stamp, body in zip(parts[1::2], parts[2::2], strict=True):
+        when = datetime.datetime.strptime(stamp, "%a %b %d %H:%M:%S %Y")
+        rule = re.match(r"localrule (\w+):", body)
+        if rule:
+            started[re.search(r"jobid: (\d+)", body).group(1)] = (rule.group(1), when)
+        for job in re.findall(r"Finished jobid: (\d+)", body):
+            if job in started:
+                name, begun = started.pop(job)
+                seconds[name] = seconds.get(name, 0.0) + (when - begun).total_seconds()
+    return seconds
 
 
 def job_seconds(results: Path) -> dict[str, float]:
@@ -51,8 +71,9 @@ def main() -> None:
     shutil.rmtree(args.results, ignore_errors=True)
     snakemake = str(Path(sys.executable).parent / "snakemake")
     config = ["--config", f"results={args.results}", *args.config]
-    workflow = timed([snakemake, "--profile", "profiles/local", "--cores", str(args.cores), *config])
-    report = timed([snakemake, "--report", str(args.results / "report.html"), *config])
+    log = args.results.parent / f"{args.results.name}.snakemake.log"
+    workflow = timed([snakemake, "--profile", "profiles/local", "--cores", str(args.cores), *config], log)
+    report = timed([snakemake, "--report", str(args.results / "report.html"), *config], log.with_suffix(".report.log"))
     jobs = job_seconds(args.results)
     training = {}
     for key in jobs:
@@ -71,6 +92,13 @@ def main() -> None:
         f"idle cores, other rules) = {1 - busy / (wall * args.cores):.2f}  (goal: Snakemake + start-up <= 0.25)"
     )
     print(f"train jobs: training {busy / sum(jobs.values()):.2f} of their wall time")
+    rules = rule_seconds(log)
+    idle = workflow * args.cores - sum(rules.values())
+    shares = ", ".join(f"{name} {value / (workflow * args.cores):.3f}" for name, value in sorted(rules.items()))
+    print(
+        f"core time by rule (share of workflow wall x cores): {shares}; no job running (Snakemake between jobs, "
+        f"dependencies, the tail): {idle / (workflow * args.cores):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ PRELOAD = (
     "torch._dynamo",
     "cooper",
     "mlflow",
+    "mlflow.store.tracking.sqlalchemy_store",  # the SQLite store's ORM: ~1.2 s of imports in every train job
+    "matplotlib.figure",  # each run's dynamics.png
+    "matplotlib.backends.backend_agg",
     "ctrlsparse.training.loop",
     "ctrlsparse.problems.constrained",
     "ctrlsparse.problems.penalized",
