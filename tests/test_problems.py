@@ -148,3 +148,36 @@ def test_log_alpha_is_clamped_to_alpha_min_after_every_step():
     assert model[0].log_alpha.min().item() == pytest.approx(math.log(1e-3))
     with pytest.raises(HParamError, match="alpha_min"):
         HParams(alpha_min=0.0)
+
+
+@pytest.mark.parametrize("gating", ["structured", "unstructured"])
+@pytest.mark.parametrize("detach", [True, False])
+def test_expected_l2_in_one_norm_equals_the_sum_of_the_layers_terms(gating, detach):
+    """The multi-tensor form (gated tensors scaled by sqrt(P)) against each layer's closed form plus the plain
+    parameters' squared norms: the same value and the same gradients for weights and (when not detached) gates."""
+    from ctrlsparse.training.setup import build_model
+
+    hparams = HParams.resolve(dataset="cifar10", arch="wrn16_4", gating=gating, l2_detach_gates=detach)
+    torch.manual_seed(0)
+    model = build_model(hparams, (3, 32, 32), 10)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    problem = ConstrainedL0Problem(model, hparams)
+    layers = [layer.expected_l2(detach) for layer in problem.density.layers]
+    reference = torch.stack(layers + [0.5 * p.pow(2).sum() for p in problem._dense_params]).sum()
+    ours = problem.expected_l2()
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+    params = list(model.parameters())
+    ours_grads = torch.autograd.grad(ours, params, allow_unused=True)
+    for param, got, want in zip(
+        params, ours_grads, torch.autograd.grad(reference, params, allow_unused=True), strict=True
+    ):
+        if got is None or want is None:
+            assert got is None and want is None and param.ndim == 1  # only detached log alphas take no gradient
+        else:
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-7)
+    gates = [layer.log_alpha for layer in problem.density.layers]
+    assert all(p.grad is None for p in gates)
+    gate_grads = torch.autograd.grad(problem.expected_l2(), gates, allow_unused=True)
+    assert all((g is None) == detach for g in gate_grads)  # the paper detaches P: no push on the gates
