@@ -18,9 +18,9 @@ overhead on the GPU (issue 8, goal 1: gated <= 1.10 x dense).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import pickle
+import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ctrlsparse import paths
 from ctrlsparse.hparams import HParams
+from ctrlsparse.tracking.mirror import read_metrics
 from ctrlsparse.training.loop import train
 from ctrlsparse.training.setup import build_model
 
@@ -98,6 +100,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=Path("/tmp/gpu_epoch"))
     args = parser.parse_args()
+    unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}")
     device = torch.device(args.device)
     write_cifar10(args.out / "data", args.train_images, args.test_images)
     base = {"dataset": "cifar10", "arch": args.arch, "target": (0.5,), "epochs": args.epochs}
@@ -120,11 +125,11 @@ def main() -> None:
         method, amp, channels_last, compile_ = VARIANTS[name]
         run = HParams.resolve(**base, method=method, amp=amp, channels_last=channels_last, compile=compile_)
         run_dir = args.out / "runs" / name.replace("+", "_").replace(" ", "_")
+        shutil.rmtree(run_dir, ignore_errors=True)  # a finished run left by an earlier call would not train again
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         summary = train(run, run_dir, on_epoch=None)
-        with (run_dir / "metrics.csv").open() as handle:
-            rows = [{k: float(v) for k, v in row.items() if k.endswith("_seconds")} for row in csv.DictReader(handle)]
+        rows = read_metrics(paths.metrics_path(run_dir))
         first, last = rows[0], rows[-1]
         entry = {
             "first_epoch_s": first["epoch_seconds"],

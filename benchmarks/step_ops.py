@@ -16,30 +16,13 @@ import argparse
 import collections
 
 import torch
+from step_overhead import make_step  # the same step the timing benchmark runs (this directory is on sys.path)
 from torch.profiler import ProfilerActivity, profile
-
-from ctrlsparse.hparams import HParams
-from ctrlsparse.registry import METHODS
-from ctrlsparse.training.setup import build_model, build_primal_optimizer
-
-SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28)}  # others: 3 x 32 x 32 (CIFAR-sized)
 
 
 def step_ops(arch: str, method: str) -> tuple[collections.Counter, int]:
     """(top-level operator names with counts, number of all aten calls) of one training step."""
-    dataset = "digits" if arch in SHAPES else "cifar10"
-    hparams = HParams.resolve(dataset=dataset, arch=arch, method=method, target=(0.5,))
-    shape = SHAPES.get(arch, (3, 32, 32))
-    torch.manual_seed(0)
-    model = build_model(hparams, shape, 10)
-    problem = METHODS[method](model, hparams)
-    optimizer = problem.build_optimizer(build_primal_optimizer(hparams, model))
-    batch = {"inputs": torch.randn(2, *shape), "labels": torch.randint(0, 10, (2,))}
-
-    def step() -> None:
-        rollout = optimizer.roll(compute_cmp_state_kwargs=batch)
-        problem.after_step(rollout.cmp_state)
-
+    step = make_step(arch, method, 2, torch.device("cpu"))
     step(), step()  # optimizer state exists from here on
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()

@@ -61,8 +61,3 @@ def median_gates(log_alpha: Tensor) -> Tensor:
 def prob_active(log_alpha: Tensor) -> Tensor:
     """P(z != 0) in closed form, clamped to [eps, 1 - eps]."""
     return torch.sigmoid(log_alpha - _ACTIVE_SHIFT).clamp(EPS, 1.0 - EPS)
-
-
-def clamp_log_alpha_(log_alpha: Tensor, minimum: float = LOG_ALPHA_MIN) -> Tensor:
-    """In-place clamp of log alpha to [minimum, log 1e2] (the paper: minimum log 1e-2; after every step)."""
-    return log_alpha.clamp_(minimum, LOG_ALPHA_MAX)

@@ -68,7 +68,8 @@ class HParams:
     target_scope: str = _help("model: one constraint on the whole model; layer: one per gated layer", default="model")
     constraint: str = _help(
         "le: expected density <= target (the paper; a layer may end sparser than its target when the loss alone "
-        "closes it further); eq: expected density == target (multipliers of either sign, no dual restarts)",
+        "closes it further); eq: expected density == target (multipliers of either sign; a restart resets one whose "
+        "sign opposes its violation)",
         default="le",
     )
     penalty: float = _help("lambda of the penalized method (loss + lambda * density)", default=1e-3)
@@ -114,7 +115,8 @@ class HParams:
     nupi_kp: float = _help("nuPI proportional gain (kp=0, ki=1 is plain SGD)", default=1.0)
     nupi_ki: float = _help("nuPI integral gain", default=1.0)
     dual_restarts: bool = _help(
-        "reset a multiplier to 0 whenever its constraint is strictly satisfied (constraint le only)", default=True
+        "reset a multiplier to 0 whenever its constraint is strictly satisfied (eq: once it crossed the target)",
+        default=True,
     )
     amp: bool = _help("bf16 autocast of the forward pass on CUDA (no effect on the CPU)", default=False)
     channels_last: bool = _help(

@@ -15,9 +15,8 @@ def evaluate(run: Run) -> dict[str, float]:
     loss = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device)
     count = 0
-    forward = run.evaluator or run.model
     for inputs, labels in run.data.test_batches(run.hparams.eval_batch_size):
-        logits = forward(inputs)
+        logits = run.evaluator(inputs)
         loss += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         count += len(labels)

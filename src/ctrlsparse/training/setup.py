@@ -27,9 +27,9 @@ class Run:
     problem: L0Problem
     primal: torch.optim.Optimizer
     optimizer: cooper.optim.CooperOptimizer
+    evaluator: nn.Module  # the eval forward pass: ``model`` with the device speed-ups (autocast, channels-last)
     generator: torch.Generator  # data order
     processes: distributed.Processes = distributed.Processes()  # DDP: this process's rank among the job's
-    evaluator: nn.Module | None = None  # the eval forward pass (autocast, channels-last); None: ``model``
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,4 +103,4 @@ def build_run(hparams: HParams) -> Run:
     generator = torch.Generator().manual_seed(hparams.seed)
     optimizer = problem.build_optimizer(primal)
     evaluator = forward.eval_forward(model, hparams, device)
-    return Run(hparams, device, data, model, problem, primal, optimizer, generator, processes, evaluator)
+    return Run(hparams, device, data, model, problem, primal, optimizer, evaluator, generator, processes)
