@@ -48,6 +48,7 @@ DATASETS = Registry(
     {
         "digits": "ctrlsparse.data.digits:load_digits",
         "mnist": "ctrlsparse.data.mnist:load_mnist",
+        "mnist5k": "ctrlsparse.data.mnist5k:load_mnist5k",
         "cifar10": "ctrlsparse.data.cifar:load_cifar10",
         "cifar100": "ctrlsparse.data.cifar:load_cifar100",
         "tinyimagenet": "ctrlsparse.data.tinyimagenet:load_tinyimagenet",
