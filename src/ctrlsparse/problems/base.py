@@ -72,7 +72,11 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
         return cooper.CMPState(loss=loss, misc={"objective": loss.detach(), "logits": logits.detach()})
 
     # --- optimisation ---
-    def build_optimizer(self, primal: torch.optim.Optimizer) -> cooper.optim.CooperOptimizer:
+    def build_optimizer(
+        self, primal: torch.optim.Optimizer, dual_lr: float | None = None
+    ) -> cooper.optim.CooperOptimizer:
+        """The cooper optimizer over ``primal`` (and, with constraints, the multipliers at ``dual_lr``, the
+        budget-scaled rate; None: ``hparams.dual_lr``)."""
         return cooper.optim.UnconstrainedOptimizer(cmp=self, primal_optimizers=primal)
 
     def after_step(self, cmp_state: cooper.CMPState) -> None:

@@ -55,12 +55,15 @@ class ConstrainedL0Problem(L0Problem):
             misc={"objective": loss.detach(), "logits": logits.detach()},
         )
 
-    def build_optimizer(self, primal: torch.optim.Optimizer) -> cooper.optim.CooperOptimizer:
+    def build_optimizer(
+        self, primal: torch.optim.Optimizer, dual_lr: float | None = None
+    ) -> cooper.optim.CooperOptimizer:
         hp = self.hparams
+        lr = hp.dual_lr if dual_lr is None else dual_lr
         if hp.dual_optimizer == "nupi":
-            dual = cooper.optim.nuPI(self.dual_parameters(), lr=hp.dual_lr, Kp=hp.nupi_kp, Ki=hp.nupi_ki, maximize=True)
+            dual = cooper.optim.nuPI(self.dual_parameters(), lr=lr, Kp=hp.nupi_kp, Ki=hp.nupi_ki, maximize=True)
         else:
-            dual = torch.optim.SGD(self.dual_parameters(), lr=hp.dual_lr, maximize=True)
+            dual = torch.optim.SGD(self.dual_parameters(), lr=lr, maximize=True)
         self.dual_optimizer = dual
         return cooper.optim.SimultaneousOptimizer(cmp=self, primal_optimizers=primal, dual_optimizers=dual)
 

@@ -102,7 +102,7 @@ def train(
         train_loss = train_epoch(run)  # returns a float: the device has finished the epoch's steps
         train_seconds = time.perf_counter() - start
         row = {"epoch": epoch + 1, "train_loss": train_loss, **evaluate(run)}
-        row |= {"lr": weights_lr(hparams, epoch), "gates_lr": hparams.gates_lr}
+        row |= {"lr": weights_lr(hparams, epoch), "gates_lr": run.rates.gates_lr}
         row |= {"train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - start}
         try:
             check_finite(row, key)

@@ -16,6 +16,7 @@ from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.problems.base import L0Problem
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 from ctrlsparse.training import distributed, forward
+from ctrlsparse.training.budget import ControlRates, control_rates
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Run:
     optimizer: cooper.optim.CooperOptimizer
     evaluator: nn.Module  # the eval forward pass: ``model`` with the device speed-ups (autocast, channels-last)
     generator: torch.Generator  # data order
+    rates: ControlRates  # the gates' and multipliers' learning rates for this run's step budget
     processes: distributed.Processes = distributed.Processes()  # DDP: this process's rank among the job's
 
 
@@ -47,14 +49,15 @@ def build_model(hparams: HParams, input_shape: tuple[int, ...], num_classes: int
     return ARCHS[hparams.arch](input_shape, num_classes, factory)
 
 
-def build_primal_optimizer(hparams: HParams, model: nn.Module) -> torch.optim.Optimizer:
-    """One optimizer, two groups: weights (decayed by the schedule) and gates (own lr, never decayed)."""
+def build_primal_optimizer(hparams: HParams, model: nn.Module, gates_lr: float | None = None) -> torch.optim.Optimizer:
+    """One optimizer, two groups: weights (decayed by the schedule) and gates (own lr, never decayed;
+    ``gates_lr``: the budget-scaled one, :func:`~ctrlsparse.training.budget.control_rates`)."""
     gates = gate_parameters(model)
     gate_ids = {id(p) for p in gates}
     weights = [p for p in model.parameters() if id(p) not in gate_ids]
     groups = [{"params": weights, "lr": hparams.lr, "name": "weights"}]
     if gates:
-        gate_group = {"params": gates, "lr": hparams.gates_lr, "name": "gates"}
+        gate_group = {"params": gates, "lr": hparams.gates_lr if gates_lr is None else gates_lr, "name": "gates"}
         if hparams.optimizer == "adam":
             gate_group["betas"] = (0.9, hparams.gates_beta2)
         groups.append(gate_group)
@@ -73,7 +76,7 @@ def weights_lr(hparams: HParams, epoch: int) -> float:
 
 def set_learning_rates(run: Run, epoch: int) -> None:
     for group in run.primal.param_groups:
-        group["lr"] = weights_lr(run.hparams, epoch) if group["name"] == "weights" else run.hparams.gates_lr
+        group["lr"] = weights_lr(run.hparams, epoch) if group["name"] == "weights" else run.rates.gates_lr
 
 
 def load_data(hparams: HParams, processes: distributed.Processes) -> TensorData:
@@ -99,8 +102,9 @@ def build_run(hparams: HParams) -> Run:
     model = forward.prepare_model(build_model(hparams, data.input_shape, data.num_classes), hparams, device)
     problem = METHODS[hparams.method](model, hparams)
     problem.model = forward.training_forward(model, hparams, device, processes)  # DDP, autocast, compile
-    primal = build_primal_optimizer(hparams, model)
+    rates = control_rates(hparams, data.num_train)
+    primal = build_primal_optimizer(hparams, model, rates.gates_lr)
     generator = torch.Generator().manual_seed(hparams.seed)
-    optimizer = problem.build_optimizer(primal)
+    optimizer = problem.build_optimizer(primal, rates.dual_lr)
     evaluator = forward.eval_forward(model, hparams, device)
-    return Run(hparams, device, data, model, problem, primal, optimizer, evaluator, generator, processes)
+    return Run(hparams, device, data, model, problem, primal, optimizer, evaluator, generator, rates, processes)

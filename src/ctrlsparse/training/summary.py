@@ -43,6 +43,9 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "violations": _prefixed(last, "violation/"),
         "sparsifiable_params": int(run.problem.density.total),
         "total_params": sum(p.numel() for name, p in run.model.named_parameters() if not name.endswith("log_alpha")),
+        "steps": run.rates.steps,  # the step budget; the gates' and multipliers' rates below follow from it
+        "gates_lr": run.rates.gates_lr,
+        "dual_lr": run.rates.dual_lr,
         "wall_seconds": progress.wall_seconds,
         "device": str(run.device),
         "slurm": slurm_job(),  # the job that finished training ({} outside SLURM); resumed runs name the last one

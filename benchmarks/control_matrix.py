@@ -1,0 +1,149 @@
+"""Density control with default settings only, over data sets x archs x step budgets x targets x scopes x seeds.
+
+No setting can game it: every run takes the library's defaults but for its grid point and its number of epochs,
+which is chosen so that the step budget (epochs x minibatches per epoch) is the same on every data set:
+
+    .venv/bin/python benchmarks/control_matrix.py                     # the acceptance matrix (~1 h on 2 cores)
+    .venv/bin/python benchmarks/control_matrix.py --seeds 0 --targets 0.1,0.9 --budgets 600   # a quick look
+
+Per budget it prints the share of constrained settings whose final expected density is within 0.01 of the target
+(layer-wise: every layer within 0.01 of its target) and whose eval density (the purged model's) is within 0.02,
+and the test accuracy at density 0.5 against the dense model of the same budget. Finished runs under --root are
+reused (their directory is the run key plus the hash of every hyperparameter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ARCHS = {"digits": ("mlp", "cnn"), "mnist5k": ("mlp", "lenet5")}
+BUDGETS = (600, 2000, 6400)  # optimizer steps: 10.7x from the shortest to the longest
+TARGETS = (0.1, 0.3, 0.5, 0.7, 0.9)
+EXPECTED_TOLERANCE, EVAL_TOLERANCE = 0.01, 0.02
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one run in this worker (one torch thread) and return its summary with its per-layer errors."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from ctrlsparse.hparams import HParams, hparams_hash, run_key
+    from ctrlsparse.training.loop import train
+
+    root, budget = Path(job.pop("root")), job.pop("budget")
+    hparams = HParams.resolve(**job)
+    summary = train(hparams, root / run_key(hparams) / hparams_hash(hparams), on_epoch=None)
+    return summary | {"budget": budget}
+
+
+def steps_per_epoch(dataset: str, batch_size: int) -> int:
+    from ctrlsparse.registry import DATASETS
+
+    return math.ceil(DATASETS[dataset](None).num_train / batch_size)
+
+
+def jobs_for(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from ctrlsparse.hparams import HParams
+
+    jobs = []
+    for dataset in args.datasets:
+        per_epoch = steps_per_epoch(dataset, HParams.resolve(dataset=dataset).batch_size)
+        for budget in args.budgets:
+            base = {"dataset": dataset, "epochs": max(1, round(budget / per_epoch)), "budget": budget}
+            base |= {"root": str(args.root)}
+            for arch in ARCHS[dataset]:
+                for seed in args.seeds:
+                    jobs.append(base | {"arch": arch, "method": "dense", "seed": seed})
+                    for scope in args.scopes:
+                        jobs += [
+                            base
+                            | {
+                                "arch": arch,
+                                "method": "constrained",
+                                "target_scope": scope,
+                                "target": (t,),
+                                "seed": seed,
+                            }
+                            for t in args.targets
+                        ]
+    return jobs
+
+
+def errors(run: dict[str, Any]) -> tuple[float, float]:
+    """(largest |expected - target| over the model or its layers, |eval density - target| of the model)."""
+    target = run["target"][0]
+    if run["target_scope"] == "layer":
+        expected = max(abs(value - target) for value in run["layer_expected_density"].values())
+    else:
+        expected = abs(run["expected_density"] - target)
+    return expected, abs(run["eval_density"] - target)
+
+
+def report(results: list[dict[str, Any]], budgets: list[int]) -> None:
+    print(f"\n{'budget':>7} {'steps ok':>9} {'exp err max':>12} {'eval err max':>13}  accuracy at 0.5 vs dense")
+    for budget in budgets:
+        mine = [r for r in results if r["budget"] == budget]
+        constrained = [r for r in mine if r["method"] == "constrained"]
+        errs = [errors(r) for r in constrained]
+        ok = sum(e <= EXPECTED_TOLERANCE and v <= EVAL_TOLERANCE for e, v in errs)
+        accuracy = []
+        for dataset, arch in sorted({(r["dataset"], r["arch"]) for r in mine}):
+            pick = [r for r in mine if (r["dataset"], r["arch"]) == (dataset, arch)]
+            dense = [r["test_accuracy"] for r in pick if r["method"] == "dense"]
+            half = [r["test_accuracy"] for r in pick if r["method"] == "constrained" and r["target"] == [0.5]]
+            if dense and half:
+                accuracy.append(
+                    f"{dataset}/{arch} {100 * statistics.mean(half):.1f} vs {100 * statistics.mean(dense):.1f}"
+                )
+        share = f"{ok}/{len(errs)} = {100 * ok / max(1, len(errs)):.0f}%"
+        print(
+            f"{budget:>7} {share:>9} {max(e for e, _ in errs):>12.4f} {max(v for _, v in errs):>13.4f}  "
+            + "; ".join(accuracy)
+        )
+    misses = [r for r in results if r["method"] == "constrained" and not ok_run(r)]
+    if misses:
+        print("\nmisses (expected error, eval error):")
+        for r in misses:
+            e, v = errors(r)
+            print(f"  {r['budget']:>5} steps  {r['run_key']}  {e:.4f}  {v:.4f}  (expected {r['expected_density']:.4f})")
+
+
+def ok_run(run: dict[str, Any]) -> bool:
+    expected, evaluated = errors(run)
+    return expected <= EXPECTED_TOLERANCE and evaluated <= EVAL_TOLERANCE
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    numbers = lambda cast: lambda text: [cast(x) for x in text.split(",") if x]  # noqa: E731
+    parser.add_argument("--datasets", type=numbers(str), default=list(ARCHS))
+    parser.add_argument("--budgets", type=numbers(int), default=list(BUDGETS), help="optimizer steps per run")
+    parser.add_argument("--targets", type=numbers(float), default=list(TARGETS))
+    parser.add_argument("--scopes", type=numbers(str), default=["model", "layer"])
+    parser.add_argument("--seeds", type=numbers(int), default=[0, 1])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--root", type=Path, default=Path("results/benchmarks/control_matrix"))
+    args = parser.parse_args()
+    jobs = jobs_for(args)
+    jobs.sort(key=lambda job: -job["budget"])  # longest first: the pool's tail is short runs
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(pool.map(run_one, jobs))
+    report(results, args.budgets)
+    seconds = [r["wall_seconds"] for r in results]
+    print(
+        f"\n{len(results)} runs in {time.perf_counter() - start:.0f}s on {args.workers} workers (finished runs under "
+        f"--root are reused); training per run mean {statistics.mean(seconds):.1f}s, max {max(seconds):.1f}s"
+    )
+
+
+if __name__ == "__main__":
+    main()
