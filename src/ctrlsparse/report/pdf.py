@@ -165,10 +165,13 @@ def build_report(
         header, rows, exact = paper.reference_table(paper.load_paper(paper_csv), settings)
         if exact:
             b.para(
-                f"{exact} of the paper's reported settings match this grid exactly (same data, architecture, "
+                f"{exact} of the paper's reported settings match this grid exactly (same data or a subset of it, architecture, "
                 "variant and level); they are listed with our numbers.",
                 "caption",
             )
+            note = paper.subset_note(settings)  # mnist5k runs stand for the paper's MNIST rows
+            if note:
+                b.para(f"Ours on a subset: {escape(note)}", "caption")
         else:
             b.para(
                 "No setting of this grid matches one of the paper's exactly: the paper ran MNIST, CIFAR, "

@@ -17,9 +17,18 @@ from ctrlsparse import paths
 from ctrlsparse.feasibility import assess, worst_violation
 from ctrlsparse.hparams import HParams, hparams_hash, run_key
 
-# Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100).
-LAYERS = {"mlp": ["fc1", "fc2", "fc3"], "cnn": ["conv1", "conv2", "fc1", "fc2"]}
-SIZES = {"mlp": [64 * 300, 300 * 100, 100 * 10], "cnn": [90, 1800, 80 * 100, 1000]}
+# Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100;
+# LeNet5 at its MNIST sizes).
+LAYERS = {
+    "mlp": ["fc1", "fc2", "fc3"],
+    "cnn": ["conv1", "conv2", "fc1", "fc2"],
+    "lenet5": ["conv1", "conv2", "fc1", "fc2"],
+}
+SIZES = {
+    "mlp": [64 * 300, 300 * 100, 100 * 10],
+    "cnn": [90, 1800, 80 * 100, 1000],
+    "lenet5": [20 * 25, 50 * 20 * 25, 800 * 500, 500 * 10],  # LeNet5-Caffe on 28x28 MNIST
+}
 
 
 def write_synthetic_run(
