@@ -56,7 +56,7 @@ CASES = {
     ),
     "unknown dataset": Case(
         {"grid": {"datasets": ["svhn"]}},
-        "config key grid.datasets: unknown dataset 'svhn'; choose one of: digits, mnist, cifar10, cifar100, "
+        "config key grid.datasets: unknown dataset 'svhn'; choose one of: digits, mnist, mnist5k, cifar10, cifar100, "
         "tinyimagenet, imagenet",
     ),
     "unknown arch in a sweep": Case(

@@ -65,6 +65,13 @@ def test_smoke_run_produces_runs_tables_figures_and_the_pdf(smoke_run):
         assert (results / "logs" / "train" / f"{key}.log").stat().st_size > 0
     for name in ("runs.csv", "settings.csv", "layers.csv", "tables.md"):
         assert (results / "tables" / name).stat().st_size > 0
+    # 2 epochs (24 steps) cannot close the gates to 0.5: the run says it missed, and the grid still completes
+    missed = json.loads((results / "runs" / SMOKE_KEYS[0] / "summary.json").read_text())
+    assert (
+        missed["feasible"] is False
+        and "target missed: model at" in (results / "logs" / "train" / f"{SMOKE_KEYS[0]}.log").read_text()
+    )
+    assert "Missed targets in 1 of 1 constrained settings" in (results / "tables" / "tables.md").read_text()
     assert len((results / "tables" / "runs.csv").read_text().splitlines()) == 1 + len(SMOKE_KEYS)
     figures = sorted(p.name for p in (results / "plots").glob("*.png"))
     assert figures == sorted(

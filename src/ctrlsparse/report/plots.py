@@ -96,12 +96,38 @@ def control_figure(tables: dict[str, Any]) -> Any:
                 s=40,
                 label=f"{variant} (eval gates)",
             )
+        mark_missed(ax, part)
         ax.set(title=title, xlabel="target density ε", ylabel="achieved density", xlim=(0, 1.02), ylim=(0, 1.02))
         ax.set_aspect("equal")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = legend_entries(axes[0])
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
     return fig
+
+
+def mark_missed(ax: Any, settings: Any) -> None:
+    """A red cross over each setting where some seed missed its target (``satisfied`` < ``seeds``)."""
+    missed = settings[settings["satisfied"] < settings["seeds"]]
+    if not missed.empty:
+        ax.scatter(
+            missed["target_value"],
+            missed["expected_density_mean"],
+            marker="x",
+            color="red",
+            s=70,
+            linewidths=1.5,
+            zorder=5,
+            label="target missed (some seed)",
+        )
+
+
+def legend_entries(axes: Any) -> tuple[list[Any], list[str]]:
+    """Legend handles and labels of all panels, each label once (a mark may appear in one panel only)."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    return list(entries.values()), list(entries)
 
 
 def accuracy_figure(tables: dict[str, Any]) -> Any:

@@ -14,15 +14,30 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import paths
+from ctrlsparse.feasibility import assess, worst_violation
 from ctrlsparse.hparams import HParams, hparams_hash, run_key
 
-# Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100).
-LAYERS = {"mlp": ["fc1", "fc2", "fc3"], "cnn": ["conv1", "conv2", "fc1", "fc2"]}
-SIZES = {"mlp": [64 * 300, 300 * 100, 100 * 10], "cnn": [90, 1800, 80 * 100, 1000]}
+# Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100;
+# LeNet5 at its MNIST sizes).
+LAYERS = {
+    "mlp": ["fc1", "fc2", "fc3"],
+    "cnn": ["conv1", "conv2", "fc1", "fc2"],
+    "lenet5": ["conv1", "conv2", "fc1", "fc2"],
+}
+SIZES = {
+    "mlp": [64 * 300, 300 * 100, 100 * 10],
+    "cnn": [90, 1800, 80 * 100, 1000],
+    "lenet5": [20 * 25, 50 * 20 * 25, 800 * 500, 500 * 10],  # LeNet5-Caffe on 28x28 MNIST
+}
 
 
-def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path:
-    """Write hparams.json, metrics.csv and summary.json of a plausible run; return its directory."""
+def write_synthetic_run(
+    root: str | Path, epochs: int = 5, miss: float = 0.0, eval_gap: float = -0.01, **given: Any
+) -> Path:
+    """Write hparams.json, metrics.csv and summary.json of a plausible run; return its directory.
+
+    Densities reach their targets (± 0.01) at the last epoch; ``miss`` ends every gated layer that much above
+    (a missed target), ``eval_gap`` sets eval − expected density (above 0.02: fractional gates)."""
     hp = HParams.resolve(epochs=epochs, **given)
     key = run_key(hp)
     rng = random.Random(f"{key}")
@@ -43,8 +58,10 @@ def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path
     names = ["model"] if hp.target_scope == "model" else layers
     rows = []
     for epoch in range(1, epochs + 1):
-        progress = 1 - math.exp(-3 * epoch / epochs)
-        layer_density = [1 - (1 - t) * progress + rng.uniform(-0.01, 0.01) for t in targets] if gated else targets
+        progress = (1 - math.exp(-3 * epoch / epochs)) / (1 - math.exp(-3))  # 1 at the last epoch
+        noise = [rng.uniform(-0.01, 0.01) for _ in targets]
+        layer_density = [1 - (1 - t - miss) * progress + e for t, e in zip(targets, noise, strict=True)]
+        layer_density = layer_density if gated else targets
         layer_density = [min(1.0, max(0.01, d)) for d in layer_density]
         weights = SIZES.get(hp.arch, [1] * len(layers))
         model_density = sum(d * w for d, w in zip(layer_density, weights, strict=True)) / sum(weights)
@@ -55,7 +72,7 @@ def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path
             "test_loss": 1.4 * (1 - progress) + 0.1,
             "test_accuracy": accuracy,
             "expected_density": model_density,
-            "eval_density": max(0.0, model_density - 0.01) if gated else 1.0,
+            "eval_density": min(1.0, max(0.0, model_density + eval_gap)) if gated else 1.0,
             "lr": hp.lr,
             "gates_lr": hp.gates_lr,
             "epoch_seconds": 0.05 + rng.uniform(0, 0.01),
@@ -63,13 +80,15 @@ def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path
         if gated:
             for layer, density in zip(layers, layer_density, strict=True):
                 row[f"expected_density/{layer}"] = density
-                row[f"eval_density/{layer}"] = max(0.0, density - 0.01)
+                row[f"eval_density/{layer}"] = min(1.0, max(0.0, density + eval_gap))
+            row["eval_density_gap"] = row["eval_density"] - model_density
         if hp.method == "constrained":
             for i, name in enumerate(names):
                 achieved = model_density if name == "model" else layer_density[i]
                 target = hp.target[0] if name == "model" else targets[i]
                 row[f"multiplier/{name}"] = max(0.0, 0.5 * (1 - progress) * (1 + rng.uniform(-0.1, 0.1)))
                 row[f"violation/{name}"] = achieved - target
+            row["max_violation"] = worst_violation({name: row[f"violation/{name}"] for name in names}, hp.constraint)
         rows.append(row)
     with open(paths.metrics_path(run), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -88,6 +107,7 @@ def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path
         "method": hp.method,
         "variant": hp.variant,
         "target_scope": hp.target_scope,
+        "constraint": hp.constraint,
         "target": list(hp.target),
         "penalty": hp.penalty,
         "level": hp.level,
@@ -106,6 +126,7 @@ def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path
         "macs_pct": 100 * last["eval_density"] ** 1.5 if gated else 100.0,
         "versions": {"torch": "2.14.1", "cooper": "1.0.1", "ctrlsparse": "0.1.0"},
     }
+    summary |= assess(summary, hp.feasibility_tolerance)
     paths.summary_path(run).write_text(json.dumps(summary, indent=2) + "\n")
     return run
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
+from ctrlsparse import feasibility, paths
 from ctrlsparse.atomic import write_json
 from ctrlsparse.cluster import slurm_job
 from ctrlsparse.tracking.store import _client, _experiment_id, git_commit, with_retries
@@ -42,6 +42,7 @@ def run_tags(summary: dict[str, Any], extra: dict[str, str] | None = None) -> di
         tags["target"] = _text(summary.get("target", ""))
     if summary.get("method") == "penalized":
         tags["penalty"] = _text(summary.get("penalty", ""))
+    tags.update(feasibility.as_tags(summary))  # feasible, fractional_gates, target_missed
     for name, version in (summary.get("versions") or {}).items():
         tags[f"version.{name}"] = str(version)
     commit = git_commit()
@@ -72,7 +73,7 @@ def _metric_batches(run_dir: Path, summary: dict[str, Any] | None, base_ms: int)
                 columns.add(key)
                 metrics.append(Metric(key, value, base_ms + index, step))
     final_step = int((summary or {}).get("epochs", len(rows)))
-    for key, value in (summary or {}).items():
+    for key, value in {**(summary or {}), **feasibility.as_metrics(summary or {})}.items():
         numeric = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if numeric and key not in columns and key not in ("seed", "epochs", "penalty"):
             metrics.append(Metric(key, float(value), base_ms + len(rows), final_step))

@@ -11,6 +11,7 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ctrlsparse.feasibility import verdict_lines
 from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams
 
 
@@ -40,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ctrlsparse train",
         description="Train one run with L0 gates under a density constraint (or a baseline) into --out.",
         epilog=f"Unset flags take the dataset's defaults ({', '.join(DATASET_DEFAULTS)}), then the field defaults. "
-        "Exit codes: 0 finished, 2 bad input, 3 diverged, 143 stopped by SIGTERM after saving the checkpoint "
-        "(rerun to resume).",
+        "Exit codes: 0 finished, 2 bad input, 3 diverged, 4 finished but a target missed with --require-feasible "
+        "(the run's files are written and kept), 143 stopped by SIGTERM after saving the checkpoint (rerun to "
+        "resume). A missed target (or fractional gates) is said on the last line either way.",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="run directory (created; resumed if it has a checkpoint)"
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Exit codes besides 0 and 2 (bad input): the run diverged; the run stopped on SIGTERM with its checkpoint saved
 # (128 + 15, what a shell reports for a process that SIGTERM ended: not finished, rerun it to resume).
 EXIT_DIVERGED = 3
+EXIT_INFEASIBLE = 4  # finished, files kept, but a target missed and --require-feasible was given
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
@@ -114,7 +117,18 @@ def main(argv: list[str]) -> int:
         f"{summary['expected_density']:.4f}, eval density {summary['eval_density']:.4f}, {summary['wall_seconds']:.1f}s",
         file=sys.stderr,
     )
-    return 0
+    return say_feasibility(summary, hparams.require_feasible)
+
+
+def say_feasibility(summary: dict[str, Any], require_feasible: bool) -> int:
+    """Print the fractional-gates and target-missed lines (the latter last); the exit code of the finished run."""
+    lines = [f"ctrlsparse train: {line}" for line in verdict_lines(summary)]
+    refused = require_feasible and summary.get("feasible") is False
+    if refused:
+        lines[-1] += f"; exit {EXIT_INFEASIBLE} (--require-feasible), the run's files are kept"
+    for line in lines:
+        print(line, file=sys.stderr)
+    return EXIT_INFEASIBLE if refused else 0
 
 
 class StopOnSigterm:

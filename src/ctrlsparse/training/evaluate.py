@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ctrlsparse.feasibility import worst_violation
 from ctrlsparse.training.setup import Run
 
 
@@ -39,4 +40,8 @@ def density_metrics(run: Run) -> dict[str, float]:
         names = problem.constraint_names
         row.update({f"multiplier/{n}": v for n, v in zip(names, multipliers.tolist(), strict=True)})
         row.update({f"violation/{n}": v for n, v in zip(names, violations.tolist(), strict=True)})
+        if run.hparams.method == "constrained":
+            by_name = dict(zip(names, violations.tolist(), strict=True))
+            row["max_violation"] = worst_violation(by_name, run.hparams.constraint)
+    row["eval_density_gap"] = row["eval_density"] - row["expected_density"]
     return row

@@ -9,6 +9,7 @@ import torch
 
 import ctrlsparse
 from ctrlsparse.cluster import slurm_job
+from ctrlsparse.feasibility import assess
 from ctrlsparse.training.checkpoint import Progress
 from ctrlsparse.training.setup import Run
 
@@ -19,7 +20,7 @@ def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, float]:
 
 def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dict[str, Any]:
     hp, last = run.hparams, progress.rows[-1]
-    return {
+    summary = {
         "run_key": identity["run_key"],
         "hparams_hash": identity["hparams_hash"],
         "dataset": hp.dataset,
@@ -27,6 +28,7 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "method": hp.method,
         "variant": hp.variant,
         "target_scope": hp.target_scope,
+        "constraint": hp.constraint,
         "target": list(hp.target),
         "penalty": hp.penalty,
         "level": hp.level,
@@ -55,3 +57,4 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
             "ctrlsparse": ctrlsparse.__version__,
         },
     }
+    return summary | assess(summary, hp.feasibility_tolerance)  # feasible, max_violation, eval_density_gap, ...

@@ -1,0 +1,140 @@
+"""Did a run meet its density target(s)? A pure function of the run's ``summary.json`` and a tolerance.
+
+- A constrained run has one constraint (``model``) or one per gated layer (``--target-scope layer``); its
+  violation is expected density − target, the number the multipliers see.
+- ``le`` (the paper's ``≤``) is met when every violation is at most the tolerance (ending sparser is allowed);
+  ``eq`` when every violation lies within ± the tolerance. ``max_violation`` is the violation farthest from
+  that (signed: under ``eq`` a negative value is a layer left below its target).
+- ``eval_density_gap`` = eval density − expected density (the model's, and per gated layer). The eval gates are
+  deterministic: a gate the training left between open and closed (fractional, P(active) in (0, 1)) counts
+  fully at eval and nothing purges it, so a gap above :data:`FRACTIONAL_GAP` flags ``fractional_gates``.
+
+Runs that are not constrained get ``None`` for the target fields; runs without gates (dense) for all of them.
+Torch-free: the report recomputes the fields of summaries written before they existed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ctrlsparse.hparams import HParams, format_number, layer_targets
+
+DEFAULT_TOLERANCE: float = HParams.feasibility_tolerance  # 0.01
+FRACTIONAL_GAP = 0.02  # eval density this far above the expected one flags fractional gates
+# What to change when a target is missed (the CLI's last line). The step budget and the gate and dual dynamics
+# decide whether the gates close in time (issue 14).
+ADVICE = "train longer (--epochs) or move the gates and multipliers faster (--gates-lr, --dual-lr)"
+FIELDS = (
+    "feasible",
+    "feasibility_tolerance",
+    "max_violation",
+    "eval_density_gap",
+    "layer_eval_density_gap",
+    "fractional_gates",
+)
+
+
+def constraint_targets(summary: dict[str, Any]) -> dict[str, float]:
+    """Target of each constraint of a constrained run: ``{"model": ε}`` or one per gated layer; ``{}`` otherwise."""
+    if summary.get("method") != "constrained":
+        return {}
+    targets = list(summary.get("target") or [])
+    if summary.get("target_scope") != "layer":
+        return {"model": targets[0]}
+    layers = list(summary.get("layer_expected_density") or {})
+    return dict(zip(layers, layer_targets(targets, layers, summary.get("arch", "")), strict=True))
+
+
+def constraint_violations(summary: dict[str, Any]) -> dict[str, float]:
+    """Final expected density − target of each constraint (the summary's ``violations``, else recomputed)."""
+    targets = constraint_targets(summary)
+    if summary.get("violations"):
+        return {name: summary["violations"][name] for name in targets if name in summary["violations"]}
+    expected = {"model": summary.get("expected_density"), **(summary.get("layer_expected_density") or {})}
+    return {name: expected[name] - target for name, target in targets.items()}
+
+
+def excess(violation: float, constraint: str) -> float:
+    """How far one violation is from met: itself under ``le``, its magnitude under ``eq``."""
+    return abs(violation) if constraint == "eq" else violation
+
+
+def worst_violation(violations: dict[str, float], constraint: str) -> float:
+    """The (signed) violation farthest from met; the per-epoch ``max_violation`` of ``metrics.csv``."""
+    return max(violations.values(), key=lambda value: excess(value, constraint))
+
+
+def assess(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
+    """The :data:`FIELDS` of a summary (see the module docstring)."""
+    layer_expected = summary.get("layer_expected_density") or {}
+    layer_eval = summary.get("layer_eval_density") or {}
+    gated = bool(layer_expected)
+    gap = summary["eval_density"] - summary["expected_density"] if gated else None
+    violations = constraint_violations(summary)
+    constraint = summary.get("constraint", "le")
+    worst = worst_violation(violations, constraint) if violations else None
+    return {
+        "feasible": None if worst is None else excess(worst, constraint) <= tolerance,
+        "feasibility_tolerance": None if worst is None else tolerance,
+        "max_violation": worst,
+        "eval_density_gap": gap,
+        "layer_eval_density_gap": {name: layer_eval[name] - value for name, value in layer_expected.items()}
+        if gated
+        else None,
+        "fractional_gates": None if gap is None else gap > FRACTIONAL_GAP,
+    }
+
+
+def missed_constraints(summary: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(constraint, final expected density, target) of each missed constraint, worst first."""
+    tolerance = summary.get("feasibility_tolerance") or DEFAULT_TOLERANCE
+    constraint = summary.get("constraint", "le")
+    violations, targets = constraint_violations(summary), constraint_targets(summary)
+    missed = [name for name, value in violations.items() if excess(value, constraint) > tolerance]
+    missed.sort(key=lambda name: -excess(violations[name], constraint))
+    return [(name, targets[name] + violations[name], targets[name]) for name in missed]
+
+
+def describe_missed(summary: dict[str, Any]) -> str:
+    """The missed constraints as text, worst first: ``fc1 at 0.785 > 0.3, fc2 at 0.412 > 0.3``."""
+    return ", ".join(
+        f"{name} at {value:.3f} {'>' if value > target else '<'} {format_number(target)}"
+        for name, value, target in missed_constraints(summary)
+    )
+
+
+def verdict_lines(summary: dict[str, Any]) -> list[str]:
+    """What the train CLI says after its result line: fractional gates, then a missed target (last), the last
+    line ending with what to change; ``[]`` for a run that met its target(s) with polarised gates."""
+    lines = []
+    if summary.get("fractional_gates"):
+        lines.append(
+            f"fractional gates: eval density {summary['eval_density']:.3f} is {summary['eval_density_gap']:.3f} "
+            f"above the expected {summary['expected_density']:.3f} (more than {format_number(FRACTIONAL_GAP)}): "
+            "gates left between open and closed count fully at eval and purging keeps them"
+        )
+    if summary.get("feasible") is False:
+        tolerance = format_number(summary.get("feasibility_tolerance") or DEFAULT_TOLERANCE)
+        lines.append(
+            f"target missed: {describe_missed(summary)} (tolerance {tolerance}, {summary.get('epochs')} epochs)"
+        )
+    if lines:
+        lines[-1] += f"; {ADVICE}"
+    return lines
+
+
+def as_tags(summary: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags: ``feasible`` and ``fractional_gates`` (true/false) where the run has them, and
+    ``target_missed`` (e.g. ``fc1 at 0.785 > 0.3``) for a run that missed (search ``tags.feasible = 'false'``)."""
+    tags = {key: str(summary[key]).lower() for key in ("feasible", "fractional_gates") if summary.get(key) is not None}
+    if summary.get("feasible") is False:
+        tags["target_missed"] = describe_missed(summary)
+    return tags
+
+
+def as_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """MLflow final metrics besides the summary's plain numbers: ``feasible`` and ``fractional_gates`` as 1/0,
+    and ``eval_density_gap/<layer>``."""
+    numbers = {key: float(summary[key]) for key in ("feasible", "fractional_gates") if summary.get(key) is not None}
+    gaps = summary.get("layer_eval_density_gap") or {}
+    return numbers | {f"eval_density_gap/{layer}": gap for layer, gap in gaps.items()}
