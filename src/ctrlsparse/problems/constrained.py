@@ -49,6 +49,8 @@ class ConstrainedL0Problem(L0Problem):
     def compute_cmp_state(self, inputs: Tensor, labels: Tensor) -> cooper.CMPState:
         loss, logits = self.objective(inputs, labels)
         violation = self.constraint_value() - self.targets
+        if self.hparams.violation == "relative":
+            violation = violation / self.targets
         return cooper.CMPState(
             loss=loss,
             observed_constraints={self.density_constraint: cooper.ConstraintState(violation=violation)},
