@@ -154,7 +154,6 @@ def main() -> None:
     parser.add_argument("--scopes", type=numbers(str), default=["model", "layer"])
     parser.add_argument("--seeds", type=numbers(int), default=[0, 1])
     parser.add_argument("--full", action="store_true", help="every arch at every budget and target (hours)")
-    parser.add_argument("--full", action="store_true", help="every arch at every budget and target (hours)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--root", type=Path, default=Path("results/benchmarks/control_matrix"))
     args = parser.parse_args()

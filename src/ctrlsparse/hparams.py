@@ -77,7 +77,7 @@ class HParams:
     )
     violation: str = _help(
         "what the multipliers integrate: relative (the default), (g - target) / target, so that multipliers grow "
-        "as fast toward a low target as toward a high one (an excess of 0.09 is 90% at a 0.1 target, 10% at 0.9); "
+        "as fast toward a low target as toward a high one (an excess of 0.09 counts 0.9 at a 0.1 target, 0.1 at 0.9); "
         "absolute: g - target (the paper)",
         default="relative",
     )
