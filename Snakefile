@@ -26,7 +26,6 @@ include: "workflow/rules/report.smk"
 
 localrules:
     all,
-    mlflow_init,
     aggregate,
     plots,
     resolved_config,

@@ -61,7 +61,8 @@ def test_mirror_logs_tags_params_metrics_and_artifacts(tmp_path, store):
     client = mlflow.tracking.MlflowClient(store)
     run = client.get_run(run_id)
     tags = run.data.tags
-    assert tags["mlflow.runName"] == "digits/mlp/constrained-model~0.35/seed~1"
+    run_key = json.loads(paths.summary_path(run_dir).read_text())["run_key"]
+    assert tags["mlflow.runName"] == run_key and run_key == str(run_dir.relative_to(tmp_path / "runs"))
     for key, value in {
         "dataset": "digits",
         "arch": "mlp",
@@ -71,7 +72,7 @@ def test_mirror_logs_tags_params_metrics_and_artifacts(tmp_path, store):
         "level": "0.35",
         "target": "0.35",
         "seed": "1",
-        "run_key": "digits/mlp/constrained-model~0.35/seed~1",
+        "run_key": run_key,
         "campaign": "unit",
     }.items():
         assert tags[key] == value, key
@@ -96,7 +97,9 @@ def test_mirroring_again_replaces_the_run_instead_of_duplicating_it(tmp_path, st
     ids = [tracking.mirror_run(run, tracking_uri=store, experiment="test") for run in (first, second, first, first)]
     assert ids[0] != ids[2] != ids[3]
     runs = all_runs(store)  # deleted runs included: the old ones are purged, not just hidden
-    assert sorted(r.data.tags["run_key"] for r in runs) == ["digits/cnn/dense~1/seed~0", "digits/mlp/dense~1/seed~0"]
+    assert sorted(r.data.tags["run_key"] for r in runs) == [
+        str(run.relative_to(tmp_path / "runs")) for run in (second, first)
+    ]
     assert {r.info.run_id for r in runs} == {ids[1], ids[3]}
     artifact_dirs = list((Path(store.removeprefix("sqlite:///")).parent / "artifacts" / "test").iterdir())
     assert sorted(d.name for d in artifact_dirs) == sorted([ids[1], ids[3]])

@@ -11,6 +11,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 import grid  # noqa: E402  (workflow/grid.py: plain-Python config checks and run expansion)
+from ctrlsparse import identity  # noqa: E402
 
 # 1. The JSON schema (types, ranges, defaults), then names against the library's registries.
 try:
@@ -38,6 +39,7 @@ import job_server  # noqa: E402
 
 onstart:
     preflight.stop_on_error(preflight.check_data, RUNS, config)
+    init_tracking()  # workflow/rules/tracking.smk: the MLflow store and experiment, before any job
     job_server.start(config["job_server"], workflow.local_exec, f"{config['results']}/logs/job_server.log")
 
 
@@ -62,15 +64,17 @@ SEARCH_PATH = os.environ["PATH"]
 if SEARCH_PATH.split(os.pathsep)[0] != BIN:
     os.environ["PATH"] = BIN + os.pathsep + SEARCH_PATH
 
-# 2. Paths: every output lands under the results directory (config key `results`).
+# 2. Paths: every output lands under the results directory (config key `results`). Runs are shared by every grid
+# (a run's key is its identity: ctrlsparse.identity), the tables, figures and report belong to this grid alone.
 RESULTS = config["results"]
 RUN_DIR = f"{RESULTS}/runs"
-RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/seed~{seed}"
-TABLES = f"{RESULTS}/tables"
-PLOTS = f"{RESULTS}/plots"
-LOGS = f"{RESULTS}/logs"
+RUN_PATTERN = identity.RUN_PATTERN  # {dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}
+LOGS = f"{RESULTS}/logs"  # the runs' logs (logs/train/<run key>.log, logs/purge/...)
+GRID = f"{RESULTS}/{config['experiment']}"  # this grid's own outputs
+TABLES = f"{GRID}/tables"
+PLOTS = f"{GRID}/plots"
+GRID_LOGS = f"{GRID}/logs"
 REPORT_SOURCES = os.path.join(workflow.basedir, "report")
-TRACKING_URI = grid.tracking_uri(config, RESULTS) or ""
 SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
 
 wildcard_constraints:
@@ -78,6 +82,7 @@ wildcard_constraints:
     arch=r"[A-Za-z0-9_.-]+",
     variant=r"((constrained|penalized)-(model|layer)|dense|magnitude-layer)(\+[A-Za-z0-9_.,=-]+)*",
     level=r"[0-9.e+,-]+",
+    hash=rf"[0-9a-f]{{{identity.HASH_LENGTH}}}",
     seed=r"\d+",
 
 
@@ -93,7 +98,7 @@ def train_args(wildcards):
 def pretrained_input(wildcards):
     """The summary of the dense run a magnitude run prunes (it must finish first); nothing for other runs."""
     run = run_of(wildcards)
-    return f"{grid.pretrained_dir(run, config)}/summary.json" if run.hparams.method == "magnitude" else []
+    return f"{grid.pretrained_dir(run, config)}/summary.json" if run.pretrained else []
 
 
 def job_resource(name):

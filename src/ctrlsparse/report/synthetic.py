@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import paths
-from ctrlsparse.hparams import HParams, hparams_hash, run_key
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import STARTS_FROM_A_RUN, hparams_hash, run_key
 
 # Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100).
 LAYERS = {"mlp": ["fc1", "fc2", "fc3"], "cnn": ["conv1", "conv2", "fc1", "fc2"]}
@@ -24,11 +25,14 @@ SIZES = {"mlp": [64 * 300, 300 * 100, 100 * 10], "cnn": [90, 1800, 80 * 100, 100
 def write_synthetic_run(root: str | Path, epochs: int = 5, **given: Any) -> Path:
     """Write hparams.json, metrics.csv and summary.json of a plausible run; return its directory."""
     hp = HParams.resolve(epochs=epochs, **given)
-    key = run_key(hp)
+    # a magnitude run prunes the dense run of its dataset, arch and seed (trained as long)
+    dense = HParams.resolve(epochs=epochs, dataset=hp.dataset, arch=hp.arch, seed=hp.seed, method="dense")
+    start = run_key(dense) if hp.method in STARTS_FROM_A_RUN else ""
+    key = run_key(hp, start)
     rng = random.Random(f"{key}")
     run = paths.run_dir(root, key)
     run.mkdir(parents=True, exist_ok=True)
-    identity = {"run_key": key, "hparams_hash": hparams_hash(hp)}
+    identity = {"run_key": key, "hparams_hash": hparams_hash(hp, start)}
     paths.hparams_path(run).write_text(json.dumps({**hp.to_dict(), **identity}, indent=2) + "\n")
 
     layers = LAYERS.get(hp.arch, ["1", "2"])
