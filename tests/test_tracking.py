@@ -150,6 +150,25 @@ def test_track_cli_backfills_every_run_below_a_root(tmp_path, store):
     assert len(active_runs(store)) == 2
 
 
+def test_track_missing_copies_only_absent_runs_into_another_experiment_and_leaves_their_directories(
+    tmp_path, store, capsys
+):
+    trained = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense", seed=0)
+    tracking.mirror_run(trained, tracking_uri=store, experiment="test")  # the grid that trained it
+    files = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(trained.iterdir())}
+    backfill = [str(tmp_path / "runs"), "--missing", "--tracking-uri", store, "--experiment", "other"]
+    assert tracking.main_track(backfill) == 0
+    assert [r.data.tags["run_key"] for r in active_runs(store, "other")] == [
+        json.loads(paths.summary_path(trained).read_text())["run_key"]
+    ]
+    assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(trained.iterdir())} == files
+    assert tracking.read_record(trained)["experiment"] == "test"  # still names the experiment that trained it
+    assert tracking.main_track(backfill) == 0  # present now: not copied again
+    assert "mirrored 0 of 0 missing runs" in capsys.readouterr().out and len(all_runs(store, "other")) == 1
+    assert tracking.main_track([str(tmp_path / "runs"), "--missing", "--tracking-uri=", "--experiment", "x"]) == 0
+    assert "MLflow is off" in capsys.readouterr().out
+
+
 def test_init_cli_with_an_unreachable_server_warns_and_still_writes_the_env_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

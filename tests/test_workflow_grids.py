@@ -1,10 +1,10 @@
 """Two grids in one project directory through the real Snakemake CLI: a second grid (another experiment, other
 epochs) lists and trains its own runs, leaves the first grid's runs and report untouched, and each report's
-tables hold only its grid's runs; a third grid reuses the finished runs it shares with the first (same key)
-and, like the first grid under another tracking setting, lists exactly the runs still missing. Each grid's runs
-are mirrored to its own MLflow experiment.
+tables hold only its grid's runs; a third grid, tracked in another MLflow store, trains only the run it does not
+share with the first (same key) and copies the shared one into its experiment without touching its directory;
+the first grid under another tracking setting has nothing to train.
 
-About 2-3 minutes on 2 busy cores (two real runs of 2 train jobs each): marked slow."""
+About 3-5 minutes on 2 busy cores (three real runs: 2, 2 and 1 train jobs): marked slow."""
 
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ TINY = {  # 2 train jobs: constrained model-wise 0.5 and dense, MLP, seed 0
 }
 FIRST = {**TINY, "experiment": "grid-a"}
 SECOND = {**TINY, "experiment": "grid-b", "hparams": {"epochs": 3}}  # like a preset after the demo
-THIRD = {  # the first grid's settings with one more seed, tracked elsewhere
+THIRD = {  # the first grid's constrained run with one more seed, tracked in another store
     **TINY,
     "experiment": "grid-c",
-    "grid": {**TINY["grid"], "seeds": [0, 1]},
-    "mlflow": {"tracking_uri": "sqlite:///elsewhere.db"},
+    "grid": {**TINY["grid"], "seeds": [0, 1], "dense": False},
+    "mlflow": {"tracking_uri": "sqlite:///elsewhere.db"},  # relative to the project directory
 }
 PROFILE = ("--cores", "2", "--profile", str(ROOT / "profiles" / "local"))
 
@@ -61,15 +61,16 @@ def table_keys(results: Path, experiment: str) -> list[str]:
         return sorted(row["run_key"] for row in csv.DictReader(handle))
 
 
-def mlflow_keys(results: Path, experiment: str) -> list[str]:
+def mlflow_keys(store: Path, experiment: str) -> list[str]:
+    """Run keys of the finished runs of an experiment in a SQLite store."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{results / 'mlflow' / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{store}")
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    return sorted(run.data.tags["run_key"] for run in runs)
+    return sorted(run.data.tags["run_key"] for run in runs if run.info.status == "FINISHED")
 
 
-def test_a_second_grid_trains_its_runs_beside_the_first_and_a_third_reuses_theirs(tmp_path):
+def test_a_second_grid_trains_beside_the_first_and_a_third_reuses_the_run_it_shares(tmp_path):
     project, results = tmp_path / "project", tmp_path / "project" / "results"
     project.mkdir()
     first, second, third = (config_file(tmp_path, c) for c in (FIRST, SECOND, THIRD))
@@ -88,14 +89,19 @@ def test_a_second_grid_trains_its_runs_beside_the_first_and_a_third_reuses_their
     for experiment in ("grid-a", "grid-b"):
         assert (results / experiment / "report.pdf").read_bytes().startswith(b"%PDF")
         assert f"experiment: {experiment}" in (results / experiment / "config.yaml").read_text()
-    assert mlflow_keys(results, "grid-a") == sorted(keys(FIRST)) and mlflow_keys(results, "grid-b") == sorted(
-        keys(SECOND)
-    )
+    store = results / "mlflow" / "mlflow.db"
+    assert mlflow_keys(store, "grid-a") == sorted(keys(FIRST)) and mlflow_keys(store, "grid-b") == sorted(keys(SECOND))
 
     nothing = snakemake(project, "--configfile", first, "-n")
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
     untracked = config_file(tmp_path, {**FIRST, "mlflow": {"enabled": False}}, "untracked")
     retracked = snakemake(project, "--configfile", untracked, "-n", "--quiet", "rules")
     assert train_jobs(retracked) == 0  # another tracking setting: the finished runs stay finished
-    assert train_jobs(snakemake(project, "--configfile", third, "-n", "--quiet", "rules")) == 1 * 2  # seed 1 only
-    assert set(keys(THIRD)) - set(keys(FIRST)) == {key for key in keys(THIRD) if key.endswith("/seed~1")}
+    reused = set(keys(THIRD)) & set(keys(FIRST))
+    assert len(reused) == 1 and next(iter(reused)).endswith("/seed~0")
+    assert train_jobs(snakemake(project, "--configfile", third, "-n", "--quiet", "rules")) == 1  # seed 1 only
+    snakemake(project, "--configfile", third, *PROFILE)
+    final = snapshot([results / "runs", results / "grid-a"])
+    assert {path: final[path] for path in before} == before  # the reused run too: copied, not rewritten
+    assert table_keys(results, "grid-c") == sorted(keys(THIRD))
+    assert mlflow_keys(project / "elsewhere.db", "grid-c") == sorted(keys(THIRD))  # the reused run copied in

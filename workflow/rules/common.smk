@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import subprocess
 import sys
 
 import yaml
@@ -75,6 +76,17 @@ TABLES = f"{GRID}/tables"
 PLOTS = f"{GRID}/plots"
 GRID_LOGS = f"{GRID}/logs"
 REPORT_SOURCES = os.path.join(workflow.basedir, "report")
+# MLflow (see tracking.smk): the jobs read the store and experiment from this grid's env file, named to them by
+# an environment variable, so that neither is a train job's input or param.
+TRACKING_URI = grid.tracking_uri(config, RESULTS) or ""
+TRACKING_ENV = f"{GRID}/tracking.env"
+os.environ["CTRLSPARSE_MLFLOW_ENV"] = TRACKING_ENV
+
+
+envvars:
+    "CTRLSPARSE_MLFLOW_ENV",
+
+
 SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
 
 wildcard_constraints:
@@ -126,3 +138,14 @@ def write_yaml(path, data):
     with open(path, "w") as handle:
         handle.write("# The workflow's config after presets, --config and schema defaults.\n")
         yaml.safe_dump(data, handle, sort_keys=False, default_flow_style=None)
+
+
+def init_tracking():
+    """`ctrlsparse mlflow-init` for this grid (log: results/<experiment>/logs/mlflow_init.log); an unreachable
+    store is a warning there, a missing env file stops the workflow before any job."""
+    os.makedirs(GRID_LOGS, exist_ok=True)
+    command = ["ctrlsparse", "mlflow-init", f"--tracking-uri={TRACKING_URI}", "--experiment", config["experiment"]]
+    with open(f"{GRID_LOGS}/mlflow_init.log", "w") as log:
+        subprocess.run([*command, "--shell-env", TRACKING_ENV], stdout=log, stderr=subprocess.STDOUT, check=False)
+    if not os.path.exists(TRACKING_ENV):
+        raise WorkflowError(f"ctrlsparse mlflow-init wrote no {TRACKING_ENV}; see {GRID_LOGS}/mlflow_init.log")
