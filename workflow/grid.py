@@ -41,14 +41,12 @@ class Run:
     hparams: HParams
     pretrained: str = ""  # key of the run it starts from (magnitude: the dense run of its seed), else ""
     key: str = field(init=False)
+    # the parts of the key, named as the workflow's wildcards (dataset, arch, variant, level, hash, seed)
+    wildcards: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", run_key(self.hparams, self.pretrained))
-
-    @property
-    def wildcards(self) -> dict[str, str]:
-        """The parts of the key, named as the workflow's wildcards (dataset, arch, variant, level, hash, seed)."""
-        return run_fields(self.hparams, self.pretrained)
+        object.__setattr__(self, "wildcards", run_fields(self.hparams, self.pretrained))
+        object.__setattr__(self, "key", RUN_PATTERN.format(**self.wildcards))
 
 
 def explain_schema_error(config: dict[str, Any]) -> str | None:
