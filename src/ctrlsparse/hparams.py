@@ -1,4 +1,5 @@
-"""Typed hyperparameters of one run: defaults, per-dataset presets, validation and run identity.
+"""Typed hyperparameters of one run: defaults, per-dataset presets, validation (run identity: re-exported from
+:mod:`ctrlsparse.identity`).
 
 Torch-free: the CLI derives its flags from :class:`HParams` and the Snakemake workflow imports
 :func:`run_key` to name output directories, without paying for ``import torch``.
