@@ -10,6 +10,8 @@ PYTEST_ARGS ?= -m "not slow"
 # `make ui` serves this machine only; `make ui UI_HOST=0.0.0.0` exposes the store to the network.
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
+# The default grid's own directory, results/<config.yaml's experiment>/: its tables, figures and reports.
+DEMO := results/$(shell sed -n 's/^experiment: *\([A-Za-z0-9_.-]*\).*/\1/p' config.yaml)
 
 .PHONY: venv demo test test-all lint format ui clean-results
 
@@ -22,8 +24,8 @@ venv: $(STAMP)
 
 demo: venv
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
-	$(BIN)/snakemake --report results/report.html
-	@echo "report: results/report.pdf (and results/report.html); MLflow: make ui"
+	$(BIN)/snakemake --report $(DEMO)/report.html
+	@echo "report: $(DEMO)/report.pdf (and $(DEMO)/report.html); MLflow: make ui"
 
 test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -43,5 +45,5 @@ format: venv
 ui: venv
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}" --host $(UI_HOST) --port $(UI_PORT)
 
-clean-results:
-	rm -rf results/runs results/tables results/plots results/report.pdf results/report.html results/logs results/mlflow results/slurm_logs results/benchmarks/train results/config.yaml .snakemake
+clean-results:  # everything under results/ but its README (every grid's runs, reports and the MLflow store)
+	rm -rf .snakemake $(filter-out results/README.md results/.gitkeep,$(wildcard results/*))

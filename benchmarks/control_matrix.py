@@ -9,7 +9,7 @@ which is chosen so that the step budget (epochs x minibatches per epoch) is the 
 Per budget it prints the share of constrained settings whose final expected density is within 0.01 of the target
 (layer-wise: every layer within 0.01 of its target) and whose eval density (the purged model's) is within 0.02,
 and the test accuracy at density 0.5 against the dense model of the same budget. Finished runs under --root are
-reused (their directory is the run key plus the hash of every hyperparameter).
+reused (their directory is the run key, which hashes every hyperparameter).
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from ctrlsparse.hparams import HParams, hparams_hash, run_key
+    from ctrlsparse.hparams import HParams, run_key
     from ctrlsparse.tracking.mirror import read_metrics
     from ctrlsparse.training.loop import train
 
     root, budget = Path(job.pop("root")), job.pop("budget")
     hparams = HParams.resolve(**job)
-    out = root / run_key(hparams) / hparams_hash(hparams)
+    out = root / run_key(hparams)
     summary = train(hparams, out, on_epoch=None)
     return summary | {"budget": budget, "reached": reached(summary, read_metrics(out / "metrics.csv"))}
 

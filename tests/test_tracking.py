@@ -61,7 +61,8 @@ def test_mirror_logs_tags_params_metrics_and_artifacts(tmp_path, store):
     client = mlflow.tracking.MlflowClient(store)
     run = client.get_run(run_id)
     tags = run.data.tags
-    assert tags["mlflow.runName"] == "digits/mlp/constrained-model~0.35/seed~1"
+    run_key = json.loads(paths.summary_path(run_dir).read_text())["run_key"]
+    assert tags["mlflow.runName"] == run_key and run_key == str(run_dir.relative_to(tmp_path / "runs"))
     for key, value in {
         "dataset": "digits",
         "arch": "mlp",
@@ -71,7 +72,7 @@ def test_mirror_logs_tags_params_metrics_and_artifacts(tmp_path, store):
         "level": "0.35",
         "target": "0.35",
         "seed": "1",
-        "run_key": "digits/mlp/constrained-model~0.35/seed~1",
+        "run_key": run_key,
         "campaign": "unit",
     }.items():
         assert tags[key] == value, key
@@ -96,7 +97,9 @@ def test_mirroring_again_replaces_the_run_instead_of_duplicating_it(tmp_path, st
     ids = [tracking.mirror_run(run, tracking_uri=store, experiment="test") for run in (first, second, first, first)]
     assert ids[0] != ids[2] != ids[3]
     runs = all_runs(store)  # deleted runs included: the old ones are purged, not just hidden
-    assert sorted(r.data.tags["run_key"] for r in runs) == ["digits/cnn/dense~1/seed~0", "digits/mlp/dense~1/seed~0"]
+    assert sorted(r.data.tags["run_key"] for r in runs) == [
+        str(run.relative_to(tmp_path / "runs")) for run in (second, first)
+    ]
     assert {r.info.run_id for r in runs} == {ids[1], ids[3]}
     artifact_dirs = list((Path(store.removeprefix("sqlite:///")).parent / "artifacts" / "test").iterdir())
     assert sorted(d.name for d in artifact_dirs) == sorted([ids[1], ids[3]])
@@ -145,6 +148,25 @@ def test_track_cli_backfills_every_run_below_a_root(tmp_path, store):
         write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense", seed=seed)
     assert tracking.main_track([str(tmp_path / "runs"), "--tracking-uri", store, "--experiment", "test"]) == 0
     assert len(active_runs(store)) == 2
+
+
+def test_track_missing_copies_only_absent_runs_into_another_experiment_and_leaves_their_directories(
+    tmp_path, store, capsys
+):
+    trained = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense", seed=0)
+    tracking.mirror_run(trained, tracking_uri=store, experiment="test")  # the grid that trained it
+    files = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(trained.iterdir())}
+    backfill = [str(tmp_path / "runs"), "--missing", "--tracking-uri", store, "--experiment", "other"]
+    assert tracking.main_track(backfill) == 0
+    assert [r.data.tags["run_key"] for r in active_runs(store, "other")] == [
+        json.loads(paths.summary_path(trained).read_text())["run_key"]
+    ]
+    assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(trained.iterdir())} == files
+    assert tracking.read_record(trained)["experiment"] == "test"  # still names the experiment that trained it
+    assert tracking.main_track(backfill) == 0  # present now: not copied again
+    assert "mirrored 0 of 0 missing runs" in capsys.readouterr().out and len(all_runs(store, "other")) == 1
+    assert tracking.main_track([str(tmp_path / "runs"), "--missing", "--tracking-uri=", "--experiment", "x"]) == 0
+    assert "MLflow is off" in capsys.readouterr().out
 
 
 def test_init_cli_with_an_unreachable_server_warns_and_still_writes_the_env_file(tmp_path, monkeypatch, capsys):

@@ -1,36 +1,30 @@
 """The real workflow through Snakemake: lint, and a tiny run (smoke preset: 3 train jobs, 2 epochs) into a
-temporary directory that must produce tables, figures, the PDF, MLflow runs, and no duplicates on a rerun.
+temporary project directory that must produce tables, figures, the PDF (under results/<experiment>/), MLflow
+runs, and no duplicates on a rerun.
 
 The first run takes ~40 s on 2 idle cores (mostly per-job imports); the rerun + HTML report is marked slow."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from workflow_cli import ROOT, SNAKEMAKE, merged, preset, readable, runs_of, snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SMOKE = ROOT / "workflow" / "presets" / "smoke.yaml"
-SMOKE_KEYS = [
-    "digits/mlp/constrained-model~0.5/seed~0",
-    "digits/mlp/penalized-model~0.01/seed~0",
-    "digits/mlp/dense~1/seed~0",
-    "digits/mlp/magnitude-layer~0.5/seed~0",
-]
+SMOKE_KEYS = [run.key for run in runs_of(preset("smoke"))]
+SMOKE_RESULTS = "results/ctrlsparse-smoke"  # the grid's own tables, figures and report
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 540) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    command = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result
+def test_smoke_keys_are_the_four_methods():
+    assert [readable(key) for key in SMOKE_KEYS] == [
+        "digits/mlp/constrained-model~0.5/seed~0",
+        "digits/mlp/penalized-model~0.01/seed~0",
+        "digits/mlp/dense~1/seed~0",
+        "digits/mlp/magnitude-layer~0.5/seed~0",
+    ]
 
 
 def mlflow_runs(workdir: Path, deleted: bool = False) -> list:
@@ -43,8 +37,9 @@ def mlflow_runs(workdir: Path, deleted: bool = False) -> list:
     return client.search_runs([experiment.experiment_id], run_view_type=view, max_results=1000)
 
 
-def test_lint_is_clean():
-    result = subprocess.run([str(SNAKEMAKE), "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_lint_is_clean(tmp_path):
+    command = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--lint"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -63,17 +58,19 @@ def test_smoke_run_produces_runs_tables_figures_and_the_pdf(smoke_run):
         assert summary["run_key"] == key and summary["epochs"] == 2
         assert 0 < summary["params_pct"] <= 100 and (results / "runs" / key / "purged.pt2").stat().st_size > 0
         assert (results / "logs" / "train" / f"{key}.log").stat().st_size > 0
+    grid = smoke_run / SMOKE_RESULTS
     for name in ("runs.csv", "settings.csv", "layers.csv", "tables.md"):
-        assert (results / "tables" / name).stat().st_size > 0
-    # 2 epochs (24 steps) cannot close the gates to 0.5: the run says it missed, and the grid still completes
-    missed = json.loads((results / "runs" / SMOKE_KEYS[0] / "summary.json").read_text())
-    assert (
-        missed["feasible"] is False
-        and "target missed: model at" in (results / "logs" / "train" / f"{SMOKE_KEYS[0]}.log").read_text()
-    )
-    assert "Missed targets in 1 of 1 constrained settings" in (results / "tables" / "tables.md").read_text()
-    assert len((results / "tables" / "runs.csv").read_text().splitlines()) == 1 + len(SMOKE_KEYS)
-    figures = sorted(p.name for p in (results / "plots").glob("*.png"))
+        assert (grid / "tables" / name).stat().st_size > 0
+    # every constrained run is judged: the smoke run's verdict reaches its log and the tables' first line
+    judged = json.loads((results / "runs" / SMOKE_KEYS[0] / "summary.json").read_text())
+    log = (results / "logs" / "train" / f"{SMOKE_KEYS[0]}.log").read_text()
+    tables = (grid / "tables" / "tables.md").read_text()
+    if judged["feasible"]:
+        assert "target missed" not in log and "Every constrained run met its target" in tables
+    else:
+        assert "target missed: model at" in log and "Missed targets in 1 of 1 constrained settings" in tables
+    assert len((grid / "tables" / "runs.csv").read_text().splitlines()) == 1 + len(SMOKE_KEYS)
+    figures = sorted(p.name for p in (grid / "plots").glob("*.png"))
     assert figures == sorted(
         [
             "control.png",
@@ -84,9 +81,9 @@ def test_smoke_run_produces_runs_tables_figures_and_the_pdf(smoke_run):
             "dynamics.png",
         ]
     )
-    pdf = (results / "report.pdf").read_bytes()
+    pdf = (grid / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(pdf) > 50_000
-    assert "experiment: ctrlsparse-smoke" in (results / "config.yaml").read_text()
+    assert "experiment: ctrlsparse-smoke" in (grid / "config.yaml").read_text()
 
 
 def test_smoke_run_mirrors_every_run_to_mlflow_with_tags(smoke_run):
@@ -107,8 +104,8 @@ def test_rerun_replaces_mlflow_runs_without_duplicates_and_builds_the_html_repor
     after = mlflow_runs(smoke_run, deleted=True)
     assert sorted(r.data.tags["run_key"] for r in after) == sorted(SMOKE_KEYS)
     assert not set(before.values()) & {r.info.run_id for r in after}  # replaced, not duplicated
-    snakemake(smoke_run, "--configfile", str(SMOKE), "--report", "report.html")
-    html = (smoke_run / "report.html").read_text()
+    snakemake(smoke_run, "--configfile", str(SMOKE), "--report", f"{SMOKE_RESULTS}/report.html")
+    html = (smoke_run / SMOKE_RESULTS / "report.html").read_text()
     assert "control.png" in html and "Control: achieved vs target density" in html
 
 
@@ -122,3 +119,11 @@ def test_conda_env_and_local_profile_are_well_formed():
     assert "CTRLSPARSE_SOURCE=workflow.basedir" in (ROOT / "workflow" / "rules" / "common.smk").read_text()
     profile = yaml.safe_load((ROOT / "profiles" / "local" / "config.v8+.yaml").read_text())
     assert profile["keep-going"] is True and profile["printshellcmds"] is True
+
+
+def test_make_demo_builds_and_names_the_default_grids_own_report():
+    experiment = merged()["experiment"]
+    result = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"--report results/{experiment}/report.html" in result.stdout
+    assert f"report: results/{experiment}/report.pdf" in result.stdout

@@ -1,4 +1,5 @@
-"""Typed hyperparameters of one run: defaults, per-dataset presets, validation and run identity.
+"""Typed hyperparameters of one run: defaults, per-dataset presets, validation (run identity: re-exported from
+:mod:`ctrlsparse.identity`).
 
 Torch-free: the CLI derives its flags from :class:`HParams` and the Snakemake workflow imports
 :func:`run_key` to name output directories, without paying for ``import torch``.
@@ -11,12 +12,11 @@ Resolution order (later wins): field defaults < :data:`DATASET_DEFAULTS` for the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ctrlsparse.identity import AXES, EXECUTION, hparams_hash, run_key  # noqa: F401  (re-exported: identity)
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS, UnknownNameError
 
 
@@ -33,22 +33,6 @@ def _help(text: str, **kwargs: Any) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
-# Fields that form the readable part of a run's identity; everything else but EXECUTION goes into the hash.
-AXES = ("dataset", "arch", "method", "target_scope", "target", "penalty", "seed", "tag")
-# Fields that change how a run executes, never what it computes (a run may resume under other values).
-EXECUTION = (
-    "device",
-    "threads",
-    "checkpoint_seconds",
-    "data_root",
-    "download",
-    "data_workers",
-    "pretrained",
-    "channels_last",
-    "compile",
-    "feasibility_tolerance",
-    "require_feasible",
-)
 TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,=+-")
 SCOPES = ("model", "layer")
 OPTIMIZERS = ("adam", "sgd")
@@ -292,17 +276,6 @@ def layer_targets(targets: Sequence[float], layer_names: Sequence[str], arch: st
         f"{len(targets)} layer-wise targets {shown}, but arch {arch!r} has {n} gated layers "
         f"({', '.join(layer_names)}); give one target or {n}",
     )
-
-
-def hparams_hash(hparams: HParams) -> str:
-    """Short hash of every computation field that is not a readable axis (epochs, learning rates, ...)."""
-    rest = {key: value for key, value in hparams.computation().items() if key not in AXES}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def run_key(hparams: HParams) -> str:
-    """Readable identity of a run: ``{dataset}/{arch}/{variant}~{level}/seed~{seed}``."""
-    return f"{hparams.dataset}/{hparams.arch}/{hparams.variant}~{hparams.level}/seed~{hparams.seed}"
 
 
 def _choice(hparams: HParams, key: str, choices: tuple[str, ...]) -> None:

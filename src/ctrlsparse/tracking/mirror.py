@@ -115,13 +115,16 @@ def _continuable(client: Any, record: dict[str, Any] | None, tracking_uri: str, 
     return run if run.info.lifecycle_stage == "active" and run.info.status != "FINISHED" else None
 
 
-def _begin(client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None) -> Any:
-    """Continue this directory's unfinished MLflow run (same id) or create one; mark it RUNNING, record it."""
+def _begin(
+    client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None, keep: bool = True
+) -> Any:
+    """Continue this directory's unfinished MLflow run (same id) or create one; mark it RUNNING, record it
+    (``keep=False``: always a new run, and nothing written into the run directory)."""
     from mlflow.entities import Param, RunTag
 
     identity, _, hparams = _identity(run_dir)
     experiment_id = _experiment_id(client, tracking_uri, experiment)
-    record = read_record(run_dir)
+    record = read_record(run_dir) if keep else None
     run = _continuable(client, record, tracking_uri, experiment)
     continued = run is not None
     if not continued:
@@ -144,27 +147,35 @@ def _begin(client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags:
         "started_ms": record.get("started_ms", int(time.time() * 1000)),
         "seconds": record.get("seconds", 0.0) if continued else 0.0,  # the mirror's cost to the job so far
     }
-    write_json(paths.mlflow_run_path(run_dir), record)
+    if keep:
+        write_json(paths.mlflow_run_path(run_dir), record)
     return record
 
 
 def _mirror(
-    run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None, started: float, status: str
+    run_dir: Path,
+    tracking_uri: str,
+    experiment: str,
+    tags: dict[str, str] | None,
+    started: float,
+    status: str,
+    keep: bool = True,
 ) -> str:
     identity, summary, _ = _identity(run_dir)
     key = identity["run_key"]
     client = _client(tracking_uri)
-    record = _begin(client, run_dir, tracking_uri, experiment, tags)
+    record = _begin(client, run_dir, tracking_uri, experiment, tags, keep)
     run_id = record["run_id"]
     for batch in _metric_batches(run_dir, summary, record["started_ms"]):
         client.log_batch(run_id, metrics=batch)
-    plot = _dynamics_plot(run_dir)
+    plot = _dynamics_plot(run_dir) if keep else paths.dynamics_plot_path(run_dir)
     for path in (paths.summary_path(run_dir), paths.metrics_path(run_dir), paths.hparams_path(run_dir), plot):
         if path is not None and path.exists():
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status)
     _drop_others(client, record["experiment_id"], key, run_id)
-    _add_seconds(run_dir, record, started)
+    if keep:
+        _add_seconds(run_dir, record, started)
     return run_id
 
 
@@ -218,14 +229,17 @@ def mirror_run(
     experiment: str,
     tags: dict[str, str] | None = None,
     status: str = "FINISHED",
+    keep: bool = True,
 ) -> str | None:
     """Mirror a run directory to MLflow and end its run with ``status`` (FAILED for a diverged run).
 
     Continues the directory's own unfinished MLflow run (see :func:`open_run`) under the same id, else creates
     one; any other run of the same run key is purged. Returns the run id, or None (with a warning) on failure.
+    ``keep=False`` copies a finished run into one more experiment (a run that another grid trained) and leaves
+    its directory alone: no ``mlflow_run.json`` (it keeps naming the run's own experiment), the existing plot.
     """
     run_dir, started = Path(run_dir), time.perf_counter()
-    action = lambda: _mirror(run_dir, tracking_uri, experiment, tags, started, status)  # noqa: E731
+    action = lambda: _mirror(run_dir, tracking_uri, experiment, tags, started, status, keep)  # noqa: E731
     return _never_fatal(action, f"mirror {run_dir}", tracking_uri)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ctrlsparse.feasibility import verdict_lines
-from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams
+from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams, format_number
 
 
 def _number_list(cast: type) -> Any:
@@ -66,6 +66,37 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             group.add_argument(flag(spec.name), type={"int": int, "float": float}.get(spec.type, str), help=text)
     return parser
+
+
+def train_argv(hparams: HParams) -> list[str]:
+    """The hyperparameter flags of ``ctrlsparse train`` that :func:`build_parser` reads back into ``hparams``.
+
+    The grid axes that name the run come first (dataset, arch, method, seed, then scope, target or penalty, tag),
+    then every other field whose value differs from what :meth:`HParams.resolve` gives those axes; so
+    ``HParams.resolve(**parsed flags) == hparams``. Without --out, --threads and the MLflow flags.
+    """
+    shown = ["dataset", "arch", "method", "seed"]
+    shown += [] if hparams.method == "dense" else ["target_scope"]
+    shown += {"constrained": ["target"], "magnitude": ["target"], "penalized": ["penalty"]}.get(hparams.method, [])
+    base = HParams.resolve(**{name: getattr(hparams, name) for name in shown})
+    shown += [
+        f.name for f in fields(HParams) if f.name not in shown and getattr(hparams, f.name) != getattr(base, f.name)
+    ]
+    argv: list[str] = []
+    for name in shown:
+        value = getattr(hparams, name)
+        if isinstance(value, bool):
+            argv.append(flag(name) if value else "--no-" + flag(name)[2:])
+            continue
+        text = _flag_text(value)
+        argv += [f"{flag(name)}={text}"] if text.startswith("-") else [flag(name), text]  # "-x" is no flag
+    return argv
+
+
+def _flag_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(_flag_text(item) for item in value)
+    return format_number(value) if isinstance(value, float) else str(value)
 
 
 # Exit codes besides 0 and 2 (bad input): the run diverged; the run stopped on SIGTERM with its checkpoint saved

@@ -13,7 +13,8 @@ import torch
 
 from ctrlsparse import paths
 from ctrlsparse.atomic import write_csv, write_json
-from ctrlsparse.hparams import HParams, hparams_hash, run_key
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import hparams_hash, pretrained_key, run_key
 from ctrlsparse.training import checkpoint, distributed
 from ctrlsparse.training.evaluate import evaluate
 from ctrlsparse.training.setup import Run, build_run, set_learning_rates, weights_lr
@@ -79,15 +80,16 @@ def train(
     is raised; a NaN/inf metric saves ``metrics.csv`` with the bad row and raises :class:`DivergenceError`.
     """
     out = Path(out_dir)
-    key = run_key(hparams)
+    run = build_run(hparams)  # fails on bad input (e.g. layer-wise targets vs layers) before anything is written
+    start = pretrained_key(hparams)  # the key of the run it starts from (magnitude: the dense run), else ""
+    key = run_key(hparams, start)
     identity = {
         **hparams.to_dict(),
         "run_key": key,
-        "hparams_hash": hparams_hash(hparams),
+        "hparams_hash": hparams_hash(hparams, start),
         "variant": hparams.variant,
         "level": hparams.level,
     }
-    run = build_run(hparams)  # fails on bad input (e.g. layer-wise targets vs layers) before anything is written
     main = run.processes.main  # with several processes (DDP) only rank 0 writes files and reports
     if main:
         write_json(paths.hparams_path(out), identity)
