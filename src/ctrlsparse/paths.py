@@ -12,6 +12,9 @@ METRICS = "metrics.csv"  # one row per epoch
 HPARAMS = "hparams.json"  # fully resolved hyperparameters
 SUMMARY = "summary.json"  # final numbers; written last, so its presence means "run finished"
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume (weights_only-loadable)
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the last one (fallback if that is unreadable)
+TRAIN_LOCK = "train.lock"  # flock'ed by the process training the run; holds its pid
+CORRUPT_SUFFIX = ".corrupt"  # an unreadable file moved aside (e.g. summary.json.corrupt), kept for inspection
 MLFLOW_RUN = "mlflow_run.json"  # id of the MLflow run that mirrors this directory
 DYNAMICS_PLOT = "dynamics.png"  # per-run training-dynamics figure (MLflow artifact)
 
@@ -35,6 +38,19 @@ def summary_path(run: str | Path) -> Path:
 
 def checkpoint_path(run: str | Path) -> Path:
     return Path(run) / CHECKPOINT
+
+
+def previous_checkpoint_path(run: str | Path) -> Path:
+    return Path(run) / PREVIOUS_CHECKPOINT
+
+
+def train_lock_path(run: str | Path) -> Path:
+    return Path(run) / TRAIN_LOCK
+
+
+def corrupt_path(file: str | Path) -> Path:
+    """Where an unreadable file is moved aside: beside it, with :data:`CORRUPT_SUFFIX` appended."""
+    return Path(file).with_name(Path(file).name + CORRUPT_SUFFIX)
 
 
 def mlflow_run_path(run: str | Path) -> Path:

@@ -72,6 +72,9 @@ LOGS = f"{RESULTS}/logs"
 REPORT_SOURCES = os.path.join(workflow.basedir, "report")
 TRACKING_URI = grid.tracking_uri(config, RESULTS) or ""
 SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
+if workflow.is_main_process:  # an unparsable summary.json is moved aside, so its train job reruns
+    preflight.set_aside_corrupt_summaries(SUMMARIES)
+
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,24 @@ def find_summaries(inputs: list[str]) -> list[Path]:
     return found
 
 
+class CorruptSummary(ValueError):
+    """A ``summary.json`` that does not parse as a run summary; the message names the file."""
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's ``summary.json``; :class:`CorruptSummary` if it is not a JSON object with a run key."""
+    try:
+        summary = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+        raise CorruptSummary(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(summary, dict) or "run_key" not in summary:
+        raise CorruptSummary(f"{path} holds no run summary (no run_key)")
+    return summary
+
+
 def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``runs.csv`` row of one summary and its ``layers.csv`` rows."""
-    s = json.loads(summary_file.read_text())
+    s = read_summary(summary_file)
     targets = list(s.get("target") or [])
     violations = list((s.get("violations") or {}).values())
     row = {key: s.get(key) for key in ["run_key", *SETTING, "seed", "epochs", "hparams_hash"]}
@@ -243,6 +259,14 @@ def main(argv: list[str]) -> int:
     files = find_summaries(args.inputs)
     if not files:
         parser.error(f"no {paths.SUMMARY} found in {' '.join(args.inputs)}; run the train jobs first")
-    written = write_tables(files, args.out, args.benchmarks)
+    try:
+        written = write_tables(files, args.out, args.benchmarks)
+    except CorruptSummary as error:
+        print(
+            f"ctrlsparse aggregate: error: {error}; delete it or move it aside and rerun that run's train job "
+            "(the workflow does both: it resumes from the run's checkpoint)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"aggregated {len(files)} runs into {', '.join(str(p) for p in written.values())}")
     return 0

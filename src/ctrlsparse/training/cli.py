@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ctrlsparse train",
         description="Train one run with L0 gates under a density constraint (or a baseline) into --out.",
         epilog=f"Unset flags take the dataset's defaults ({', '.join(DATASET_DEFAULTS)}), then the field defaults. "
-        "Exit codes: 0 finished, 2 bad input, 3 diverged, 143 stopped by SIGTERM after saving the checkpoint "
-        "(rerun to resume).",
+        "Exit codes: 0 finished, 2 bad input, 3 diverged, 75 another process is training --out (its pid is "
+        "named), 143 stopped by SIGTERM after saving the checkpoint (rerun to resume).",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="run directory (created; resumed if it has a checkpoint)"
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Exit codes besides 0 and 2 (bad input): the run diverged; the run stopped on SIGTERM with its checkpoint saved
 # (128 + 15, what a shell reports for a process that SIGTERM ended: not finished, rerun it to resume).
 EXIT_DIVERGED = 3
+EXIT_BUSY = os.EX_TEMPFAIL  # 75: another process holds --out's train.lock; nothing was done, retry later
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
@@ -84,6 +85,7 @@ def main(argv: list[str]) -> int:
     tracking = Tracking.from_args(args) if main else Tracking(None, args.mlflow_experiment)
     from ctrlsparse.training.checkpoint import CheckpointError  # torch only for valid flags
     from ctrlsparse.training.loop import DivergenceError, Interrupted, print_progress, train
+    from ctrlsparse.training.run_lock import RunBusy
 
     stop = StopOnSigterm()
     try:
@@ -100,6 +102,9 @@ def main(argv: list[str]) -> int:
     except CheckpointError as error:
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
         return 2
+    except RunBusy as error:
+        print(f"ctrlsparse train: error: {error}", file=sys.stderr)
+        return EXIT_BUSY
     except DivergenceError as error:
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
         tracking.end(args.out, "FAILED")

@@ -14,7 +14,7 @@ import torch
 from ctrlsparse import paths
 from ctrlsparse.atomic import write_csv, write_json
 from ctrlsparse.hparams import HParams, hparams_hash, run_key
-from ctrlsparse.training import checkpoint, distributed
+from ctrlsparse.training import checkpoint, distributed, run_lock
 from ctrlsparse.training.evaluate import evaluate
 from ctrlsparse.training.setup import Run, build_run, set_learning_rates, weights_lr
 from ctrlsparse.training.summary import build_summary
@@ -77,8 +77,19 @@ def train(
     ``on_start(out_dir)`` runs once ``hparams.json`` is written (the CLI opens its MLflow run there). When
     ``stop_requested()`` turns true, the current epoch ends, the checkpoint is saved and :class:`Interrupted`
     is raised; a NaN/inf metric saves ``metrics.csv`` with the bad row and raises :class:`DivergenceError`.
+    Another process training ``out_dir`` raises :class:`~ctrlsparse.training.run_lock.RunBusy` before any work.
     """
-    out = Path(out_dir)
+    with run_lock.hold(out_dir, enabled=distributed.is_main()):
+        return _train(hparams, Path(out_dir), on_epoch, on_start, stop_requested)
+
+
+def _train(
+    hparams: HParams,
+    out: Path,
+    on_epoch: Callable[[dict[str, Any], int], None] | None,
+    on_start: Callable[[Path], None] | None,
+    stop_requested: Callable[[], bool] | None,
+) -> dict[str, Any]:
     key = run_key(hparams)
     identity = {
         **hparams.to_dict(),
