@@ -1,8 +1,9 @@
 """Collect every run's ``summary.json`` into tables: ``runs.csv``, ``settings.csv``, ``layers.csv``, ``tables.md``.
 
 - ``runs.csv``: one row per run (grid axes, final numbers, the run's directory).
-- ``settings.csv``: one row per setting (dataset, arch, variant, level) over seeds: mean, std and 95% CI
-  half-width of densities and accuracy, and how many seeds satisfy their constraints.
+- ``settings.csv``: one row per setting (dataset, arch, variant, level) over seeds: mean, std, min, max and
+  the 95% t-interval half-width (3 or more seeds, else empty: :mod:`ctrlsparse.report.spread`) of densities
+  and accuracy, and how many seeds satisfy their constraints.
 - ``layers.csv``: one row per run and gated layer (expected/eval density and the layer's target).
 - ``tables.md``: the settings table per dataset/arch, in Markdown.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import paths
+from ctrlsparse.report import spread
 
 RUNS, SETTINGS, LAYERS, MARKDOWN = "runs.csv", "settings.csv", "layers.csv", "tables.md"
 SETTING = ["dataset", "arch", "method", "variant", "target_scope", "level"]
@@ -31,15 +33,6 @@ VARIANT_ORDER = [
     "penalized-layer",
     "dense",
 ]
-# Two-sided 95% Student t quantiles by degrees of freedom (avoids importing scipy).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def ci95(std: float, n: int) -> float:
-    """Half-width of the 95% confidence interval of a mean of ``n`` values with sample std ``std``."""
-    if n < 2 or not math.isfinite(std):
-        return float("nan")
-    return T95.get(n - 1, 1.96 if n > 30 else 2.1) * std / math.sqrt(n)
 
 
 def find_summaries(inputs: list[str]) -> list[Path]:
@@ -156,7 +149,9 @@ def aggregate(summary_files: list[Path], benchmarks: str | Path | None = None) -
         std = grouped[stat].std(ddof=1).to_numpy()
         settings[f"{stat}_mean"] = mean
         settings[f"{stat}_std"] = std
-        settings[f"{stat}_ci95"] = [ci95(s, n) for s, n in zip(std, settings["seeds"], strict=True)]
+        settings[f"{stat}_min"] = grouped[stat].min().to_numpy()
+        settings[f"{stat}_max"] = grouped[stat].max().to_numpy()
+        settings[f"{stat}_ci95"] = [spread.ci95(s, n) for s, n in zip(std, settings["seeds"], strict=True)]
     settings["density_gap"] = settings["expected_density_mean"] - settings["target_value"]
     runs = runs.drop(columns=["_level"])
     return runs, settings, layers
@@ -193,16 +188,16 @@ MD_COLUMNS = [
 ]
 
 
+def spread_text(row: Any, stat: str, digits: int = 3, percent: bool = False) -> str:
+    """``stat`` of a settings row as a table cell with its seed spread (:func:`ctrlsparse.report.spread.text`)."""
+    values = [float(row[f"{stat}_{part}"]) for part in ("mean", "ci95", "min", "max")]
+    return spread.text(*values, int(row["seeds"]), 1 if percent else digits, 100.0 if percent else 1.0)
+
+
 def settings_rows(settings: Any) -> list[list[str]]:
-    """Rows (as text) of the settings table: one per setting, CI as ± where there are >= 2 seeds."""
+    """Rows (as text) of the settings table: one per setting, with the seed spread of :mod:`spread`."""
     out = []
     for _, r in settings.iterrows():
-        acc = fmt(r["test_accuracy_mean"], percent=True)
-        if math.isfinite(r["test_accuracy_ci95"]):
-            acc += f" ± {100 * r['test_accuracy_ci95']:.1f}"
-        density = fmt(r["expected_density_mean"])
-        if math.isfinite(r["expected_density_ci95"]):
-            density += f" ± {r['expected_density_ci95']:.3f}"
         feasible = (
             "—"
             if not isinstance(r["satisfied"], int | float) or math.isnan(r["satisfied"])
@@ -214,11 +209,11 @@ def settings_rows(settings: Any) -> list[list[str]]:
                 setting_label(r),
                 str(int(r["seeds"])),
                 target,
-                density,
+                spread_text(r, "expected_density"),
                 fmt(r["eval_density_mean"]),
                 fmt(r["params_pct_mean"], 1),
                 fmt(r["macs_pct_mean"], 1),
-                acc,
+                spread_text(r, "test_accuracy", percent=True),
                 feasible,
             ]
         )
@@ -227,7 +222,7 @@ def settings_rows(settings: Any) -> list[list[str]]:
 
 def markdown(settings: Any) -> str:
     """``tables.md``: one settings table per dataset/arch."""
-    lines = ["# Results by setting", "", "Mean over seeds of the last epoch; ± is the 95% CI half-width.", ""]
+    lines = ["# Results by setting", "", f"Mean over seeds of the last epoch; {spread.RULE}.", ""]
     for (dataset, arch), part in settings.groupby(["dataset", "arch"], sort=False):
         lines += [f"## {dataset} / {arch}", "", "| " + " | ".join(MD_COLUMNS) + " |"]
         lines.append("|" + "---|" * len(MD_COLUMNS))

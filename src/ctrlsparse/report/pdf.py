@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse.report import aggregate, paper
+from ctrlsparse.report import aggregate, paper, spread
 from ctrlsparse.report.layout import Builder, escape
 from ctrlsparse.report.plots import FIGURES, load_tables
 from ctrlsparse.tracking.store import git_commit
@@ -72,9 +72,8 @@ def control_rows(settings: Any) -> list[list[str]]:
     fmt = aggregate.fmt
     rows = []
     for _, r in settings[settings["method"] == "constrained"].iterrows():
-        ci = r["expected_density_ci95"]
-        density = fmt(r["expected_density_mean"]) + (f" ± {ci:.3f}" if ci == ci else "")
-        acc = fmt(r["test_accuracy_mean"], percent=True)
+        density = aggregate.spread_text(r, "expected_density")
+        acc = aggregate.spread_text(r, "test_accuracy", percent=True)
         feasible = f"{int(r['satisfied'])}/{int(r['seeds'])}" if r["satisfied"] == r["satisfied"] else "—"
         rows.append(
             [
@@ -135,7 +134,7 @@ def build_report(
         )
         if name == "control" and not settings.empty and (settings["method"] == "constrained").any():
             b.para(
-                "Constrained settings (mean over seeds of the last epoch; ± = 95% CI half-width; feasible = "
+                f"Constrained settings (mean over seeds of the last epoch; {spread.RULE}; feasible = "
                 f"seeds whose final violation is at most {aggregate.FEASIBILITY_TOL}).",
                 "caption",
             )
@@ -145,7 +144,7 @@ def build_report(
     b.page_break()
     b.heading(f"{len(SECTIONS) + 1}. All settings")
     b.para(
-        "Mean over seeds of the last epoch; ± is the 95% CI half-width. The same numbers are in "
+        f"Mean over seeds of the last epoch; {spread.RULE}. The same numbers are in "
         "tables/settings.csv (per setting), tables/runs.csv (per run) and tables/layers.csv (per layer).",
         "caption",
     )
