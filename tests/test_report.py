@@ -158,6 +158,34 @@ def test_job_seconds_come_from_snakemake_benchmarks(tmp_path):
     assert runs["job_seconds"].item() == 12.5
 
 
+def test_job_timing_splits_each_jobs_own_time_so_no_share_is_negative(tmp_path):
+    runs = []
+    for seed, (job, trained, mirror) in enumerate([(10.0, 4.0, 1.0), (6.0, 0.0, 0.5), (20.0, 15.0, 2.0)]):
+        run = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense", seed=seed)
+        key = json.loads((run / "summary.json").read_text())["run_key"]
+        bench = tmp_path / "bench" / f"{key}.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text(f"s\th:m:s\n{job}\t0:00:10\n")
+        # the summary's wall_seconds covers every epoch ever trained (resumed runs: earlier jobs too); the
+        # job's own record only what this job did, e.g. nothing for a rerun that only re-summarises
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "wall_seconds": 100.0}))
+        (run / "train_job.json").write_text(json.dumps({"training_seconds": trained, "mirror_seconds": mirror}))
+        runs.append(run / "summary.json")
+    table, _, _ = aggregate.aggregate(runs, tmp_path / "bench")
+    sentence = pdf.job_timing(table)
+    assert sentence.startswith("Train jobs: 3 jobs took 36 s in all (12.0 s each on average): ")
+    shares = [int(v) for v in re.findall(r"(-?\d+)% ", sentence)]
+    assert shares == [53, 10, 37] and sum(shares) == 100  # 19 s training, 3.5 s mirror, 13.5 s the rest
+
+
+def test_percentages_add_up_to_100():
+    assert pdf.percentages([1.0, 1.0, 1.0]) == [34, 33, 33]
+    assert pdf.percentages([0.994, 0.003, 0.003]) == [100, 0, 0]  # 99.4 + 0.3 + 0.3: the largest remainder
+    assert pdf.percentages([0.2, 0.304, 0.496]) == [20, 30, 50]
+    assert pdf.percentages([0.0, 0.0]) == [0, 0]
+
+
 def test_aggregate_cli_rejects_an_empty_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         aggregate.main([str(tmp_path), "--out", str(tmp_path / "tables")])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,20 @@ def test_smoke_run_mirrors_every_run_to_mlflow_with_tags(smoke_run):
         assert {"dataset", "arch", "method", "variant", "level", "seed", "git_commit", "hparams_hash"} <= set(tags)
         assert run.data.params["epochs"] == "2"
         assert run.data.metrics["params_pct"] > 0  # added by the purge job, which mirrors the run again
+
+
+def test_smoke_run_job_time_shares_are_parts_of_each_job_and_add_up_to_100(smoke_run):
+    import pandas as pd
+
+    from ctrlsparse.report.pdf import job_timing
+
+    (runs_csv,) = (smoke_run / "results").rglob("runs.csv")
+    runs = pd.read_csv(runs_csv)
+    assert len(runs) == len(SMOKE_KEYS) and runs["job_seconds"].notna().all()
+    assert (runs["job_training_seconds"] > 0).all() and (runs["job_mirror_seconds"] > 0).all()
+    assert (runs["job_training_seconds"] + runs["job_mirror_seconds"] < runs["job_seconds"]).all()
+    shares = [int(share) for share in re.findall(r"(-?\d+)% ", job_timing(runs))]
+    assert len(shares) == 3 and min(shares) >= 0 and sum(shares) == 100, job_timing(runs)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ CHECKPOINT = "checkpoint.pt"  # everything needed to resume (weights_only-loadab
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the last one (fallback if that is unreadable)
 TRAIN_LOCK = "train.lock"  # flock'ed by the process training the run; holds its pid
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable file moved aside (e.g. summary.json.corrupt), kept for inspection
+TRAIN_JOB = "train_job.json"  # where the last train job's time went (its epochs, its MLflow mirror)
 MLFLOW_RUN = "mlflow_run.json"  # id of the MLflow run that mirrors this directory
 DYNAMICS_PLOT = "dynamics.png"  # per-run training-dynamics figure (MLflow artifact)
 
@@ -51,6 +52,10 @@ def train_lock_path(run: str | Path) -> Path:
 def corrupt_path(file: str | Path) -> Path:
     """Where an unreadable file is moved aside: beside it, with :data:`CORRUPT_SUFFIX` appended."""
     return Path(file).with_name(Path(file).name + CORRUPT_SUFFIX)
+
+
+def train_job_path(run: str | Path) -> Path:
+    return Path(run) / TRAIN_JOB
 
 
 def mlflow_run_path(run: str | Path) -> Path:

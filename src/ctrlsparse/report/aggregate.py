@@ -80,8 +80,9 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for name, version in (s.get("versions") or {}).items():
         row[f"version_{name}"] = version
     row["run_dir"] = str(summary_file.parent)
-    mirror = summary_file.parent / paths.MLFLOW_RUN
-    row["mirror_seconds"] = json.loads(mirror.read_text()).get("seconds", math.nan) if mirror.exists() else math.nan
+    job = train_job(summary_file.parent)  # the last train job's own split of its time
+    row["job_training_seconds"] = job.get("training_seconds", math.nan)
+    row["job_mirror_seconds"] = job.get("mirror_seconds", math.nan)
     expected = s.get("layer_expected_density") or {}
     evaluated = s.get("layer_eval_density") or {}
     layer_rows = []
@@ -102,6 +103,14 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             }
         )
     return row, layer_rows
+
+
+def train_job(run_dir: Path) -> dict[str, Any]:
+    """The run's ``train_job.json`` (written by its last train job), or {} for runs of older code."""
+    try:
+        return json.loads(paths.train_job_path(run_dir).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def job_seconds(benchmarks: str | Path | None, run_key: str) -> float:

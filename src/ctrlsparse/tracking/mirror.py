@@ -141,15 +141,12 @@ def _begin(client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags:
         "experiment": experiment,
         "tracking_uri": tracking_uri,
         "started_ms": record.get("started_ms", int(time.time() * 1000)),
-        "seconds": record.get("seconds", 0.0) if continued else 0.0,  # the mirror's cost to the job so far
     }
     write_json(paths.mlflow_run_path(run_dir), record)
     return record
 
 
-def _mirror(
-    run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None, started: float, status: str
-) -> str:
+def _mirror(run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None, status: str) -> str:
     identity, summary, _ = _identity(run_dir)
     key = identity["run_key"]
     client = _client(tracking_uri)
@@ -163,14 +160,7 @@ def _mirror(
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status)
     _drop_others(client, record["experiment_id"], key, run_id)
-    _add_seconds(run_dir, record, started)
     return run_id
-
-
-def _add_seconds(run_dir: Path, record: dict[str, Any], started: float) -> None:
-    """Record the mirror's cost to the job (imports included), summed over opening and ending the run."""
-    seconds = round(record["seconds"] + time.perf_counter() - started, 3)
-    write_json(paths.mlflow_run_path(run_dir), {**record, "seconds": seconds})
 
 
 def _drop_others(client: Any, experiment_id: str, key: str, run_id: str) -> None:
@@ -223,8 +213,8 @@ def mirror_run(
     Continues the directory's own unfinished MLflow run (see :func:`open_run`) under the same id, else creates
     one; any other run of the same run key is purged. Returns the run id, or None (with a warning) on failure.
     """
-    run_dir, started = Path(run_dir), time.perf_counter()
-    action = lambda: _mirror(run_dir, tracking_uri, experiment, tags, started, status)  # noqa: E731
+    run_dir = Path(run_dir)
+    action = lambda: _mirror(run_dir, tracking_uri, experiment, tags, status)  # noqa: E731
     return _never_fatal(action, f"mirror {run_dir}", tracking_uri)
 
 
@@ -236,12 +226,10 @@ def open_run(
     A rerun of a killed, preempted or failed run continues the same MLflow run; a finished one gets a new run
     that replaces it when it ends. Returns the run id, or None (with a warning) if MLflow cannot be reached.
     """
-    run_dir, started = Path(run_dir), time.perf_counter()
+    run_dir = Path(run_dir)
 
     def begin() -> str:
-        record = _begin(_client(tracking_uri), run_dir, tracking_uri, experiment, tags)
-        _add_seconds(run_dir, record, started)
-        return record["run_id"]
+        return _begin(_client(tracking_uri), run_dir, tracking_uri, experiment, tags)["run_id"]
 
     return _never_fatal(begin, f"open the MLflow run of {run_dir}", tracking_uri)
 

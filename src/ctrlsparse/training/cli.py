@@ -84,17 +84,18 @@ def main(argv: list[str]) -> int:
     main = os.environ.get("RANK", "0") == "0"  # under torchrun (DDP) only rank 0 talks to MLflow
     tracking = Tracking.from_args(args) if main else Tracking(None, args.mlflow_experiment)
     from ctrlsparse.training.checkpoint import CheckpointError  # torch only for valid flags
+    from ctrlsparse.training.job_time import JobTime
     from ctrlsparse.training.loop import DivergenceError, Interrupted, print_progress, train
     from ctrlsparse.training.run_lock import RunBusy
 
-    stop = StopOnSigterm()
+    stop, job = StopOnSigterm(), JobTime()
     try:
         with stop:
             summary = train(
                 hparams,
                 args.out,
-                on_epoch=None if args.quiet else print_progress,
-                on_start=tracking.open,
+                on_epoch=job.counting(None if args.quiet else print_progress),
+                on_start=job.mirroring(tracking.open),
                 stop_requested=stop.is_set,
             )
     except HParamError as error:
@@ -113,7 +114,9 @@ def main(argv: list[str]) -> int:
         print(f"ctrlsparse train: {error}; rerun the same command to resume", file=sys.stderr)
         tracking.end(args.out, "KILLED")
         return EXIT_TERMINATED
-    tracking.end(args.out, "FINISHED")
+    job.mirroring(tracking.end)(args.out, "FINISHED")
+    if main:
+        job.write(args.out)  # where this job's time went, beside Snakemake's benchmark of it (the report's split)
     print(
         f"{summary['run_key']}: test accuracy {100 * summary['test_accuracy']:.2f}%, expected density "
         f"{summary['expected_density']:.4f}, eval density {summary['eval_density']:.4f}, {summary['wall_seconds']:.1f}s",
