@@ -10,6 +10,7 @@ PYTEST_ARGS ?= -m "not slow"
 # `make ui` serves this machine only; `make ui UI_HOST=0.0.0.0` exposes the store to the network.
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
+UI_STORE = $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}
 
 .PHONY: venv demo test test-all lint format ui clean-results
 
@@ -41,7 +42,8 @@ format: venv
 	$(BIN)/ruff check --fix src tests workflow benchmarks
 
 ui: venv
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}" --host $(UI_HOST) --port $(UI_PORT)
+	$(BIN)/python -m ctrlsparse.tracking.ui --tracking-uri "$(UI_STORE)" --url http://$(UI_HOST):$(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri "$(UI_STORE)" --host $(UI_HOST) --port $(UI_PORT)
 
 clean-results:
 	rm -rf results/runs results/tables results/plots results/report.pdf results/report.html results/logs results/mlflow results/slurm_logs results/benchmarks/train results/config.yaml .snakemake

@@ -108,6 +108,19 @@ def test_smoke_run_job_time_shares_are_parts_of_each_job_and_add_up_to_100(smoke
     assert len(shares) == 3 and min(shares) >= 0 and sum(shares) == 100, job_timing(runs)
 
 
+def test_smoke_runs_in_mlflow_have_the_training_times_and_the_data_set(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{smoke_run / 'results' / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ctrlsparse-smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens the runs table
+    for run in mlflow_runs(smoke_run):
+        seconds = (run.info.end_time - run.info.start_time) / 1000
+        assert seconds == pytest.approx(run.data.metrics["wall_seconds"], abs=0.002), run.data.tags["run_key"]
+        (entry,) = run.inputs.dataset_inputs
+        assert entry.dataset.name == "digits" and json.loads(entry.dataset.profile)["test_size"] == 360
+
+
 @pytest.mark.slow
 def test_rerun_replaces_mlflow_runs_without_duplicates_and_builds_the_html_report(smoke_run):
     before = {r.data.tags["run_key"]: r.info.run_id for r in mlflow_runs(smoke_run)}

@@ -10,6 +10,7 @@ from pathlib import Path
 # Files inside one run directory.
 METRICS = "metrics.csv"  # one row per epoch
 HPARAMS = "hparams.json"  # fully resolved hyperparameters
+DATASET = "dataset.json"  # what the run trained on: source, split sizes, shape, digest (MLflow's dataset input)
 SUMMARY = "summary.json"  # final numbers; written last, so its presence means "run finished"
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume (weights_only-loadable)
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the last one (fallback if that is unreadable)
@@ -31,6 +32,10 @@ def metrics_path(run: str | Path) -> Path:
 
 def hparams_path(run: str | Path) -> Path:
     return Path(run) / HPARAMS
+
+
+def dataset_path(run: str | Path) -> Path:
+    return Path(run) / DATASET
 
 
 def summary_path(run: str | Path) -> Path:

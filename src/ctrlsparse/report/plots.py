@@ -112,7 +112,7 @@ def accuracy_figure(tables: dict[str, Any]) -> Any:
             ax.axhspan(low, high, color="black", alpha=0.08)
         accuracy_vs(ax, part[part["variant"] != "dense"], "expected_density")
         ax.set(title=title, xlabel="achieved expected density", ylabel="test accuracy (%)", xlim=(0, 1.05))
-    _one_legend(axes, loc="lower right")
+    _one_legend(axes, loc="best")
     fig.tight_layout()
     return fig
 
@@ -131,7 +131,7 @@ def size_figure(tables: dict[str, Any]) -> Any:
             accuracy_vs(ax, part, column)
             ax.set_xscale("log")
             ax.set(title=title, xlabel=f"purged {label} (% of dense)", ylabel="test accuracy (%)")
-    _one_legend(axes, loc="lower right")
+    _one_legend(axes, loc="best")
     fig.tight_layout()
     return fig
 

@@ -14,6 +14,7 @@ from typing import Any
 from ctrlsparse import paths
 from ctrlsparse.atomic import write_json
 from ctrlsparse.cluster import slurm_job
+from ctrlsparse.tracking.from_files import log_dataset, training_times
 from ctrlsparse.tracking.store import _client, _experiment_id, git_commit, with_retries
 
 # Summary keys that become tags (the grid axes and identity); numbers in the summary become final metrics.
@@ -118,14 +119,16 @@ def _begin(client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags:
     """Continue this directory's unfinished MLflow run (same id) or create one; mark it RUNNING, record it."""
     from mlflow.entities import Param, RunTag
 
-    identity, _, hparams = _identity(run_dir)
+    identity, summary, hparams = _identity(run_dir)
     experiment_id = _experiment_id(client, tracking_uri, experiment)
     record = read_record(run_dir)
     run = _continuable(client, record, tracking_uri, experiment)
     continued = run is not None
     if not continued:
-        run = client.create_run(experiment_id, run_name=identity["run_key"], tags=run_tags(identity, tags))
-        record = {"run_id": run.info.run_id, "started_ms": int(time.time() * 1000)}
+        start_ms = training_times(run_dir, summary)[0] if summary else int(time.time() * 1000)
+        name, run_tag_values = identity["run_key"], run_tags(identity, tags)
+        run = client.create_run(experiment_id, start_time=start_ms, run_name=name, tags=run_tag_values)
+        record = {"run_id": run.info.run_id, "started_ms": start_ms}
         logged: dict[str, str] = {}
     else:
         client.update_run(run.info.run_id, status="RUNNING")
@@ -135,6 +138,7 @@ def _begin(client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags:
     params = [Param(name, _text(value)[:6000]) for name, value in sorted(hparams.items()) if name not in logged]
     for start in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[start : start + 100])
+    log_dataset(client, run.info.run_id, run_dir)
     record = {
         "run_id": run.info.run_id,
         "experiment_id": experiment_id,
@@ -158,7 +162,7 @@ def _mirror(run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, s
     for path in (paths.summary_path(run_dir), paths.metrics_path(run_dir), paths.hparams_path(run_dir), plot):
         if path is not None and path.exists():
             client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, status)
+    client.set_terminated(run_id, status, end_time=training_times(run_dir, summary)[1])
     _drop_others(client, record["experiment_id"], key, run_id)
     return run_id
 

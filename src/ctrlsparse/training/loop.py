@@ -13,6 +13,7 @@ import torch
 
 from ctrlsparse import paths
 from ctrlsparse.atomic import write_csv, write_json
+from ctrlsparse.data.describe import describe
 from ctrlsparse.hparams import HParams, hparams_hash, run_key
 from ctrlsparse.training import checkpoint, distributed, run_lock
 from ctrlsparse.training.evaluate import evaluate
@@ -102,6 +103,7 @@ def _train(
     main = run.processes.main  # with several processes (DDP) only rank 0 writes files and reports
     if main:
         write_json(paths.hparams_path(out), identity)
+        write_json(paths.dataset_path(out), describe(hparams, run.data))  # the MLflow run's dataset input
     progress = checkpoint.load(run, out)
     if 0 < progress.epoch < hparams.epochs:
         print(f"ctrlsparse: {key}: resuming from the checkpoint after epoch {progress.epoch}", file=sys.stderr)
