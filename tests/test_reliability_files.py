@@ -39,6 +39,23 @@ def test_each_save_keeps_the_previous_checkpoint(tmp_path, capsys):
     assert read(paths.previous_checkpoint_path(out))["epoch"] == 2
 
 
+def test_purging_a_run_whose_final_checkpoint_is_truncated_is_one_line(tmp_path, capsys):
+    from ctrlsparse.purge import cli as purge_cli
+
+    out = tmp_path / "run"
+    assert train_in_process(out, 2, capsys, "--checkpoint-seconds", "0")[0] == 0
+    truncate(paths.checkpoint_path(out))
+    with pytest.raises(SystemExit) as stopped:
+        purge_cli.main([str(out), "--threads", "1"])
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == (
+        f"ctrlsparse purge: error: {out}: {paths.checkpoint_path(out)} does not hold the finished run; "
+        "delete summary.json and rerun its train job"
+    )
+    assert "moved aside to checkpoint.pt.corrupt; resuming from checkpoint.prev.pt (epoch 1)" in lines[0]
+
+
 def test_a_truncated_checkpoint_falls_back_to_the_previous_one_in_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     assert train_in_process(out, 3, capsys, "--checkpoint-seconds", "0")[0] == 0
