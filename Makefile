@@ -12,6 +12,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 # The default grid's own directory, results/<config.yaml's experiment>/: its tables, figures and reports.
 DEMO := results/$(shell sed -n 's/^experiment: *\([A-Za-z0-9_.-]*\).*/\1/p' config.yaml)
+UI_STORE = $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}
 
 .PHONY: venv demo test test-all lint format ui clean-results
 
@@ -43,7 +44,8 @@ format: venv
 	$(BIN)/ruff check --fix src tests workflow benchmarks
 
 ui: venv
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}" --host $(UI_HOST) --port $(UI_PORT)
+	$(BIN)/python -m ctrlsparse.tracking.ui --tracking-uri "$(UI_STORE)" --url http://$(UI_HOST):$(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri "$(UI_STORE)" --host $(UI_HOST) --port $(UI_PORT)
 
 clean-results:  # everything under results/ but its README (every grid's runs, reports and the MLflow store)
 	rm -rf .snakemake $(filter-out results/README.md results/.gitkeep,$(wildcard results/*))

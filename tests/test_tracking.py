@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -176,3 +177,64 @@ def test_init_cli_with_an_unreachable_server_warns_and_still_writes_the_env_file
     assert tracking.main_init(["--tracking-uri", "http://127.0.0.1:9", "--shell-env", str(env)]) == 0
     assert "MLFLOW_URI=http://127.0.0.1:9" in env.read_text()
     assert "not ready" in capsys.readouterr().err
+
+
+def test_experiments_are_created_or_tagged_as_model_development_so_the_ui_opens_the_runs(tmp_path, store):
+    client = mlflow.tracking.MlflowClient(store)
+    assert tracking.main_init(["--tracking-uri", store, "--experiment", "fresh"]) == 0
+    assert client.get_experiment_by_name("fresh").tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("created elsewhere")  # e.g. by an older ctrlsparse: no kind
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    run_dir = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
+    assert tracking.mirror_run(run_dir, tracking_uri=store, experiment="created elsewhere") is not None
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.set_experiment_tag(old, "mlflow.experimentKind", "genai_development")  # a kind someone chose stays
+    tracking.init_store(store, "created elsewhere")
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_a_mirrored_run_spans_the_training_not_the_mirror(tmp_path, store):
+    run_dir = write_synthetic_run(tmp_path / "runs", epochs=4, dataset="digits", arch="mlp", method="dense")
+    summary = json.loads(paths.summary_path(run_dir).read_text())
+    paths.summary_path(run_dir).write_text(json.dumps({**summary, "wall_seconds": 754.25}))
+    trained = 1_700_000_000.5  # the last epoch's checkpoint wrote metrics.csv then
+    os.utime(paths.metrics_path(run_dir), (trained, trained))
+    info = (
+        mlflow.tracking.MlflowClient(store)
+        .get_run(tracking.mirror_run(run_dir, tracking_uri=store, experiment="test"))
+        .info
+    )
+    assert (info.start_time, info.end_time) == (1_700_000_000_500 - 754_250, 1_700_000_000_500)
+
+
+def test_the_data_set_is_the_runs_input_once_however_often_it_is_mirrored(tmp_path, store):
+    run_dir = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
+    written = json.loads(paths.dataset_path(run_dir).read_text())
+    paths.summary_path(run_dir).rename(tmp_path / "summary.json")  # still training: the run is opened ...
+    run_id = tracking.open_run(run_dir, tracking_uri=store, experiment="test")
+    (tmp_path / "summary.json").rename(paths.summary_path(run_dir))
+    assert tracking.mirror_run(run_dir, tracking_uri=store, experiment="test") == run_id  # ... and ended
+    (entry,) = mlflow.tracking.MlflowClient(store).get_run(run_id).inputs.dataset_inputs
+    dataset = entry.dataset
+    assert (dataset.name, dataset.digest, dataset.source_type) == ("digits", written["digest"], "local")
+    assert json.loads(dataset.source) == {"uri": "synthetic"}
+    assert json.loads(dataset.profile) == {"train_size": 1437, "test_size": 360, "num_classes": 10}
+    features = json.loads(json.loads(dataset.schema)["mlflow_tensorspec"]["features"])
+    assert features == [
+        {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 1, 8, 8]}, "name": "inputs"}
+    ]
+    assert [(tag.key, tag.value) for tag in entry.tags] == [("mlflow.data.context", "train")]
+
+
+def test_ui_links_open_each_experiments_runs_table(tmp_path, store, capsys):
+    from ctrlsparse.tracking import ui
+
+    run_dir = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
+    tracking.mirror_run(run_dir, tracking_uri=store, experiment="test")
+    experiment_id = mlflow.tracking.MlflowClient(store).get_experiment_by_name("test").experiment_id
+    assert ui.main(["--tracking-uri", store, "--url", "http://127.0.0.1:5000/"]) == 0
+    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning"
+    assert capsys.readouterr().out == f"runs of test: {link}\n"  # experiments without runs get no link
+    missing = f"sqlite:///{tmp_path / 'nowhere.db'}"
+    assert ui.main(["--tracking-uri", missing, "--url", "http://127.0.0.1:5000"]) == 0
+    assert "no MLflow store at" in capsys.readouterr().out and not (tmp_path / "nowhere.db").exists()

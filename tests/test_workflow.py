@@ -7,6 +7,7 @@ The first run takes ~40 s on 2 idle cores (mostly per-job imports); the rerun + 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -95,6 +96,33 @@ def test_smoke_run_mirrors_every_run_to_mlflow_with_tags(smoke_run):
         assert {"dataset", "arch", "method", "variant", "level", "seed", "git_commit", "hparams_hash"} <= set(tags)
         assert run.data.params["epochs"] == "2"
         assert run.data.metrics["params_pct"] > 0  # added by the purge job, which mirrors the run again
+
+
+def test_smoke_run_job_time_shares_are_parts_of_each_job_and_add_up_to_100(smoke_run):
+    import pandas as pd
+
+    from ctrlsparse.report.pdf import job_timing
+
+    (runs_csv,) = (smoke_run / "results").rglob("runs.csv")
+    runs = pd.read_csv(runs_csv)
+    assert len(runs) == len(SMOKE_KEYS) and runs["job_seconds"].notna().all()
+    assert (runs["job_training_seconds"] > 0).all() and (runs["job_mirror_seconds"] > 0).all()
+    assert (runs["job_training_seconds"] + runs["job_mirror_seconds"] < runs["job_seconds"]).all()
+    shares = [int(share) for share in re.findall(r"(-?\d+)% ", job_timing(runs))]
+    assert len(shares) == 3 and min(shares) >= 0 and sum(shares) == 100, job_timing(runs)
+
+
+def test_smoke_runs_in_mlflow_have_the_training_times_and_the_data_set(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{smoke_run / 'results' / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ctrlsparse-smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens the runs table
+    for run in mlflow_runs(smoke_run):
+        seconds = (run.info.end_time - run.info.start_time) / 1000
+        assert seconds == pytest.approx(run.data.metrics["wall_seconds"], abs=0.002), run.data.tags["run_key"]
+        (entry,) = run.inputs.dataset_inputs
+        assert entry.dataset.name == "digits" and json.loads(entry.dataset.profile)["test_size"] == 360
 
 
 @pytest.mark.slow

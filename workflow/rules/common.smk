@@ -88,6 +88,9 @@ envvars:
 
 
 SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
+if workflow.is_main_process:  # an unparsable summary.json is moved aside, so its train job reruns
+    preflight.set_aside_corrupt_summaries(SUMMARIES)
+
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",

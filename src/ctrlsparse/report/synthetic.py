@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import paths
+from ctrlsparse.data.describe import with_digest
 from ctrlsparse.feasibility import assess, worst_violation
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import STARTS_FROM_A_RUN, hparams_hash, run_key
@@ -49,6 +50,10 @@ def write_synthetic_run(
     run.mkdir(parents=True, exist_ok=True)
     identity = {"run_key": key, "hparams_hash": hparams_hash(hp, start)}
     paths.hparams_path(run).write_text(json.dumps({**hp.to_dict(), **identity}, indent=2) + "\n")
+    shape = [1, 8, 8] if hp.dataset == "digits" else [3, 32, 32]
+    dataset = {"name": hp.dataset, "source": "synthetic", "train_size": 1437, "test_size": 360}
+    dataset |= {"input_shape": shape, "input_dtype": "float32", "num_classes": 10}
+    paths.dataset_path(run).write_text(json.dumps(with_digest(dataset), indent=2) + "\n")
 
     layers = LAYERS.get(hp.arch, ["1", "2"])
     gated = hp.method != "dense"

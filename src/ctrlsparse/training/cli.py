@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one run with L0 gates under a density constraint (or a baseline) into --out.",
         epilog=f"Unset flags take the dataset's defaults ({', '.join(DATASET_DEFAULTS)}), then the field defaults. "
         "Exit codes: 0 finished, 2 bad input, 3 diverged, 4 finished but a target missed with --require-feasible "
-        "(the run's files are written and kept), 143 stopped by SIGTERM after saving the checkpoint (rerun to "
-        "resume). A missed target (or fractional gates) is said on the last line either way.",
+        "(the run's files are written and kept), 75 another process is training --out (its pid is named), 143 "
+        "stopped by SIGTERM after saving the checkpoint (rerun to resume). A missed target (or fractional gates) is "
+        "said on the last line either way.",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="run directory (created; resumed if it has a checkpoint)"
@@ -103,6 +104,7 @@ def _flag_text(value: Any) -> str:
 # (128 + 15, what a shell reports for a process that SIGTERM ended: not finished, rerun it to resume).
 EXIT_DIVERGED = 3
 EXIT_INFEASIBLE = 4  # finished, files kept, but a target missed and --require-feasible was given
+EXIT_BUSY = os.EX_TEMPFAIL  # 75: another process holds --out's train.lock; nothing was done, retry later
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
@@ -117,16 +119,18 @@ def main(argv: list[str]) -> int:
     main = os.environ.get("RANK", "0") == "0"  # under torchrun (DDP) only rank 0 talks to MLflow
     tracking = Tracking.from_args(args) if main else Tracking(None, args.mlflow_experiment)
     from ctrlsparse.training.checkpoint import CheckpointError  # torch only for valid flags
+    from ctrlsparse.training.job_time import JobTime
     from ctrlsparse.training.loop import DivergenceError, Interrupted, print_progress, train
+    from ctrlsparse.training.run_lock import RunBusy
 
-    stop = StopOnSigterm()
+    stop, job = StopOnSigterm(), JobTime()
     try:
         with stop:
             summary = train(
                 hparams,
                 args.out,
-                on_epoch=None if args.quiet else print_progress,
-                on_start=tracking.open,
+                on_epoch=job.counting(None if args.quiet else print_progress),
+                on_start=job.mirroring(tracking.open),
                 stop_requested=stop.is_set,
             )
     except HParamError as error:
@@ -134,6 +138,9 @@ def main(argv: list[str]) -> int:
     except CheckpointError as error:
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
         return 2
+    except RunBusy as error:
+        print(f"ctrlsparse train: error: {error}", file=sys.stderr)
+        return EXIT_BUSY
     except DivergenceError as error:
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
         tracking.end(args.out, "FAILED")
@@ -142,7 +149,9 @@ def main(argv: list[str]) -> int:
         print(f"ctrlsparse train: {error}; rerun the same command to resume", file=sys.stderr)
         tracking.end(args.out, "KILLED")
         return EXIT_TERMINATED
-    tracking.end(args.out, "FINISHED")
+    job.mirroring(tracking.end)(args.out, "FINISHED")
+    if main:
+        job.write(args.out)  # where this job's time went, beside Snakemake's benchmark of it (the report's split)
     print(
         f"{summary['run_key']}: test accuracy {100 * summary['test_accuracy']:.2f}%, expected density "
         f"{summary['expected_density']:.4f}, eval density {summary['eval_density']:.4f}, {summary['wall_seconds']:.1f}s",
