@@ -78,7 +78,7 @@ def test_a_file_that_is_not_gzip_fails_with_one_line(tmp_path):
 
 
 def test_the_preset_trains_the_paper_mnist_table_settings():
-    keys = {run.key for run in runs_of("mnist5k")}
+    keys = {"/".join(run.key.split("/")[:4] + run.key.split("/")[5:]) for run in runs_of("mnist5k")}  # no hash
     assert len(keys) == 20 and {key.split("/")[0] for key in keys} == {"mnist5k"}
     for setting in (
         "mlp/constrained-model~0.33",

@@ -36,7 +36,12 @@ def toy_problem(target, scope="model", restarts=True, problem_class=ConstrainedL
     """A linear classifier on 20 features of which 4 carry the label, under a density constraint."""
     torch.manual_seed(0)
     model = nn.Sequential(L0Linear(20, 2, droprate_init=0.5))
-    overrides = {"constraint": "le", "alpha_min": 1e-2, **overrides}  # the paper's problem unless a test says
+    overrides = {
+        "constraint": "le",
+        "violation": "absolute",
+        "alpha_min": 1e-2,
+        **overrides,
+    }  # the paper's, unless said
     hparams = HParams.resolve(
         target=target, target_scope=scope, dual_restarts=restarts, gates_lr=0.05, dual_lr=0.5, lr=0.05, **overrides
     )
