@@ -75,7 +75,7 @@ SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
-    arch=r"[A-Za-z0-9_.-]+",
+    arch=r"[A-Za-z0-9_.:-]+",  # torchvision:resnet18, module:pkg.mod:fn
     variant=r"((constrained|penalized)-(model|layer)|dense|magnitude-layer)(\+[A-Za-z0-9_.,=-]+)*",
     level=r"[0-9.e+,-]+",
     seed=r"\d+",
