@@ -226,3 +226,24 @@ def test_dry_run_works_for_the_default_config_and_every_preset(preset):
     result = dry_run(*(["--configfile", str(preset)] if preset else []))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "train" in result.stdout + result.stderr
+
+
+def test_dry_run_puts_torchvision_and_module_archs_in_run_paths(tmp_path):
+    preset = tmp_path / "external.yaml"
+    preset.write_text(
+        "grid:\n"
+        "  archs: ['torchvision:resnet18', 'module:my_nets:build']\n"
+        "  constrained: {scopes: [model], targets: [0.5]}\n"
+        "  penalized: {penalties: []}\n"
+        "  dense: false\n"
+        "  magnitude: {targets: []}\n"
+        "  seeds: [0]\n"
+    )
+    result = subprocess.run(
+        [str(SNAKEMAKE), "-n", "-p", "--configfile", str(preset)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-2000:]
+    for arch in ("torchvision:resnet18", "module:my_nets:build"):
+        assert f"results/runs/digits/{arch}/constrained-model~0.5/seed~0/summary.json" in output
+        assert f"--arch {arch} " in output or f"--arch '{arch}' " in output

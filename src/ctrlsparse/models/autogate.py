@@ -54,15 +54,6 @@ def trace_model(model: nn.Module, example_input: torch.Tensor) -> Traced:
     return trace(source, example_input, KeepParameterFreeModules())
 
 
-def is_depthwise(module: nn.Module) -> bool:
-    """A conv whose output channel c reads only input channel c and maps zero to zero."""
-    return (
-        isinstance(module, nn.Conv2d)
-        and module.groups == module.in_channels == module.out_channels
-        and module.bias is None
-    )
-
-
 class GatingPlan:
     """Which weight layers of a traced model get gates, and which BatchNorms each gated conv masks."""
 
@@ -99,10 +90,11 @@ class GatingPlan:
                 if user_kind == "batch_size":
                     continue
                 if user_kind == "weight" and reads_it:
-                    module = self.traced.modules[str(user.target)]
-                    if is_depthwise(module) and calls[str(user.target)] == 1:
-                        stack.append(user)  # the depthwise conv follows the gate
                     continue
+                if user_kind == "depthwise" and reads_it:
+                    if self.traced.modules[str(user.target)].bias is None and calls[str(user.target)] == 1:
+                        stack.append(user)  # the depthwise conv follows the gate (zero stays zero)
+                    continue  # else it is a layer that reads the channel (zero becomes its bias)
                 if user_kind == "batchnorm" and reads_it and calls[str(user.target)] == 1:
                     masked.append(user)
                     stack.append(user)

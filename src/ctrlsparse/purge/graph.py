@@ -8,6 +8,8 @@ example input through the traced graph.
 Kinds (what the purge may do with the tensor's channels, dim 1):
 
 - ``weight``: Conv2d / Linear (gated or not): slice input columns and output rows.
+- ``depthwise``: a dense Conv2d with ``groups == in == out channels`` (channel c reads only channel c): slice
+  its filters with the channels it keeps, as a channel-wise op (zero stays zero when it has no bias).
 - ``batchnorm``: BatchNorm2d / L0BatchNorm2d: slice its per-channel parameters.
 - ``channelwise``: ops that act on each channel alone and map zero to zero (ReLU, SiLU, GELU, tanh, pooling,
   dropout, identity).
@@ -116,6 +118,8 @@ def kind(node: fx.Node, traced: Traced) -> str:
         return node.op
     if node.op == "call_module":
         module = traced.modules[str(node.target)]
+        if isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels > 1:
+            return "depthwise"
         if isinstance(module, nn.Conv2d) or (isinstance(module, nn.Linear) and _rank(node.args[0], traced) == 2):
             return "weight"  # a Linear on (N, T, F) acts on the last dim, not dim 1: left to "other"
         if isinstance(module, nn.BatchNorm2d):
