@@ -185,3 +185,20 @@ def test_module_builder_of_your_own(tmp_path, monkeypatch):
     model = ARCHS["module:my_nets:build"]((1, 8, 8), 10, LayerFactory())
     assert [(name, layer.n_gates) for name, layer in gated_layers(model)] == [("1", 64), ("3", 32)]
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_cli_trains_torchvision_resnet18_on_digits_to_a_model_wise_target(tmp_path):
+    """The real thing, through the CLI: 20 epochs of 12 steps; TIME on the shared 2-core VM."""
+    import json
+    import subprocess
+    import sys
+
+    flags = "--dual-optimizer nupi --lr 1e-3 --gates-lr 0.03 --epochs 20 --threads 1 --device cpu --quiet"
+    command = [sys.executable, "-m", "ctrlsparse", "train", "--out", str(tmp_path / "run"), "--dataset", "digits"]
+    command += ["--arch", "torchvision:resnet18", "--target", "0.5", *flags.split()]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["expected_density"] == pytest.approx(0.5, abs=0.01)
+    assert summary["test_accuracy"] > 0.5
