@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -198,3 +199,22 @@ def test_dry_run_lists_every_train_job_of_the_default_config_and_every_preset(pr
     assert result.returncode == 0, result.stderr[-2000:]
     assert train_jobs(result) == len(check(config))
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
+def test_dry_run_puts_torchvision_and_module_archs_in_run_paths(tmp_path):
+    preset = tmp_path / "external.yaml"
+    preset.write_text(
+        "grid:\n"
+        "  archs: ['torchvision:resnet18', 'module:my_nets:build']\n"
+        "  constrained: {scopes: [model], targets: [0.5]}\n"
+        "  penalized: {penalties: []}\n"
+        "  dense: false\n"
+        "  magnitude: {targets: []}\n"
+        "  seeds: [0]\n"
+    )
+    result = snakemake_run(tmp_path, "-n", "-p", "--configfile", str(preset), timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-2000:]
+    for arch in ("torchvision:resnet18", "module:my_nets:build"):
+        assert re.search(rf"results/runs/digits/{re.escape(arch)}/constrained-model~0.5/[0-9a-f]{{8}}/seed~0/", output)
+        assert f"--arch {arch} " in output or f"--arch '{arch}' " in output

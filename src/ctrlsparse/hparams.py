@@ -46,7 +46,20 @@ GATINGS = ("structured", "unstructured")
 class HParams:
     # --- what is trained (the grid axes) ---
     dataset: str = _help("data set name (registry: ctrlsparse.registry.DATASETS)", default="digits")
-    arch: str = _help("architecture name (registry: ctrlsparse.registry.ARCHS)", default="mlp")
+    arch: str = _help(
+        "architecture name (registry: ctrlsparse.registry.ARCHS), or torchvision:<builder> (e.g. "
+        "torchvision:resnet18), or module:<package.module>:<function> (your builder taking num_classes)",
+        default="mlp",
+    )
+    arch_weights: str = _help(
+        "torchvision:/module: archs: a local state dict file to start from (empty: random weights); part of the "
+        "run's identity. A classifier of another number of classes is trained from scratch",
+        default="",
+    )
+    arch_input_size: int = _help(
+        "torchvision:/module: archs: resize input images to this side inside the model (bilinear; 0: as they come)",
+        default=0,
+    )
     method: str = _help("constrained | penalized | dense | magnitude", default="constrained")
     target: tuple[float, ...] = _help(
         "density target(s) in (0, 1]: one number, or one per gated layer with --target-scope layer",
@@ -142,6 +155,13 @@ class HParams:
         "DataLoader worker processes per training process (-1: the job's threads per process, minus one)", default=-1
     )
     eval_batch_size: int = _help("evaluation minibatch size", default=1024)
+    image_size: int = _help("imagefolder: side of the square images (resize the short side, centre crop)", default=32)
+    image_mean: tuple[float, ...] = _help(
+        "imagefolder: per-channel (R,G,B) mean of the normalisation, on the [0, 1] scale", default=(0.485, 0.456, 0.406)
+    )
+    image_std: tuple[float, ...] = _help(
+        "imagefolder: per-channel (R,G,B) standard deviation of the normalisation", default=(0.229, 0.224, 0.225)
+    )
     device: str = _help("auto | cpu | cuda | cuda:N", default="auto")
     threads: int = _help("torch intra-op threads (0: torch's default)", default=0)
     checkpoint_seconds: float = _help(
@@ -205,6 +225,22 @@ class HParams:
             raise HParamError("gates_beta2", f"{self.gates_beta2} must lie in [0, 1), e.g. 0.999 (torch's Adam)")
         if not 0.0 < self.droprate_init < 1.0:
             raise HParamError("droprate_init", f"{self.droprate_init} must lie in (0, 1)")
+        self._check_external()
+
+    def _check_external(self) -> None:
+        """The fields of external archs (torchvision:, module:) and of the imagefolder data set."""
+        external = self.arch.startswith(("torchvision:", "module:"))
+        for key, unset in (("arch_weights", ""), ("arch_input_size", 0)):
+            if getattr(self, key) != unset and not external:
+                raise HParamError(key, f"applies to torchvision:/module: archs only, not {self.arch!r}; leave it unset")
+        if self.arch_input_size < 0 or self.image_size < 1:
+            key = "arch_input_size" if self.arch_input_size < 0 else "image_size"
+            raise HParamError(key, f"{getattr(self, key)} must be a positive number of pixels")
+        for key in ("image_mean", "image_std"):
+            if len(getattr(self, key)) != 3:
+                raise HParamError(key, f"{getattr(self, key)} must hold 3 numbers (R,G,B)")
+        if min(self.image_std) <= 0:
+            raise HParamError("image_std", f"{self.image_std} must be > 0")
 
     # --- construction ---
     @classmethod

@@ -69,6 +69,12 @@ LAYOUTS: dict[str, Layout] = {
         "the same 1000 class folders)",
         False,
     ),
+    "imagefolder": Layout(
+        ".",
+        ("train", "val"),
+        "train/<class>/* and val/<class>/* (torchvision's ImageFolder; the data root is this folder itself)",
+        False,
+    ),
 }
 
 

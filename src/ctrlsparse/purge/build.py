@@ -79,7 +79,7 @@ class Builder:
             return
         elif kind == "weight":
             self._weight(node)
-        elif kind in ("batchnorm", "channelwise", "add"):
+        elif kind in ("batchnorm", "channelwise", "depthwise", "add"):
             self._channelwise(node, kind)
         elif kind == "flatten":
             source = node.args[0]
@@ -124,8 +124,13 @@ class Builder:
         sources = node.args[:2] if kind == "add" else node.args[:1]
         inputs = [self.adapt(source, keep) for source in sources]
         rest = self.mapped(node.args[len(sources) :])
-        if kind == "batchnorm":
-            module = sliced_batchnorm(plan.module(node), keep, plan.bn_mask(node))
+        if kind in ("batchnorm", "depthwise"):
+            module = plan.module(node)
+            module = (
+                sliced_batchnorm(module, keep, plan.bn_mask(node))
+                if kind == "batchnorm"
+                else sliced_depthwise(module, keep)
+            )
             self.values[node] = self.graph.call_module(self._attribute(str(node.target), module), (inputs[0],))
         elif node.op == "call_module":
             target = self._attribute(str(node.target), plan.module(node))
@@ -168,6 +173,20 @@ def sliced_layer(layer: nn.Module, weight: Tensor, bias: Tensor | None, rows: Te
         new.weight.copy_(weight[rows][:, columns])
         if bias is not None:
             new.bias.copy_(bias[rows])
+    return new
+
+
+def sliced_depthwise(conv: nn.Conv2d, keep: Tensor) -> nn.Conv2d:
+    """A depthwise Conv2d over the kept channels (one filter per channel)."""
+    k = len(keep)
+    new = nn.Conv2d(k, k, conv.kernel_size, conv.stride, conv.padding, conv.dilation, k, conv.bias is not None)
+    new.padding_mode = conv.padding_mode
+    new = new.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    index = keep.to(conv.weight.device)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight[index])
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias[index])
     return new
 
 

@@ -8,8 +8,11 @@ example input through the traced graph.
 Kinds (what the purge may do with the tensor's channels, dim 1):
 
 - ``weight``: Conv2d / Linear (gated or not): slice input columns and output rows.
+- ``depthwise``: a dense Conv2d with ``groups == in == out channels`` (channel c reads only channel c): slice
+  its filters with the channels it keeps, as a channel-wise op (zero stays zero when it has no bias).
 - ``batchnorm``: BatchNorm2d / L0BatchNorm2d: slice its per-channel parameters.
-- ``channelwise``: ops that act on each channel alone and map zero to zero (ReLU, pooling, dropout, identity).
+- ``channelwise``: ops that act on each channel alone and map zero to zero (ReLU, SiLU, GELU, tanh, pooling,
+  dropout, identity).
 - ``add``: tensor + tensor (the residual add).
 - ``flatten``: (N, C, H, W) -> (N, C*H*W).
 - ``batch_size``: ``x.size(0)``, which does not read channels.
@@ -39,6 +42,11 @@ CHANNELWISE_MODULES = (
     nn.Dropout,
     nn.Dropout2d,
     nn.Identity,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.GELU,
+    nn.LeakyReLU,
+    nn.Tanh,
 )
 CHANNELWISE_FUNCTIONS = {
     F.relu,
@@ -50,6 +58,11 @@ CHANNELWISE_FUNCTIONS = {
     F.adaptive_avg_pool2d,
     F.adaptive_max_pool2d,
     F.dropout,
+    F.silu,
+    F.hardswish,
+    F.gelu,
+    F.leaky_relu,
+    torch.tanh,
 }
 CHANNELWISE_METHODS = {"relu", "relu_"}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -85,10 +98,11 @@ class Traced:
 
 
 @torch.no_grad()
-def trace(model: nn.Module, example: torch.Tensor) -> Traced:
-    """Trace ``model`` (which must be in eval mode) and record every node's output shape on ``example``."""
+def trace(model: nn.Module, example: torch.Tensor, tracer: fx.Tracer | None = None) -> Traced:
+    """Trace ``model`` (which must be in eval mode; with ``tracer``, default :class:`GatedTracer`) and record
+    every node's output shape on ``example``."""
     model(example)  # sets each gated layer's last gates to its eval gates, which the trace captures as masks
-    graph = GatedTracer().trace(model)
+    graph = (tracer or GatedTracer()).trace(model)
     module = fx.GraphModule(model, graph)
     ShapeProp(module).propagate(example)
     shapes = {}
@@ -104,6 +118,8 @@ def kind(node: fx.Node, traced: Traced) -> str:
         return node.op
     if node.op == "call_module":
         module = traced.modules[str(node.target)]
+        if isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels > 1:
+            return "depthwise"
         if isinstance(module, nn.Conv2d) or (isinstance(module, nn.Linear) and _rank(node.args[0], traced) == 2):
             return "weight"  # a Linear on (N, T, F) acts on the last dim, not dim 1: left to "other"
         if isinstance(module, nn.BatchNorm2d):

@@ -3,7 +3,8 @@
 Two passes over the traced graph, one boolean mask per tensor over its channels (dim 1):
 
 - forward, ``nonzero``: channels that may be non-zero. A gated conv's channels with eval gate 0 are zero
-  (its bias is gated with them); zero stays zero through ReLU, pooling and the masked BatchNorm; an add is
+  (its bias is gated with them); zero stays zero through ReLU, pooling, a depthwise conv without bias and the
+  masked BatchNorm; an add is
   non-zero where either side is; a plain BatchNorm turns zero into its shift, so everything is non-zero after it.
 - backward, ``needed``: channels some consumer reads. A gated Linear does not read inputs whose gate is 0;
   channel-wise ops, adds and flattens pass their needs back; anything else reads every channel.
@@ -21,7 +22,7 @@ from ctrlsparse import gates as hc
 from ctrlsparse.layers import GatedLayer, L0Conv2d, L0Linear
 from ctrlsparse.purge.graph import Traced, flatten_area, kind
 
-PASS_THROUGH = ("channelwise", "batchnorm", "add", "flatten")
+PASS_THROUGH = ("channelwise", "depthwise", "batchnorm", "add", "flatten")
 
 
 def open_gates(layer: GatedLayer) -> Tensor:
@@ -71,7 +72,7 @@ class Plan:
         if node_kind == "batchnorm":
             mask = self.bn_mask(node)
             return everything if mask is None else self.nonzero[node.args[0]] | mask
-        if node_kind == "channelwise":
+        if node_kind == "channelwise" or (node_kind == "depthwise" and self.module(node).bias is None):
             return self.nonzero[node.args[0]].clone()
         if node_kind == "add":
             return self.nonzero[node.args[0]] | self.nonzero[node.args[1]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cooper
@@ -12,6 +13,7 @@ from ctrlsparse.data.base import TensorData
 from ctrlsparse.data.layouts import data_root
 from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import gate_parameters
+from ctrlsparse.models.external import PREFIXES as EXTERNAL
 from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.problems.base import L0Problem
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
@@ -46,6 +48,9 @@ def build_model(hparams: HParams, input_shape: tuple[int, ...], num_classes: int
         structured=hparams.gating == "structured",
         droprate_init=hparams.droprate_init,
     )
+    if hparams.arch.startswith(EXTERNAL):  # torchvision:, module: (ctrlsparse.models.external)
+        weights, size = hparams.arch_weights, hparams.arch_input_size
+        return ARCHS[hparams.arch](input_shape, num_classes, factory, weights=weights, size=size)
     return ARCHS[hparams.arch](input_shape, num_classes, factory)
 
 
@@ -84,6 +89,9 @@ def load_data(hparams: HParams, processes: distributed.Processes) -> TensorData:
     and each process keeps its share of every minibatch."""
     load = DATASETS[hparams.dataset]
     root, workers = data_root(hparams.data_root), distributed.data_workers(hparams, processes)
+    if hparams.dataset == "imagefolder":  # your images: their size and normalisation are hyperparameters
+        images = {"image_size": hparams.image_size, "image_mean": hparams.image_mean, "image_std": hparams.image_std}
+        load = functools.partial(load, **images)
     first = processes.main or not hparams.download
     data = load(root, download=hparams.download, workers=workers) if first else None
     if hparams.download and processes.world > 1:

@@ -1,0 +1,56 @@
+"""Your own images: ``imagefolder``, the torchvision ``ImageFolder`` convention, with ``--data-root`` pointing at
+
+    train/<class>/*.png|jpg|...    the training images, one folder per class
+    val/<class>/*                  the test images, in folders of the same class names
+
+Labels are the positions of the class names in sorted order (as ``ImageFolder`` assigns them); train/ and val/
+must hold the same classes. Streamed like ImageNet (:class:`~ctrlsparse.data.folders.StreamedImages`: decoded
+every epoch by DataLoader workers, normalised on the device): each image is converted to RGB, its short side
+resized to ``image_size`` (bilinear) and centre-cropped to ``image_size`` x ``image_size``, then normalised with
+``image_mean``/``image_std`` (hyperparameters; ImageNet's by default). No augmentation: flips and crops are not
+right for every image set (digits), so the images are seen as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ctrlsparse.data.folders import StreamedImages
+from ctrlsparse.data.imagenet import _rgb, class_folders
+from ctrlsparse.data.layouts import fail, locate
+
+
+def load_imagefolder(
+    root: Path,
+    download: bool = False,
+    workers: int = 0,
+    image_size: int = 32,
+    image_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+    image_std: tuple[float, ...] = (0.229, 0.224, 0.225),
+) -> StreamedImages:
+    """Streamed images (3, image_size, image_size), labels 0..classes-1. ``download`` is refused (your data)."""
+    from torchvision import datasets, transforms
+    from torchvision.transforms import InterpolationMode
+
+    if download:
+        raise fail("imagefolder", Path(root), "cannot be downloaded (it is your own image folder)")
+    folder = locate("imagefolder", Path(root))
+    train_classes, val_classes = class_folders(folder / "train"), class_folders(folder / "val")
+    if not train_classes:
+        raise fail("imagefolder", folder / "train", "holds no class folders")
+    if train_classes != val_classes:
+        raise fail("imagefolder", folder / "val", f"has classes {val_classes}, train/ has {train_classes}")
+    transform = transforms.Compose(
+        [
+            transforms.Resize(image_size, interpolation=InterpolationMode.BILINEAR),
+            transforms.CenterCrop(image_size),
+            transforms.PILToTensor(),
+        ]
+    )
+    try:
+        train = datasets.ImageFolder(str(folder / "train"), transform=transform, loader=_rgb)
+        test = datasets.ImageFolder(str(folder / "val"), transform=transform, loader=_rgb)
+    except FileNotFoundError as error:  # a class folder without images
+        raise fail("imagefolder", folder, str(error).splitlines()[0]) from None
+    shape = (3, image_size, image_size)
+    return StreamedImages(train, test, len(train_classes), shape, tuple(image_mean), tuple(image_std), workers=workers)
