@@ -33,14 +33,14 @@ def snakemake(workdir: Path, *args: str, timeout: int = 540) -> subprocess.Compl
     return result
 
 
-def mlflow_runs(workdir: Path, deleted: bool = False) -> list:
+def mlflow_runs(workdir: Path, deleted: bool = False, experiment: str = "ctrlsparse-smoke") -> list:
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("ctrlsparse-smoke")
+    found = client.get_experiment_by_name(experiment)
     view = ViewType.ALL if deleted else ViewType.ACTIVE_ONLY
-    return client.search_runs([experiment.experiment_id], run_view_type=view, max_results=1000)
+    return client.search_runs([found.experiment_id], run_view_type=view, max_results=1000)
 
 
 def test_lint_is_clean():
@@ -82,6 +82,7 @@ def test_smoke_run_produces_runs_tables_figures_and_the_pdf(smoke_run):
             "penalty_vs_density.png",
             "layer_density.png",
             "dynamics.png",
+            "budget_control.png",
         ]
     )
     pdf = (results / "report.pdf").read_bytes()
@@ -122,3 +123,22 @@ def test_conda_env_and_local_profile_are_well_formed():
     assert "CTRLSPARSE_SOURCE=workflow.basedir" in (ROOT / "workflow" / "rules" / "common.smk").read_text()
     profile = yaml.safe_load((ROOT / "profiles" / "local" / "config.v8+.yaml").read_text())
     assert profile["keep-going"] is True and profile["printshellcmds"] is True
+
+
+def test_a_budget_grid_trains_purges_and_tabulates_its_runs(tmp_path):
+    """grid.constrained.budgets: one run per budget (no density target) through train, purge, tables and report."""
+    config = tmp_path / "budget.yaml"
+    config.write_text(
+        "experiment: ctrlsparse-budget\ngrid:\n  archs: [mlp]\n  seeds: [0]\n"
+        "  constrained: {scopes: [model], targets: [], budgets: ['macs=0.5']}\n"
+        "  penalized: {penalties: []}\n  magnitude: {targets: []}\n  dense: false\nhparams: {epochs: 30}\n"
+    )
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "--profile", str(ROOT / "profiles" / "local"))
+    key = "digits/mlp/constrained-budget~macs=0.5/seed~0"
+    summary = json.loads((workdir / "results" / "runs" / key / "summary.json").read_text())
+    assert summary["budgets"] == {"macs": 0.5} and summary["macs_pct"] == pytest.approx(100 * summary["eval_macs"])
+    runs_csv = (workdir / "results" / "tables" / "runs.csv").read_text()
+    assert key in runs_csv and "budget" in runs_csv.splitlines()[0]
+    assert [r.data.tags["run_key"] for r in mlflow_runs(workdir, experiment="ctrlsparse-budget")] == [key]

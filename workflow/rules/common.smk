@@ -76,8 +76,8 @@ SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     arch=r"[A-Za-z0-9_.-]+",
-    variant=r"((constrained|penalized)-(model|layer)|dense|magnitude-layer)(\+[A-Za-z0-9_.,=-]+)*",
-    level=r"[0-9.e+,-]+",
+    variant=r"((constrained|penalized)-(model|layer)|constrained-budget|dense|magnitude-layer)(\+[A-Za-z0-9_.,=-]+)*",
+    level=r"[0-9.e+,-]+|(macs|params)=[0-9.e+-]+(,(macs|params)=[0-9.e+-]+)?",  # budget runs: the budget
     seed=r"\d+",
 
 

@@ -1,0 +1,61 @@
+"""The budget runs' control plot: purged (and expected) MAC / parameter share against the budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MARKERS = {"macs": "o", "params": "s"}
+COLORS = {"macs": "tab:blue", "params": "tab:orange"}
+
+
+def budget_points(runs: Any) -> list[dict[str, Any]]:
+    """One point per budget run and kind: budget, purged share (NaN before the purge) and expected share."""
+    points = []
+    if runs.empty or "budget" not in runs:
+        return points
+    for _, run in runs[runs["budget"].fillna("").astype(str) != ""].iterrows():
+        for part in str(run["budget"]).split(","):
+            kind, _, value = part.partition("=")
+            points.append(
+                {
+                    "dataset": run["dataset"],
+                    "arch": run["arch"],
+                    "kind": kind,
+                    "budget": float(value),
+                    "purged": run.get(f"{kind}_pct", float("nan")) / 100.0,
+                    "expected": run.get(f"expected_{kind}", float("nan")),
+                }
+            )
+    return points
+
+
+def budget_figure(tables: dict[str, Any]) -> Any:
+    """Achieved vs budget share of the dense MACs / params (purged: filled; expected: open), per data set/arch."""
+    import pandas as pd
+
+    from ctrlsparse.report.plots import _empty, _grid, _panels, _plt
+
+    plt = _plt()
+    points = pd.DataFrame(budget_points(tables["runs"]))
+    panels = _panels(points)
+    if not panels:
+        return _empty(plt, "no MAC / parameter budget runs in this grid")
+    fig, axes = _grid(plt, len(panels))
+    for ax, (title, part) in zip(axes[0], panels, strict=False):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="achieved = budget")
+        for kind, rows in part.groupby("kind", sort=False):
+            style = {"marker": MARKERS.get(kind, "o"), "s": 36}
+            ax.scatter(rows["budget"], rows["purged"], color=COLORS.get(kind), label=f"{kind} (purged)", **style)
+            ax.scatter(
+                rows["budget"],
+                rows["expected"],
+                facecolors="none",
+                edgecolors=COLORS.get(kind),
+                label=f"{kind} (expected)",
+                **style,
+            )
+        ax.set(title=title, xlabel="budget (share of dense)", ylabel="achieved share", xlim=(0, 1.02), ylim=(0, 1.02))
+        ax.set_aspect("equal")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
