@@ -36,26 +36,22 @@ def budget_figure(tables: dict[str, Any]) -> Any:
     from ctrlsparse.report.plots import _empty, _grid, _panels, _plt
 
     plt = _plt()
-    points = pd.DataFrame(budget_points(tables["runs"]))
-    panels = _panels(points)
+    panels = _panels(pd.DataFrame(budget_points(tables["runs"])))
     if not panels:
         return _empty(plt, "no MAC / parameter budget runs in this grid")
     fig, axes = _grid(plt, len(panels))
-    for ax, (title, part) in zip(axes[0], panels, strict=False):
-        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="achieved = budget")
-        for kind, rows in part.groupby("kind", sort=False):
-            style = {"marker": MARKERS.get(kind, "o"), "s": 36}
-            ax.scatter(rows["budget"], rows["purged"], color=COLORS.get(kind), label=f"{kind} (purged)", **style)
-            ax.scatter(
-                rows["budget"],
-                rows["expected"],
-                facecolors="none",
-                edgecolors=COLORS.get(kind),
-                label=f"{kind} (expected)",
-                **style,
-            )
-        ax.set(title=title, xlabel="budget (share of dense)", ylabel="achieved share", xlim=(0, 1.02), ylim=(0, 1.02))
-        ax.set_aspect("equal")
-        ax.legend(fontsize=6)
+    for ax, panel in zip(axes[0], panels, strict=False):
+        _draw_panel(ax, *panel)
     fig.tight_layout()
     return fig
+
+
+def _draw_panel(ax: Any, title: str, points: Any) -> None:
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="achieved = budget")
+    for kind, rows in points.groupby("kind", sort=False):
+        color, marker = COLORS.get(kind), MARKERS.get(kind, "o")
+        ax.scatter(rows["budget"], rows["purged"], color=color, marker=marker, s=36, label=f"{kind} (purged)")
+        ax.scatter(rows["budget"], rows["expected"], facecolors="none", edgecolors=color, marker=marker, s=36)
+    ax.set(title=title, xlabel="budget (share of dense)", ylabel="achieved share", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.set_aspect("equal")
+    ax.legend(fontsize=6, title="open: expected", title_fontsize=6)
