@@ -64,6 +64,8 @@ class ConstrainedL0Problem(L0Problem):
             self.budget_constraints[kind] = self._constraint(self._multiplier(1))
             setattr(self, f"{kind}_constraint", self.budget_constraints[kind])  # cooper registers it by name
         self.budget_targets = torch.tensor(list(self.hparams.budgets.values()), device=self.device)
+        order = {"macs": 0, "params": 1}  # ExpectedCost.share_vector
+        self.budget_kinds = torch.tensor([order[kind] for kind in self.hparams.budgets], device=self.device)
 
     def constraint_value(self) -> Tensor:
         """g: the expected density, shaped like the targets."""
@@ -77,8 +79,7 @@ class ConstrainedL0Problem(L0Problem):
         """Expected share of the dense MACs / params minus each budget, in ``hparams.budgets`` order."""
         if self.cost is None:
             return self.targets.new_zeros(0)
-        shares = self.cost.shares()
-        return torch.stack([shares[kind] for kind in self.hparams.budgets]) - self.budget_targets
+        return self.cost.share_vector()[self.budget_kinds] - self.budget_targets
 
     def _observed(self) -> dict[cooper.Constraint, Tensor]:
         """Each constraint's violation (one cost-model evaluation for all budget kinds)."""

@@ -55,7 +55,7 @@ def cost_metrics(problem: object) -> dict[str, float]:
     if cost is None:
         return {}
     expected = cost.shares()
-    opened = (hc.median_gates(torch.cat(cost.log_alphas)) > 0).float()
+    opened = (hc.median_gates(torch.cat(cost.log_alphas)) > 0).double()  # float64: counts stay exact
     evaluated = cost.costs(opened)
     return {
         "expected_macs": float(expected["macs"]),
