@@ -10,6 +10,9 @@ PYTEST_ARGS ?= -m "not slow"
 # `make ui` serves this machine only; `make ui UI_HOST=0.0.0.0` exposes the store to the network.
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
+# The default grid's own directory, results/<config.yaml's experiment>/: its tables, figures and reports.
+DEMO := results/$(shell sed -n 's/^experiment: *\([A-Za-z0-9_.-]*\).*/\1/p' config.yaml)
+UI_STORE = $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}
 
 .PHONY: venv demo test test-all lint format ui clean-results
 
@@ -22,8 +25,8 @@ venv: $(STAMP)
 
 demo: venv
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
-	$(BIN)/snakemake --report results/report.html
-	@echo "report: results/report.pdf (and results/report.html); MLflow: make ui"
+	$(BIN)/snakemake --report $(DEMO)/report.html
+	@echo "report: $(DEMO)/report.pdf (and $(DEMO)/report.html); MLflow: make ui"
 
 test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -41,7 +44,8 @@ format: venv
 	$(BIN)/ruff check --fix src tests workflow benchmarks
 
 ui: venv
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow/mlflow.db}" --host $(UI_HOST) --port $(UI_PORT)
+	$(BIN)/python -m ctrlsparse.tracking.ui --tracking-uri "$(UI_STORE)" --url http://$(UI_HOST):$(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri "$(UI_STORE)" --host $(UI_HOST) --port $(UI_PORT)
 
-clean-results:
-	rm -rf results/runs results/tables results/plots results/report.pdf results/report.html results/logs results/mlflow results/slurm_logs results/benchmarks/train results/config.yaml .snakemake
+clean-results:  # everything under results/ but its README (every grid's runs, reports and the MLflow store)
+	rm -rf .snakemake $(filter-out results/README.md results/.gitkeep,$(wildcard results/*))

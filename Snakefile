@@ -1,4 +1,4 @@
-# ctrlsparse workflow: grid of train jobs -> MLflow -> tables, plots, PDF report.
+# ctrlsparse workflow: grid of train jobs -> MLflow -> tables, plots, PDF report (results/<experiment>/).
 #   snakemake --profile profiles/local                                   # the default grid (config.yaml)
 #   snakemake --profile profiles/local --configfile workflow/presets/smoke.yaml
 # Stages live in workflow/rules/, one file each; the training itself is `ctrlsparse train` (src/ctrlsparse).
@@ -16,9 +16,9 @@ report: "report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/tracking.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/purge.smk"
+include: "workflow/rules/tracking.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/report.smk"
@@ -26,7 +26,7 @@ include: "workflow/rules/report.smk"
 
 localrules:
     all,
-    mlflow_init,
+    track,
     aggregate,
     plots,
     resolved_config,
@@ -37,3 +37,5 @@ rule all:
     default_target: True
     input:
         rules.report.output.pdf,
+        rules.track.output,
+        SUMMARIES,  # a run whose summary went missing (deleted, set aside as corrupt) is retrained, then the report

@@ -7,7 +7,7 @@ from ctrlsparse.registry import DATASETS
 from ctrlsparse.training.budget import control_rates, steps_per_epoch
 
 PAPER = {"mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000, "imagenet": 1_281_167}
-CONTROL = ("gates_lr", "dual_lr", "gates_beta2", "constraint", "alpha_min", "reference_steps")
+CONTROL = ("gates_lr", "dual_lr", "gates_beta2", "constraint", "violation", "alpha_min", "reference_steps")
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
@@ -25,9 +25,17 @@ def test_every_data_set_resolves_its_control_defaults(dataset):
             "dual_lr": 0.1,
             "gates_beta2": 0.95,
             "constraint": "eq",
+            "violation": "relative",
             "alpha_min": 1e-3,
-            "reference_steps": 0,
+            "reference_steps": 1800,
         }
+
+
+def test_the_default_rates_are_digits_at_150_epochs_and_travel_as_far_at_any_budget():
+    at_reference = control_rates(HParams.resolve(dataset="digits"), 1437)  # 150 epochs x 12 steps
+    assert (at_reference.steps, at_reference.gates_lr, at_reference.dual_lr) == (1800, 0.1, 0.1)
+    longer = control_rates(HParams.resolve(dataset="mnist5k"), 4000)  # 200 epochs x 32 steps
+    assert longer.steps == 6400 and longer.gates_lr == pytest.approx(0.1 * 1800 / 6400)
 
 
 @pytest.mark.parametrize("dataset", sorted(PAPER))
@@ -42,7 +50,7 @@ def test_paper_rates_are_exact_at_the_paper_budget_and_travel_as_far_at_another(
 
 
 def test_rates_without_a_reference_are_used_as_given():
-    rates = control_rates(HParams.resolve(dataset="digits", epochs=7, gates_lr=0.3), 1437)
+    rates = control_rates(HParams.resolve(dataset="digits", epochs=7, gates_lr=0.3, reference_steps=0), 1437)
     assert (rates.steps, rates.scale, rates.gates_lr, rates.dual_lr) == (7 * 12, 1.0, 0.3, 0.1)
 
 

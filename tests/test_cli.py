@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from ctrlsparse import paths
+from ctrlsparse.hparams import HParams, run_key
 
 SUMMARY_KEYS = {
     "expected_density",
@@ -53,7 +54,9 @@ def test_train_writes_the_run_files(tmp_path):
     assert "epoch    2/2" in result.stderr
     summary = json.loads(paths.summary_path(out).read_text())
     assert SUMMARY_KEYS <= set(summary)
-    assert summary["epochs"] == 2 and summary["run_key"] == "digits/cnn/constrained-layer~0.5/seed~1"
+    assert summary["epochs"] == 2 and summary["run_key"] == run_key(
+        HParams.resolve(arch="cnn", target_scope="layer", seed=1, epochs=2)
+    )
     assert set(summary["layer_expected_density"]) == {"conv1", "conv2", "fc1", "fc2"}
     assert set(summary["multipliers"]) == {"conv1", "conv2", "fc1", "fc2"}
     assert all(math.isfinite(value) for value in summary["multipliers"].values())  # eq (digits): either sign

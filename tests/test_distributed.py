@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ctrlsparse.hparams import HParams, run_key
 from ctrlsparse.training.checkpoint import read
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -30,7 +31,7 @@ def test_two_gloo_processes_train_like_one(tmp_path):
     single = train(tmp_path / "one", 1)
     assert single.returncode == 0, single.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
-    assert summary["run_key"] == "digits/mlp/constrained-model~0.5/seed~0" and summary["epochs"] == 1
+    assert summary["run_key"] == run_key(HParams.resolve(epochs=1)) and summary["epochs"] == 1
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
     ours, theirs = read(tmp_path / "ddp" / "checkpoint.pt")["model"], read(tmp_path / "one" / "checkpoint.pt")["model"]
     # Same init, same gate samples, the average of the two halves' gradients. 1,437 digits never split evenly:

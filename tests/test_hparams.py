@@ -1,10 +1,10 @@
-"""Typed hyperparameters: resolution order, validation messages, run identity, registries."""
+"""Typed hyperparameters: resolution order, validation messages, registries (run identity: test_identity.py)."""
 
 import importlib
 
 import pytest
 
-from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams, format_number, hparams_hash, run_key
+from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams, format_number
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS, UnknownNameError
 
 
@@ -37,15 +37,6 @@ def test_bad_values_name_their_key(given, key, text):
         HParams.resolve(**given)
     assert raised.value.key == key
     assert text in str(raised.value)
-
-
-def test_run_key_is_readable_and_the_rest_is_hashed():
-    constrained = HParams.resolve(arch="cnn", target=(0.35,), target_scope="layer", seed=2)
-    assert run_key(constrained) == "digits/cnn/constrained-layer~0.35/seed~2"
-    assert run_key(HParams.resolve(method="penalized", penalty=1e-4)) == "digits/mlp/penalized-model~0.0001/seed~0"
-    assert run_key(HParams.resolve(method="dense")) == "digits/mlp/dense~1/seed~0"
-    assert hparams_hash(constrained) != hparams_hash(HParams.resolve(arch="cnn", target=(0.35,), epochs=7))
-    assert hparams_hash(constrained) == hparams_hash(HParams.resolve(arch="cnn", target=(0.5,), threads=2))
 
 
 def test_round_trip_through_a_dict():

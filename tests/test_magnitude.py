@@ -3,10 +3,12 @@ fine-tuning, then the purge; and the one-line answers to a missing or mismatched
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from ctrlsparse.hparams import HParamError, HParams
+from ctrlsparse.hparams import HParamError, HParams, run_key
 from ctrlsparse.layers import gated_layers
 from ctrlsparse.problems.magnitude import FIXED_LOG_ALPHA, group_l1_norms, keep_largest
 from ctrlsparse.purge.cli import purge_run
@@ -53,7 +55,9 @@ def test_magnitude_run_end_to_end_fine_tunes_with_fixed_gates_and_purges(dense_r
     assert (hparams.optimizer, hparams.lr) == ("adam", 1e-3)  # the digits fine-tuning recipe
     out = tmp_path / "magnitude"
     summary = train(hparams, out, None)
-    assert summary["run_key"] == "digits/cnn/magnitude-layer~0.5/seed~0"
+    dense_key = json.loads((dense_run / "summary.json").read_text())["run_key"]
+    assert summary["run_key"] == run_key(hparams, dense_key)  # named by the dense run it prunes
+    assert summary["run_key"].startswith("digits/cnn/magnitude-layer~0.5/")
     assert summary["layer_eval_density"] == {"conv1": 0.5, "conv2": 0.5, "fc1": 0.5, "fc2": 0.5}
     assert summary["expected_density"] == pytest.approx(0.5, abs=1e-5)
     sizes = purge_run(out)

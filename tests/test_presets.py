@@ -1,34 +1,14 @@
 """The paper presets expand to the paper's grids: job counts, tagged variants, runs shared between sweeps."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-import yaml
-from snakemake.utils import validate
-
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("preset_grid", ROOT / "workflow" / "grid.py")
-grid = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = grid
-spec.loader.exec_module(grid)
+from workflow_cli import grid, preset, readable
+from workflow_cli import runs_of as runs_of_config
 
 COUNTS = {"mnist": 146, "cifar10": 100, "cifar100": 45, "tinyimagenet": 61, "imagenet": 9}
 
 
-def merge(base: dict, update: dict) -> dict:
-    """Snakemake's --configfile merge: nested dicts merge, everything else replaces."""
-    for key, value in update.items():
-        base[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return base
-
-
-def runs_of(preset: str) -> list:
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    merge(config, yaml.safe_load((ROOT / "workflow" / "presets" / f"{preset}.yaml").read_text()))
-    validate(config, schema=str(grid.SCHEMA))
-    return grid.check_config(config)
+def runs_of(name: str) -> list:
+    return runs_of_config(preset(name))
 
 
 @pytest.mark.parametrize("preset", COUNTS)
@@ -38,7 +18,7 @@ def test_preset_job_counts(preset):
 
 
 def test_cifar10_tables_tag_gates_lr_and_share_control_runs():
-    runs = {run.key: run for run in runs_of("cifar10")}
+    runs = {readable(run.key): run for run in runs_of("cifar10")}
     tagged = runs["cifar10/wrn28_10/constrained-layer+gates_lr=0.1~1/seed~4"]
     assert tagged.hparams.gates_lr == 0.1 and tagged.hparams.tag == "gates_lr=0.1"
     assert "--tag" in grid.train_args(tagged, {"hparams": {}, "resources": {"default": {"gpu": 1}}})
@@ -53,11 +33,11 @@ def test_cifar10_tables_tag_gates_lr_and_share_control_runs():
 
 
 def test_per_arch_and_layerwise_defaults():
-    runs = {run.key: run.hparams for run in runs_of("imagenet")}
+    runs = {readable(run.key): run.hparams for run in runs_of("imagenet")}
     assert runs["imagenet/resnet50/constrained-layer~0.5/seed~0"].dual_lr == 3e-5
     assert runs["imagenet/resnet50/constrained-model~0.5/seed~0"].dual_lr == 3e-4
     assert (
         runs["imagenet/resnet50/dense~1/seed~0"].droprate_init == 0.05 and runs["imagenet/resnet50/dense~1/seed~0"].amp
     )
-    mnist = {run.key: run.hparams for run in runs_of("mnist")}
+    mnist = {readable(run.key): run.hparams for run in runs_of("mnist")}
     assert mnist["mnist/lenet5/constrained-layer~0.5,0.3,0.7,0.1/seed~4"].target == (0.5, 0.3, 0.7, 0.1)

@@ -27,14 +27,14 @@ from reliability import (
 )
 
 from ctrlsparse import paths, tracking
-from ctrlsparse.hparams import HParams
+from ctrlsparse.hparams import HParams, run_key
 from ctrlsparse.training import cli
 from ctrlsparse.training.checkpoint import read
 from ctrlsparse.training.cli import EXIT_TERMINATED
 from ctrlsparse.training.loop import train
 
 pytest.importorskip("mlflow")
-KEY = "digits/mlp/constrained-model~0.4/seed~0"
+KEY = run_key(HParams.resolve(target=(0.4,), epochs=60))  # FLAGS, and the grid of one run below
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from ctrlsparse.report import aggregate, paper, pdf, plots, run_plot
+from ctrlsparse.report import aggregate, paper, pdf, plots, run_plot, spread
 from ctrlsparse.report.synthetic import write_synthetic_grid, write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,16 +57,77 @@ def test_setting_statistics_are_mean_std_and_t_interval(demo):
     ]
     assert row["test_accuracy_mean"].item() == pytest.approx(values.mean())
     assert row["test_accuracy_std"].item() == pytest.approx(values.std(ddof=1))
-    # two seeds: t(0.975, 1 dof) = 12.706
-    assert row["test_accuracy_ci95"].item() == pytest.approx(12.706 * values.std(ddof=1) / math.sqrt(2))
+    # two seeds: no t-interval (t = 12.706 on one degree of freedom), their range instead
+    assert math.isnan(row["test_accuracy_ci95"].item())
+    assert (row["test_accuracy_min"].item(), row["test_accuracy_max"].item()) == (values.min(), values.max())
     assert row["target_value"].item() == 0.5
     assert row["density_gap"].item() == pytest.approx(row["expected_density_mean"].item() - 0.5)
 
 
-def test_ci95_uses_student_t_and_is_nan_for_one_seed():
-    assert aggregate.ci95(1.0, 3) == pytest.approx(4.303 / math.sqrt(3))
-    assert math.isnan(aggregate.ci95(1.0, 1))
-    assert aggregate.ci95(2.0, 100) == pytest.approx(1.96 * 2.0 / 10)
+def test_ci95_uses_student_t_from_three_seeds_and_is_nan_below():
+    assert spread.ci95(1.0, 3) == pytest.approx(4.303 / math.sqrt(3))
+    assert math.isnan(spread.ci95(1.0, 2)) and math.isnan(spread.ci95(1.0, 1))
+    assert spread.ci95(2.0, 100) == pytest.approx(1.96 * 2.0 / 10)
+
+
+def test_the_seed_spread_is_a_range_below_three_seeds_and_a_t_interval_from_three():
+    assert spread.interval([0.7, 0.9]) == (0.7, 0.9)
+    low, high = spread.interval([0.7, 0.8, 0.9])
+    assert (low, high) == pytest.approx((0.8 - 4.303 * 0.1 / math.sqrt(3), 0.8 + 4.303 * 0.1 / math.sqrt(3)))
+    assert spread.text(0.8, math.nan, 0.7, 0.9, seeds=2, digits=1, scale=100) == "80.0 (70.0–90.0)"
+    assert spread.text(0.8, 0.1, 0.7, 0.9, seeds=3, digits=1, scale=100) == "80.0 ± 10.0"
+    assert spread.text(0.8, math.nan, 0.8, 0.8, seeds=1) == "0.800"
+
+
+def test_tables_give_two_seeds_their_range_and_three_seeds_a_t_interval(tmp_path):
+    for seeds, root in (((0, 1), tmp_path / "two"), ((0, 1, 2), tmp_path / "three")):
+        for seed in seeds:
+            write_synthetic_run(root, dataset="digits", arch="mlp", method="dense", seed=seed)
+    for root, expected in (
+        (tmp_path / "two", r"^\d+\.\d \(\d+\.\d–\d+\.\d\)$"),
+        (tmp_path / "three", r"^\d+\.\d ± \d\.\d$"),
+    ):
+        _, settings, _ = aggregate.aggregate(aggregate.find_summaries([str(root)]))
+        (row,) = aggregate.settings_rows(settings)
+        assert re.match(expected, row[7]), row  # accuracy %
+    text = aggregate.markdown(settings)
+    assert "with 2 seeds, (min–max) is the range of the two" in text
+
+
+def errorbar_extents(ax):
+    """(x, low, high) of every vertical error bar seaborn drew on ``ax``."""
+    from matplotlib.collections import LineCollection
+
+    bars = []
+    for collection in ax.collections:
+        if isinstance(collection, LineCollection):
+            bars += [
+                (seg[0][0], min(seg[0][1], seg[1][1]), max(seg[0][1], seg[1][1])) for seg in collection.get_segments()
+            ]
+    return sorted(bars)
+
+
+@pytest.mark.parametrize("seeds", [(0, 1), (0, 1, 2)])
+def test_control_figure_bars_are_the_seed_range_or_the_t_interval(tmp_path, seeds):
+    for seed in seeds:
+        for target in (0.2, 0.5):
+            write_synthetic_run(
+                tmp_path / "runs", dataset="digits", arch="mlp", method="constrained", target=(target,), seed=seed
+            )
+    aggregate.write_tables(aggregate.find_summaries([str(tmp_path / "runs")]), tmp_path / "tables")
+    tables = plots.load_tables(tmp_path / "tables")
+    fig = plots.control_figure(tables)
+    runs = tables["runs"]
+    expected = []
+    for target, rows in runs.groupby("target_value"):
+        values = rows["expected_density"]
+        if len(seeds) < 3:
+            expected.append((target, values.min(), values.max()))
+        else:
+            half = spread.ci95(values.std(ddof=1), len(values))
+            expected.append((target, values.mean() - half, values.mean() + half))
+    drawn = errorbar_extents(fig.axes[0])
+    assert [v for bar in drawn for v in bar] == pytest.approx([float(v) for bar in sorted(expected) for v in bar])
 
 
 def test_markdown_lists_every_setting(demo):
@@ -94,6 +156,34 @@ def test_job_seconds_come_from_snakemake_benchmarks(tmp_path):
     bench.write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t100\n")
     runs, _, _ = aggregate.aggregate([run / "summary.json"], tmp_path / "bench")
     assert runs["job_seconds"].item() == 12.5
+
+
+def test_job_timing_splits_each_jobs_own_time_so_no_share_is_negative(tmp_path):
+    runs = []
+    for seed, (job, trained, mirror) in enumerate([(10.0, 4.0, 1.0), (6.0, 0.0, 0.5), (20.0, 15.0, 2.0)]):
+        run = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense", seed=seed)
+        key = json.loads((run / "summary.json").read_text())["run_key"]
+        bench = tmp_path / "bench" / f"{key}.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text(f"s\th:m:s\n{job}\t0:00:10\n")
+        # the summary's wall_seconds covers every epoch ever trained (resumed runs: earlier jobs too); the
+        # job's own record only what this job did, e.g. nothing for a rerun that only re-summarises
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "wall_seconds": 100.0}))
+        (run / "train_job.json").write_text(json.dumps({"training_seconds": trained, "mirror_seconds": mirror}))
+        runs.append(run / "summary.json")
+    table, _, _ = aggregate.aggregate(runs, tmp_path / "bench")
+    sentence = pdf.job_timing(table)
+    assert sentence.startswith("Train jobs: 3 jobs took 36 s in all (12.0 s each on average): ")
+    shares = [int(v) for v in re.findall(r"(-?\d+)% ", sentence)]
+    assert shares == [53, 10, 37] and sum(shares) == 100  # 19 s training, 3.5 s mirror, 13.5 s the rest
+
+
+def test_percentages_add_up_to_100():
+    assert pdf.percentages([1.0, 1.0, 1.0]) == [34, 33, 33]
+    assert pdf.percentages([0.994, 0.003, 0.003]) == [100, 0, 0]  # 99.4 + 0.3 + 0.3: the largest remainder
+    assert pdf.percentages([0.2, 0.304, 0.496]) == [20, 30, 50]
+    assert pdf.percentages([0.0, 0.0]) == [0, 0]
 
 
 def test_aggregate_cli_rejects_an_empty_input(tmp_path, capsys):

@@ -2,50 +2,19 @@
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from snakemake.utils import validate
+from workflow_cli import ROOT, grid, merged, readable, snakemake_run, train_jobs
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 PRESETS = sorted((ROOT / "workflow" / "presets").glob("*.yaml"))
 
 
-def load_grid_module():
-    spec = importlib.util.spec_from_file_location("workflow_grid", ROOT / "workflow" / "grid.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-grid = load_grid_module()
-
-
 def default_config() -> dict:
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
-
-
-def merged(*updates: dict) -> dict:
-    """config.yaml with presets/overrides merged the way Snakemake merges --configfile (nested dicts)."""
-
-    def merge(base: dict, update: dict) -> None:
-        for key, value in update.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-
-    config = default_config()
-    for update in updates:
-        merge(config, update)
-    return config
+    return merged()
 
 
 def check(config: dict) -> list:
@@ -57,7 +26,7 @@ def test_default_config_is_valid_and_expands_to_the_demo_grid():
     runs = check(default_config())
     # 2 archs x (2 scopes x 3 targets + 4 lambdas + dense + 3 magnitude targets) x 2 seeds
     assert len(runs) == 2 * (6 + 4 + 1 + 3) * 2
-    assert runs[0].key == "digits/mlp/constrained-model~0.2/seed~0"
+    assert readable(runs[0].key) == "digits/mlp/constrained-model~0.2/seed~0"
     assert len({run.key for run in runs}) == len(runs)
 
 
@@ -113,6 +82,7 @@ SCHEMA_ERRORS = [
     ({"grid": {"pruned": {"targets": [0.5]}}}, "grid", "'pruned' was unexpected"),
     ({"grid": {"dense": "yes"}}, "grid.dense", "is not of type 'boolean'"),
     ({"experiment": ""}, "experiment", "should be non-empty"),
+    ({"experiment": "my grid"}, "experiment", "does not match"),  # it names the grid's directory
     ({"resultz": "out"}, "(top level)", "'resultz' was unexpected"),
     ({"resources": {"default": {"threads": 0}}}, "resources.default.threads", "less than the minimum of 1"),
     ({"resources": {"per_run": {"digits/cnn": {"gpus": 1}}}}, "resources.per_run.digits/cnn", "'gpus' was unexpected"),
@@ -158,6 +128,7 @@ REGISTRY_ERRORS = [
     ),
     ({"grid": {"dense": False}}, "grid.magnitude.targets", "starts from the dense runs"),
     ({"grid": {"constrained": {"targets": [0.5, 0.5]}}}, "grid", "same run"),
+    ({"experiment": "runs"}, "experiment", "names a directory that every grid shares"),
 ]
 
 
@@ -203,26 +174,27 @@ def test_resources_lookup_order_and_tracking_uri(monkeypatch, tmp_path):
     assert grid.tracking_uri(config, tmp_path) is None
 
 
-def dry_run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(SNAKEMAKE), "-n", "--quiet", "rules", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+def dry_run(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """``snakemake -n`` on its own project directory: what the working tree's results/ holds does not count."""
+    return snakemake_run(project, "-n", "--quiet", "rules", *args, timeout=120)
 
 
 def test_snakemake_stops_before_any_job_with_a_message_naming_the_key(tmp_path):
-    result = dry_run("--config", "grid={'archs': ['mlp', 'vgg']}")
+    result = dry_run(tmp_path, "--config", "grid={'archs': ['mlp', 'vgg']}")
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "Invalid config: config key grid.archs: unknown arch 'vgg'; choose one of: mlp, cnn" in output
     preset = tmp_path / "bad.yaml"
     preset.write_text("grid:\n  seeds: [0, -2]\n")
-    result = dry_run("--configfile", str(preset))
+    result = dry_run(tmp_path, "--configfile", str(preset))
     assert result.returncode != 0
     assert "Invalid config: config key grid.seeds[1]: -2 is less than the minimum of 0" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("preset", [None, *PRESETS], ids=lambda p: "default" if p is None else p.stem)
-def test_dry_run_works_for_the_default_config_and_every_preset(preset):
-    result = dry_run(*(["--configfile", str(preset)] if preset else []))
+def test_dry_run_lists_every_train_job_of_the_default_config_and_every_preset(preset, tmp_path):
+    config = merged(yaml.safe_load(preset.read_text())) if preset else default_config()
+    result = dry_run(tmp_path, *(["--configfile", str(preset)] if preset else []))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "train" in result.stdout + result.stderr
+    assert train_jobs(result) == len(check(config))
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing

@@ -25,20 +25,23 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
+from workflow_cli import runs_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 CLUSTER = ROOT / "tests" / "slurm"
 CONFIG = CLUSTER / "config.yaml"
 EPOCHS = 20
-VICTIM = "digits/mlp/constrained-model~0.5/seed~0"  # the run whose job is cancelled mid-training
-RUNS = [VICTIM, "digits/mlp/dense~1/seed~0"]
+RUNS = [run.key for run in runs_of(yaml.safe_load(CONFIG.read_text()))]  # constrained model-wise 0.5, dense
+VICTIM = RUNS[0]  # the run whose job is cancelled mid-training
+GRID = "ctrlsparse-slurm-test"  # the config's experiment: results/<experiment>/ holds its tables and report
 
 
 def comment(rule: str, key: str) -> str:
     """The sbatch --comment the SLURM plugin gives a job: rule and wildcard values, e.g. rule_train_wildcards_digits_..."""
-    dataset, arch, setting, seed = key.split("/")  # digits/mlp/constrained-model~0.5/seed~0
-    return f"rule_{rule}_wildcards_" + "_".join([dataset, arch, *setting.split("~"), seed.split("~")[1]])
+    dataset, arch, setting, digest, seed = key.split("/")  # digits/mlp/constrained-model~0.5/64cb9e76/seed~0
+    return f"rule_{rule}_wildcards_" + "_".join([dataset, arch, *setting.split("~"), digest, seed.split("~")[1]])
 
 
 def test_the_profile_is_found_by_its_bare_name_in_the_project_root(monkeypatch):
@@ -64,7 +67,7 @@ def test_the_summary_and_mlflow_tags_name_the_slurm_job_that_trained_the_run(mon
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURMD_NODENAME", "gpu017")
     assert slurm_job() == {"job_id": "4242", "node": "gpu017"}
-    training = {"run_key": "digits/mlp/dense~1/seed~0", "method": "dense"}  # hparams.json: no summary yet
+    training = {"run_key": RUNS[1], "method": "dense"}  # hparams.json: no summary yet
     assert run_tags(training)["slurm.job_id"] == "4242"
     finished = {**training, "slurm": {"job_id": "17"}}  # mirrored later by another job (purge, backfill)
     assert run_tags(finished)["slurm.job_id"] == "17" and "slurm.node" not in run_tags(finished)
@@ -152,7 +155,7 @@ def mlflow_runs(results: Path) -> dict[str, object]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{results / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("ctrlsparse-slurm-test")
+    experiment = client.get_experiment_by_name(GRID)
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     assert len(runs) == len({run.data.tags["run_key"] for run in runs}), "duplicate MLflow runs"
     return {run.data.tags["run_key"]: run for run in runs}
@@ -177,16 +180,17 @@ def test_every_train_job_ran_under_slurm_on_a_gpu_and_the_workflow_finished(slur
         assert "gres/gpu=1" in job["ReqTRES"] and (job["Account"], job["Partition"]) == ("ctrlsparse", "gpu")
         log = slurm_run.results / "slurm_logs" / "rule_train" / comment("train", key).split("wildcards_")[1]
         assert (log / f"{job['JobIDRaw']}.log").stat().st_size > 0
-    # Only train (GPU) and purge (CPU) jobs were submitted; mlflow_init, aggregate, plots, report ran locally.
+    # Only train (GPU) and purge (CPU) jobs were submitted; aggregate, plots, report ran locally.
     rules = {job["Comment"].split("_wildcards_")[0] for job in jobs.values()}
     assert rules == {"rule_train", "rule_purge"}
     for job in jobs.values():
         assert ("gres/gpu=1" in job["ReqTRES"]) == job["Comment"].startswith("rule_train")
+    grid = slurm_run.results / GRID
     for name in ("runs.csv", "settings.csv", "layers.csv", "tables.md"):
-        assert (slurm_run.results / "tables" / name).stat().st_size > 0
-    assert len((slurm_run.results / "tables" / "runs.csv").read_text().splitlines()) == 1 + len(RUNS)
-    assert (slurm_run.results / "plots" / "control.png").stat().st_size > 0
-    assert (slurm_run.results / "report.pdf").read_bytes().startswith(b"%PDF")
+        assert (grid / "tables" / name).stat().st_size > 0
+    assert len((grid / "tables" / "runs.csv").read_text().splitlines()) == 1 + len(RUNS)
+    assert (grid / "plots" / "control.png").stat().st_size > 0
+    assert (grid / "report.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_a_cancelled_train_job_is_resubmitted_and_resumes_from_its_checkpoint(slurm_run):

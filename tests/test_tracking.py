@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def test_mirror_logs_tags_params_metrics_and_artifacts(tmp_path, store):
     client = mlflow.tracking.MlflowClient(store)
     run = client.get_run(run_id)
     tags = run.data.tags
-    assert tags["mlflow.runName"] == "digits/mlp/constrained-model~0.35/seed~1"
+    run_key = json.loads(paths.summary_path(run_dir).read_text())["run_key"]
+    assert tags["mlflow.runName"] == run_key and run_key == str(run_dir.relative_to(tmp_path / "runs"))
     for key, value in {
         "dataset": "digits",
         "arch": "mlp",
@@ -71,7 +73,7 @@ def test_mirror_logs_tags_params_metrics_and_artifacts(tmp_path, store):
         "level": "0.35",
         "target": "0.35",
         "seed": "1",
-        "run_key": "digits/mlp/constrained-model~0.35/seed~1",
+        "run_key": run_key,
         "campaign": "unit",
     }.items():
         assert tags[key] == value, key
@@ -96,7 +98,9 @@ def test_mirroring_again_replaces_the_run_instead_of_duplicating_it(tmp_path, st
     ids = [tracking.mirror_run(run, tracking_uri=store, experiment="test") for run in (first, second, first, first)]
     assert ids[0] != ids[2] != ids[3]
     runs = all_runs(store)  # deleted runs included: the old ones are purged, not just hidden
-    assert sorted(r.data.tags["run_key"] for r in runs) == ["digits/cnn/dense~1/seed~0", "digits/mlp/dense~1/seed~0"]
+    assert sorted(r.data.tags["run_key"] for r in runs) == [
+        str(run.relative_to(tmp_path / "runs")) for run in (second, first)
+    ]
     assert {r.info.run_id for r in runs} == {ids[1], ids[3]}
     artifact_dirs = list((Path(store.removeprefix("sqlite:///")).parent / "artifacts" / "test").iterdir())
     assert sorted(d.name for d in artifact_dirs) == sorted([ids[1], ids[3]])
@@ -147,6 +151,25 @@ def test_track_cli_backfills_every_run_below_a_root(tmp_path, store):
     assert len(active_runs(store)) == 2
 
 
+def test_track_missing_copies_only_absent_runs_into_another_experiment_and_leaves_their_directories(
+    tmp_path, store, capsys
+):
+    trained = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense", seed=0)
+    tracking.mirror_run(trained, tracking_uri=store, experiment="test")  # the grid that trained it
+    files = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(trained.iterdir())}
+    backfill = [str(tmp_path / "runs"), "--missing", "--tracking-uri", store, "--experiment", "other"]
+    assert tracking.main_track(backfill) == 0
+    assert [r.data.tags["run_key"] for r in active_runs(store, "other")] == [
+        json.loads(paths.summary_path(trained).read_text())["run_key"]
+    ]
+    assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(trained.iterdir())} == files
+    assert tracking.read_record(trained)["experiment"] == "test"  # still names the experiment that trained it
+    assert tracking.main_track(backfill) == 0  # present now: not copied again
+    assert "mirrored 0 of 0 missing runs" in capsys.readouterr().out and len(all_runs(store, "other")) == 1
+    assert tracking.main_track([str(tmp_path / "runs"), "--missing", "--tracking-uri=", "--experiment", "x"]) == 0
+    assert "MLflow is off" in capsys.readouterr().out
+
+
 def test_init_cli_with_an_unreachable_server_warns_and_still_writes_the_env_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
@@ -154,3 +177,64 @@ def test_init_cli_with_an_unreachable_server_warns_and_still_writes_the_env_file
     assert tracking.main_init(["--tracking-uri", "http://127.0.0.1:9", "--shell-env", str(env)]) == 0
     assert "MLFLOW_URI=http://127.0.0.1:9" in env.read_text()
     assert "not ready" in capsys.readouterr().err
+
+
+def test_experiments_are_created_or_tagged_as_model_development_so_the_ui_opens_the_runs(tmp_path, store):
+    client = mlflow.tracking.MlflowClient(store)
+    assert tracking.main_init(["--tracking-uri", store, "--experiment", "fresh"]) == 0
+    assert client.get_experiment_by_name("fresh").tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("created elsewhere")  # e.g. by an older ctrlsparse: no kind
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    run_dir = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
+    assert tracking.mirror_run(run_dir, tracking_uri=store, experiment="created elsewhere") is not None
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.set_experiment_tag(old, "mlflow.experimentKind", "genai_development")  # a kind someone chose stays
+    tracking.init_store(store, "created elsewhere")
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_a_mirrored_run_spans_the_training_not_the_mirror(tmp_path, store):
+    run_dir = write_synthetic_run(tmp_path / "runs", epochs=4, dataset="digits", arch="mlp", method="dense")
+    summary = json.loads(paths.summary_path(run_dir).read_text())
+    paths.summary_path(run_dir).write_text(json.dumps({**summary, "wall_seconds": 754.25}))
+    trained = 1_700_000_000.5  # the last epoch's checkpoint wrote metrics.csv then
+    os.utime(paths.metrics_path(run_dir), (trained, trained))
+    info = (
+        mlflow.tracking.MlflowClient(store)
+        .get_run(tracking.mirror_run(run_dir, tracking_uri=store, experiment="test"))
+        .info
+    )
+    assert (info.start_time, info.end_time) == (1_700_000_000_500 - 754_250, 1_700_000_000_500)
+
+
+def test_the_data_set_is_the_runs_input_once_however_often_it_is_mirrored(tmp_path, store):
+    run_dir = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
+    written = json.loads(paths.dataset_path(run_dir).read_text())
+    paths.summary_path(run_dir).rename(tmp_path / "summary.json")  # still training: the run is opened ...
+    run_id = tracking.open_run(run_dir, tracking_uri=store, experiment="test")
+    (tmp_path / "summary.json").rename(paths.summary_path(run_dir))
+    assert tracking.mirror_run(run_dir, tracking_uri=store, experiment="test") == run_id  # ... and ended
+    (entry,) = mlflow.tracking.MlflowClient(store).get_run(run_id).inputs.dataset_inputs
+    dataset = entry.dataset
+    assert (dataset.name, dataset.digest, dataset.source_type) == ("digits", written["digest"], "local")
+    assert json.loads(dataset.source) == {"uri": "synthetic"}
+    assert json.loads(dataset.profile) == {"train_size": 1437, "test_size": 360, "num_classes": 10}
+    features = json.loads(json.loads(dataset.schema)["mlflow_tensorspec"]["features"])
+    assert features == [
+        {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 1, 8, 8]}, "name": "inputs"}
+    ]
+    assert [(tag.key, tag.value) for tag in entry.tags] == [("mlflow.data.context", "train")]
+
+
+def test_ui_links_open_each_experiments_runs_table(tmp_path, store, capsys):
+    from ctrlsparse.tracking import ui
+
+    run_dir = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
+    tracking.mirror_run(run_dir, tracking_uri=store, experiment="test")
+    experiment_id = mlflow.tracking.MlflowClient(store).get_experiment_by_name("test").experiment_id
+    assert ui.main(["--tracking-uri", store, "--url", "http://127.0.0.1:5000/"]) == 0
+    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning"
+    assert capsys.readouterr().out == f"runs of test: {link}\n"  # experiments without runs get no link
+    missing = f"sqlite:///{tmp_path / 'nowhere.db'}"
+    assert ui.main(["--tracking-uri", missing, "--url", "http://127.0.0.1:5000"]) == 0
+    assert "no MLflow store at" in capsys.readouterr().out and not (tmp_path / "nowhere.db").exists()

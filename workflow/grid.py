@@ -1,7 +1,8 @@
 """The workflow's grid: config checks, run expansion and train-job arguments.
 
 Plain Python (no snakemake, no torch) so tests import it directly; ``workflow/rules/common.smk`` wraps it.
-Run identity comes from the library (:func:`ctrlsparse.hparams.run_key`), never from here.
+Run identity (:func:`ctrlsparse.identity.run_key`) and the train command line
+(:func:`ctrlsparse.training.cli.train_argv`) come from the library, never from here.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse.hparams import HParamError, HParams, format_number, run_key
+from ctrlsparse.hparams import HParamError, HParams, format_number
+from ctrlsparse.identity import RUN_PATTERN, STARTS_FROM_A_RUN, run_fields, run_key
 from ctrlsparse.registry import ARCHS, DATASETS, UnknownNameError
+from ctrlsparse.training.cli import train_argv
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
 # Keys the grid sets per run; an ``hparams:`` override of one of them would silently fight the grid.
 GRID_FIELDS = ("dataset", "arch", "method", "target", "target_scope", "budget", "penalty", "seed", "tag")
 # Keys the workflow sets per job from the resources.
 JOB_FIELDS = ("threads", "device")
+# Directories under the results directory that every grid shares; a grid's own one is named by its experiment.
+SHARED_DIRS = ("runs", "logs", "benchmarks", "mlflow", "slurm_logs")
 
 
 class ConfigError(ValueError):
@@ -34,13 +39,14 @@ class Run:
     """One train job: the grid point, its resolved hyperparameters and its key (= output subdirectory)."""
 
     hparams: HParams
-    key: str
-    overrides: dict[str, Any] = field(default_factory=dict)  # hparams given to `ctrlsparse train` (config + sweep)
+    pretrained: str = ""  # key of the run it starts from (magnitude: the dense run of its seed), else ""
+    key: str = field(init=False)
+    # the parts of the key, named as the workflow's wildcards (dataset, arch, variant, level, hash, seed)
+    wildcards: dict[str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def wildcards(self) -> dict[str, str]:
-        h = self.hparams
-        return {"dataset": h.dataset, "arch": h.arch, "variant": h.variant, "level": h.level, "seed": str(h.seed)}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wildcards", run_fields(self.hparams, self.pretrained))
+        object.__setattr__(self, "key", RUN_PATTERN.format(**self.wildcards))
 
 
 def explain_schema_error(config: dict[str, Any]) -> str | None:
@@ -69,6 +75,10 @@ def check_config(config: dict[str, Any]) -> list[Run]:
     Assumes ``snakemake.utils.validate`` already applied the JSON schema (types, ranges, defaults).
     """
     grid = config["grid"]
+    if config["experiment"] in SHARED_DIRS:
+        raise ConfigError(
+            "experiment", f"{config['experiment']!r} names a directory that every grid shares; choose another name"
+        )
     for key, registry in (("grid.datasets", DATASETS), ("grid.archs", ARCHS)):
         for name in grid[key.split(".")[1]]:
             try:
@@ -141,7 +151,7 @@ def run_tag(changed: HParams, plain: HParams, names: list[str]) -> str:
     for name in sorted(names):
         value = getattr(changed, name)
         if value != getattr(plain, name):
-            parts.append(f"{name}={str(value).lower() if isinstance(value, bool) else flag_value(value)}")
+            parts.append(f"{name}={str(value).lower() if isinstance(value, bool) else tag_value(value)}")
     return "+".join(parts)
 
 
@@ -170,10 +180,11 @@ def _settings(grid: dict[str, Any]) -> list[dict[str, Any]]:
 def expand_runs(config: dict[str, Any]) -> list[Run]:
     """Every (dataset, arch, setting, seed) of the grid and of each sweep as a :class:`Run`, in config order.
 
-    A run that two sweeps both list (same key, same hyperparameters) is trained once; the same key with other
-    hyperparameters, or a grid point repeated within one sweep, is an error.
+    A run that two sweeps both list (same key) is trained once; a grid point repeated within one sweep, or two
+    runs that differ only in hyperparameters the readable part of the key does not show, is an error.
     """
     runs: dict[str, Run] = {}
+    readable: dict[str, str] = {}  # the key without its hash -> the key
     for where, grid in sweeps(config):
         overrides, extra = config["hparams"], grid["hparams"]
         mine: set[str] = set()
@@ -189,18 +200,28 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
                                 hparams = HParams.resolve(**given, **extra, tag=run_tag(changed, hparams, list(extra)))
                         except HParamError as error:
                             raise ConfigError(_owner(error.key, where, overrides, extra), error.message) from None
-                        run = Run(hparams, run_key(hparams), {**overrides, **extra})
+                        start = dense_key(overrides, hparams) if hparams.method in STARTS_FROM_A_RUN else ""
+                        run = Run(hparams, start)
                         if run.key in mine:
                             raise ConfigError(
                                 where, f"two grid points give the same run {run.key}; remove the repeated value"
                             )
                         mine.add(run.key)
-                        earlier = runs.setdefault(run.key, run)
-                        if earlier.hparams != run.hparams:
+                        runs.setdefault(run.key, run)
+                        shown = run.key.replace(f"/{run.wildcards['hash']}/", "/")
+                        if readable.setdefault(shown, run.key) != run.key:
                             raise ConfigError(
-                                where, f"gives the run {run.key} of an earlier sweep with other hyperparameters"
+                                where,
+                                f"gives {run.key} beside {readable[shown]}: the runs differ in hyperparameters their "
+                                "keys do not show, so the report would average them; give one of them a sweep",
                             )
     return list(runs.values())
+
+
+def dense_key(overrides: dict[str, Any], run: HParams) -> str:
+    """Key of the dense run that a magnitude run prunes: same dataset, arch and seed, the config's hparams."""
+    dense = HParams.resolve(**overrides, dataset=run.dataset, arch=run.arch, seed=run.seed, method="dense")
+    return run_key(dense)
 
 
 def find_run(runs: list[Run], wildcards: dict[str, str]) -> Run:
@@ -209,9 +230,7 @@ def find_run(runs: list[Run], wildcards: dict[str, str]) -> Run:
     for run in runs:
         if all(run.wildcards[key] == wanted[key] for key in run.wildcards):
             return run
-    raise KeyError(
-        "{dataset}/{arch}/{variant}~{level}/seed~{seed} is not a point of the configured grid".format(**wanted)
-    )
+    raise KeyError(f"{RUN_PATTERN.format(**wanted)} is not a point of the configured grid")
 
 
 def resources_for(config: dict[str, Any], dataset: str, arch: str) -> dict[str, Any]:
@@ -223,51 +242,24 @@ def resources_for(config: dict[str, Any], dataset: str, arch: str) -> dict[str, 
     return merged
 
 
-def flag_value(value: Any) -> str:
+def tag_value(value: Any) -> str:
+    """A hyperparameter's value as a tag shows it: lists joined by commas, numbers in their shortest form."""
     if isinstance(value, list | tuple):
-        return ",".join(flag_value(item) for item in value)
-    if isinstance(value, float):
-        return format_number(value)
-    return str(value)
+        return ",".join(tag_value(item) for item in value)
+    return format_number(value) if isinstance(value, float) else str(value)
 
 
 def train_args(run: Run, config: dict[str, Any]) -> list[str]:
-    """The ``ctrlsparse train`` flags of a run (grid axes + config overrides), without --out/--threads."""
-    h = run.hparams
-    given: dict[str, Any] = {"dataset": h.dataset, "arch": h.arch, "method": h.method, "seed": h.seed}
-    if h.method != "dense":
-        given["target_scope"] = h.target_scope
-    if h.method in ("constrained", "magnitude"):
-        given["target"] = h.target
-    if h.budget:
-        given["budget"] = h.budget
-    if h.method == "magnitude":
-        given["pretrained"] = str(pretrained_dir(run, config))
-    if h.method == "penalized":
-        given["penalty"] = h.penalty
-    given.update(run.overrides)
-    if h.tag:
-        given["tag"] = h.tag
-    args = []
-    for name, value in given.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + name.replace("_", "-"))
-        else:
-            args += [flag, flag_value(value)]
-    resources = resources_for(config, h.dataset, h.arch)
-    args += ["--device", resources.get("device") or ("cuda" if resources["gpu"] > 0 else "cpu")]
-    return args
+    """The ``ctrlsparse train`` flags of a run (its hparams, the dense run to start from, the device), from the
+    library's :func:`~ctrlsparse.training.cli.train_argv`; without --out/--threads."""
+    resources = resources_for(config, run.hparams.dataset, run.hparams.arch)
+    device = resources.get("device") or ("cuda" if resources["gpu"] > 0 else "cpu")
+    return train_argv(replace(run.hparams, pretrained=str(pretrained_dir(run, config)), device=device))
 
 
-def dense_run_key(run: Run) -> str:
-    """Key of the dense run that a magnitude run prunes: same dataset, arch, seed (and tag)."""
-    return run_key(replace(run.hparams, method="dense"))
-
-
-def pretrained_dir(run: Run, config: dict[str, Any]) -> Path:
-    """Directory of the dense run a magnitude run starts from (under the config's results directory)."""
-    return Path(config["results"]) / "runs" / dense_run_key(run)
+def pretrained_dir(run: Run, config: dict[str, Any]) -> Path | str:
+    """Directory of the run a run starts from (magnitude: its dense run, under the results directory), else ""."""
+    return Path(config["results"]) / "runs" / run.pretrained if run.pretrained else ""
 
 
 def tracking_uri(config: dict[str, Any], results: str | Path) -> str | None:

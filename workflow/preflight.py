@@ -8,6 +8,9 @@ one :class:`grid.ConfigError` naming the config key and what to do:
   per gated layer of each arch it is trained on (counted on a model built on torch's meta device, so no memory
   and no data; torch is imported only when such a list is configured), and the results directory must be
   creatable (its nearest existing ancestor a directory this user may write).
+- :func:`set_aside_corrupt_summaries` (while Snakemake parses, dry runs too): a grid run whose ``summary.json``
+  does not parse is moved aside to ``summary.json.corrupt`` (one line each), so its train job is back in the DAG
+  and reruns, resuming from the run's checkpoint (and the jobs after it), instead of ``aggregate`` failing on it.
 - :func:`check_data` (Snakemake's ``onstart``, which runs only when jobs will really run: not in dry runs, not in
   cluster jobs): the data set of every unfinished run lies in its data root in the layout its loader expects
   (``ctrlsparse.data.layouts``); digits ships with scikit-learn and needs none.
@@ -19,14 +22,17 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from grid import ConfigError, Run, sweeps
 
+from ctrlsparse import paths
 from ctrlsparse.data.layouts import DEFAULT_ROOT, ENV, LAYOUTS, data_root, missing
 from ctrlsparse.hparams import HParamError, layer_targets
+from ctrlsparse.report.aggregate import CorruptSummary, read_summary
 
 # Any input the archs accept (lenet5 needs >= 16x16 pixels); the number of gated layers depends on the arch only.
 PROBE_INPUT = ((3, 32, 32), 10)
@@ -93,6 +99,26 @@ def check_results_dir(results: str) -> None:
         raise ConfigError(
             "results", f"{path} cannot be written ({existing} is not writable); choose a directory you can write"
         )
+
+
+def set_aside_corrupt_summaries(summaries: list[str]) -> list[Path]:
+    """Move every unparsable ``summary.json`` among ``summaries`` aside (one stderr line each); return the moves.
+
+    The workflow's target lists every run's summary, so a missing one brings its train job back into the DAG
+    (Snakemake reruns a job for a missing output only when a target, or a job that must run, needs it).
+    """
+    moved = []
+    for summary in map(Path, summaries):
+        if not summary.exists():
+            continue
+        try:
+            read_summary(summary)
+        except CorruptSummary as error:
+            aside = paths.corrupt_path(summary)
+            summary.replace(aside)
+            moved.append(aside)
+            print(f"ctrlsparse: {error}; moved it to {aside.name}, so that run's train job reruns", file=sys.stderr)
+    return moved
 
 
 def check_data(runs: list[Run], config: dict[str, Any]) -> None:

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def _write_atomic(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
+def _write_atomic(
+    path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False, previous: str | Path | None = None
+) -> None:
+    """``previous``: once the new file is complete, the old one is renamed there first (kept as a fallback)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -23,6 +26,8 @@ def _write_atomic(path: str | Path, write: Callable[[IO[Any]], None], binary: bo
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)  # a crash right here leaves only ``previous``, which readers fall back to
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -51,7 +56,8 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     _write_atomic(path, write)
 
 
-def save_torch(path: str | Path, state: Any) -> None:
+def save_torch(path: str | Path, state: Any, previous: str | Path | None = None) -> None:
+    """``torch.save`` atomically; with ``previous``, the file it replaces is kept there."""
     import torch
 
-    _write_atomic(path, lambda handle: torch.save(state, handle), binary=True)
+    _write_atomic(path, lambda handle: torch.save(state, handle), binary=True, previous=previous)

@@ -23,7 +23,10 @@ DEFAULT_TOLERANCE: float = HParams.feasibility_tolerance  # 0.01
 FRACTIONAL_GAP = 0.02  # eval density this far above the expected one flags fractional gates
 # What to change when a target is missed (the CLI's last line). The step budget and the gate and dual dynamics
 # decide whether the gates close in time (issue 14).
-ADVICE = "train longer (--epochs) or move the gates and multipliers faster (--gates-lr, --dual-lr)"
+ADVICE = (
+    "give the gates and multipliers more travel: --reference-steps above its value (their rates x that / steps), "
+    "or --gates-lr/--dual-lr; or train longer (--epochs)"
+)
 FIELDS = (
     "feasible",
     "feasibility_tolerance",

@@ -1,4 +1,5 @@
-"""Typed hyperparameters of one run: defaults, per-dataset presets, validation and run identity.
+"""Typed hyperparameters of one run: defaults, per-dataset presets, validation (run identity: re-exported from
+:mod:`ctrlsparse.identity`).
 
 Torch-free: the CLI derives its flags from :class:`HParams` and the Snakemake workflow imports
 :func:`run_key` to name output directories, without paying for ``import torch``.
@@ -11,12 +12,11 @@ Resolution order (later wins): field defaults < :data:`DATASET_DEFAULTS` for the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ctrlsparse.identity import AXES, EXECUTION, hparams_hash, run_key  # noqa: F401  (re-exported: identity)
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS, UnknownNameError
 
 
@@ -33,28 +33,13 @@ def _help(text: str, **kwargs: Any) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
-# Fields that form the readable part of a run's identity; everything else but EXECUTION goes into the hash.
-AXES = ("dataset", "arch", "method", "target_scope", "target", "budget", "penalty", "seed", "tag")
-# Fields that change how a run executes, never what it computes (a run may resume under other values).
-EXECUTION = (
-    "device",
-    "threads",
-    "checkpoint_seconds",
-    "data_root",
-    "download",
-    "data_workers",
-    "pretrained",
-    "channels_last",
-    "compile",
-    "feasibility_tolerance",
-    "require_feasible",
-)
 TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,=+-")
 SCOPES = ("model", "layer", "none")
 BUDGET_KINDS = ("macs", "params")  # budget kinds, in the order a budget is written
 OPTIMIZERS = ("adam", "sgd")
 DUAL_OPTIMIZERS = ("sgd", "nupi")
 CONSTRAINTS = ("le", "eq")
+VIOLATIONS = ("absolute", "relative")
 GATINGS = ("structured", "unstructured")
 
 
@@ -84,6 +69,12 @@ class HParams:
         "opposes its violation); le: expected density <= target (the paper; a layer may end sparser than its target "
         "when the loss alone closes it further, and gates pushed past the target never reopen)",
         default="eq",
+    )
+    violation: str = _help(
+        "what the multipliers integrate: relative (the default), (g - target) / target, so that multipliers grow "
+        "as fast toward a low target as toward a high one (an excess of 0.09 counts 0.9 at a 0.1 target, 0.1 at 0.9); "
+        "absolute: g - target (the paper)",
+        default="relative",
     )
     penalty: float = _help("lambda of the penalized method (loss + lambda * density)", default=1e-3)
     seed: int = _help("seed for weights, data order and gate noise", default=0)
@@ -116,8 +107,8 @@ class HParams:
     lr_milestones: tuple[int, ...] = _help("epochs at which the weights' lr is multiplied by lr_gamma", default=())
     lr_gamma: float = _help("multiplicative lr decay at each milestone (weights only)", default=0.1)
     gates_lr: float = _help(
-        "learning rate of the gates (log alpha); never decayed. With Adam a gate moves ~gates_lr per step, so the "
-        "default 0.1 closes gates to any target within a few hundred steps (see reference_steps)",
+        "learning rate of the gates (log alpha) at a run of reference_steps steps; never decayed. With Adam a gate "
+        "moves ~gates_lr per step, so how far it can travel in a run is gates_lr x steps",
         default=0.1,
     )
     gates_beta2: float = _help(
@@ -128,12 +119,13 @@ class HParams:
     )
     # --- dual optimisation ---
     dual_optimizer: str = _help("sgd (the paper) | nupi (cooper's nuPI controller)", default="sgd")
-    dual_lr: float = _help("learning rate of the Lagrange multipliers (see reference_steps)", default=0.1)
+    dual_lr: float = _help("learning rate of the Lagrange multipliers at a run of reference_steps steps", default=0.1)
     reference_steps: int = _help(
-        "the step budget that gates_lr and dual_lr were set for (the paper presets: the paper's); a run of S steps "
-        "multiplies both by reference_steps / S, so that gates and multipliers travel as far as at that budget "
-        "(0: use both as given, the default: its rates reach the target early in any budget of 600 steps or more)",
-        default=0,
+        "the step budget that gates_lr and dual_lr are given for: a run of S steps multiplies both by "
+        "reference_steps / S, so that gates and multipliers travel as far in any budget and the target is met at "
+        "the same share of the run (default 1800: digits' 150 epochs; the paper presets: the paper's budget; "
+        "0: use both rates as given)",
+        default=1800,
     )
     nupi_kp: float = _help("nuPI proportional gain (kp=0, ki=1 is plain SGD)", default=1.0)
     nupi_ki: float = _help("nuPI integral gain", default=1.0)
@@ -188,6 +180,7 @@ class HParams:
         _choice(self, "optimizer", OPTIMIZERS)
         _choice(self, "dual_optimizer", DUAL_OPTIMIZERS)
         _choice(self, "constraint", CONSTRAINTS)
+        _choice(self, "violation", VIOLATIONS)
         _choice(self, "gating", GATINGS)
         object.__setattr__(self, "budget", _canonical_budget(self))
         if not self.target:
@@ -312,17 +305,6 @@ def layer_targets(targets: Sequence[float], layer_names: Sequence[str], arch: st
     )
 
 
-def hparams_hash(hparams: HParams) -> str:
-    """Short hash of every computation field that is not a readable axis (epochs, learning rates, ...)."""
-    rest = {key: value for key, value in hparams.computation().items() if key not in AXES}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def run_key(hparams: HParams) -> str:
-    """Readable identity of a run: ``{dataset}/{arch}/{variant}~{level}/seed~{seed}``."""
-    return f"{hparams.dataset}/{hparams.arch}/{hparams.variant}~{hparams.level}/seed~{hparams.seed}"
-
-
 def _canonical_budget(hparams: HParams) -> str:
     """The budget checked and written one way (kinds in :data:`BUDGET_KINDS` order, shortest numbers)."""
     values: dict[str, float] = {}
@@ -371,9 +353,14 @@ def _coerce(cls: type[HParams], key: str, value: Any) -> Any:
 # paper's exact settings (PAPER_CONTROL and their rates, paper.md §2) at the paper's budget (reference_steps) and
 # scale the rates to any other budget (ctrlsparse.training.budget). Why the field defaults, measured by
 # benchmarks/control_matrix.py (digits and mnist5k, 600 to 6,400 steps, targets 0.1-0.9) and control_sweep.py:
-# - gates_lr 0.1 and dual_lr 0.1: with Adam a gate moves ~gates_lr a step, so the gates can close to any target
-#   within a few hundred steps; the paper's MNIST 7e-4 travels 4.5 units of log alpha in 6,400 steps (0.785 at a
-#   0.33 target). 0.2-0.3 dual lr oscillated or collapsed layer-wise 0.2 runs on digits; 0.03 stopped short.
+# - gates_lr 0.1 and dual_lr 0.1 at 1,800 steps (reference_steps), scaled by 1,800 / steps: with Adam a gate
+#   moves ~gates_lr a step, so gates and multipliers travel as far in any budget (the paper's MNIST 7e-4 travels
+#   4.5 units of log alpha in 6,400 steps: 0.785 at a 0.33 target). Fixed rates of 0.1 met the targets too, but
+#   left mnist5k's MLP at 93.8% where the scaled 0.028 gives 95.4% (0.33 model-wise, 6,400 steps), and missed
+#   low targets in short runs. 0.2-0.3 dual lr oscillated layer-wise 0.2 runs on digits; 0.03 stopped short.
+# - violation "relative": the multiplier integrates (g - target) / target. With the paper's g - target, a
+#   0.1 target left the digits MLP at 0.13 after 2,000 steps (the input layer's last pixels need a multiplier
+#   of ~50, which grows by dual_lr x 0.03 a step); relative: 0.102.
 # - constraint "eq": with the paper's <=, the MLP's input layer ends below high targets because the loss alone
 #   closes uninformative pixels (unconstrained, fc1 falls to 0.75-0.76 on digits), and gates that momentum
 #   pushed past a target never reopen (the multiplier is 0 once satisfied): 0.73 at a layer-wise 0.8;
@@ -384,7 +371,7 @@ def _coerce(cls: type[HParams], key: str, value: Any) -> Any:
 #   lose their loss gradient but their second moment keeps the old gradient scale, so they freeze wherever they
 #   were (P(active) 0.6-0.95, open at eval): digits CNN eval density 0.02-0.03 above 0.65/0.8 targets; at 0.95
 #   they follow the multiplier and every gate polarises (0.99 halved the gap).
-PAPER_CONTROL: dict[str, Any] = {"constraint": "le", "alpha_min": 1e-2, "gates_beta2": 0.999}
+PAPER_CONTROL: dict[str, Any] = {"constraint": "le", "violation": "absolute", "alpha_min": 1e-2, "gates_beta2": 0.999}
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # 12 minibatches an epoch: 150 epochs are 1,800 steps. The weights' lr is large so that they learn before
     # the constraint closes the gates (at 1e-3 the CNN was closed while still at chance).

@@ -10,8 +10,13 @@ from pathlib import Path
 # Files inside one run directory.
 METRICS = "metrics.csv"  # one row per epoch
 HPARAMS = "hparams.json"  # fully resolved hyperparameters
+DATASET = "dataset.json"  # what the run trained on: source, split sizes, shape, digest (MLflow's dataset input)
 SUMMARY = "summary.json"  # final numbers; written last, so its presence means "run finished"
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume (weights_only-loadable)
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the last one (fallback if that is unreadable)
+TRAIN_LOCK = "train.lock"  # flock'ed by the process training the run; holds its pid
+CORRUPT_SUFFIX = ".corrupt"  # an unreadable file moved aside (e.g. summary.json.corrupt), kept for inspection
+TRAIN_JOB = "train_job.json"  # where the last train job's time went (its epochs, its MLflow mirror)
 MLFLOW_RUN = "mlflow_run.json"  # id of the MLflow run that mirrors this directory
 DYNAMICS_PLOT = "dynamics.png"  # per-run training-dynamics figure (MLflow artifact)
 
@@ -29,12 +34,33 @@ def hparams_path(run: str | Path) -> Path:
     return Path(run) / HPARAMS
 
 
+def dataset_path(run: str | Path) -> Path:
+    return Path(run) / DATASET
+
+
 def summary_path(run: str | Path) -> Path:
     return Path(run) / SUMMARY
 
 
 def checkpoint_path(run: str | Path) -> Path:
     return Path(run) / CHECKPOINT
+
+
+def previous_checkpoint_path(run: str | Path) -> Path:
+    return Path(run) / PREVIOUS_CHECKPOINT
+
+
+def train_lock_path(run: str | Path) -> Path:
+    return Path(run) / TRAIN_LOCK
+
+
+def corrupt_path(file: str | Path) -> Path:
+    """Where an unreadable file is moved aside: beside it, with :data:`CORRUPT_SUFFIX` appended."""
+    return Path(file).with_name(Path(file).name + CORRUPT_SUFFIX)
+
+
+def train_job_path(run: str | Path) -> Path:
+    return Path(run) / TRAIN_JOB
 
 
 def mlflow_run_path(run: str | Path) -> Path:

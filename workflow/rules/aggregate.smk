@@ -1,4 +1,4 @@
-# Every run's summary.json -> results/tables/{runs,settings,layers}.csv + tables.md.
+# The summary.json of every run of this grid -> results/<experiment>/tables/{runs,settings,layers}.csv + tables.md.
 
 
 rule aggregate:
@@ -14,7 +14,7 @@ rule aggregate:
         out=lambda wildcards, output: os.path.dirname(output.runs),
         benchmarks=f"{RESULTS}/benchmarks/train",
     log:
-        f"{LOGS}/aggregate.log",
+        f"{GRID_LOGS}/aggregate.log",
     conda:
         "../../envs/ctrlsparse.yaml"
     shell:

@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import subprocess
 import sys
 
 import yaml
@@ -11,6 +12,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 import grid  # noqa: E402  (workflow/grid.py: plain-Python config checks and run expansion)
+from ctrlsparse import identity  # noqa: E402
 
 # 1. The JSON schema (types, ranges, defaults), then names against the library's registries.
 try:
@@ -38,6 +40,7 @@ import job_server  # noqa: E402
 
 onstart:
     preflight.stop_on_error(preflight.check_data, RUNS, config)
+    init_tracking()  # workflow/rules/tracking.smk: the MLflow store and experiment, before any job
     job_server.start(config["job_server"], workflow.local_exec, f"{config['results']}/logs/job_server.log")
 
 
@@ -62,22 +65,39 @@ SEARCH_PATH = os.environ["PATH"]
 if SEARCH_PATH.split(os.pathsep)[0] != BIN:
     os.environ["PATH"] = BIN + os.pathsep + SEARCH_PATH
 
-# 2. Paths: every output lands under the results directory (config key `results`).
+# 2. Paths: every output lands under the results directory (config key `results`). Runs are shared by every grid
+# (a run's key is its identity: ctrlsparse.identity), the tables, figures and report belong to this grid alone.
 RESULTS = config["results"]
 RUN_DIR = f"{RESULTS}/runs"
-RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/seed~{seed}"
-TABLES = f"{RESULTS}/tables"
-PLOTS = f"{RESULTS}/plots"
-LOGS = f"{RESULTS}/logs"
+RUN_PATTERN = identity.RUN_PATTERN  # {dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}
+LOGS = f"{RESULTS}/logs"  # the runs' logs (logs/train/<run key>.log, logs/purge/...)
+GRID = f"{RESULTS}/{config['experiment']}"  # this grid's own outputs
+TABLES = f"{GRID}/tables"
+PLOTS = f"{GRID}/plots"
+GRID_LOGS = f"{GRID}/logs"
 REPORT_SOURCES = os.path.join(workflow.basedir, "report")
+# MLflow (see tracking.smk): the jobs read the store and experiment from this grid's env file, named to them by
+# an environment variable, so that neither is a train job's input or param.
 TRACKING_URI = grid.tracking_uri(config, RESULTS) or ""
+TRACKING_ENV = f"{GRID}/tracking.env"
+os.environ["CTRLSPARSE_MLFLOW_ENV"] = TRACKING_ENV
+
+
+envvars:
+    "CTRLSPARSE_MLFLOW_ENV",
+
+
 SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
+if workflow.is_main_process:  # an unparsable summary.json is moved aside, so its train job reruns
+    preflight.set_aside_corrupt_summaries(SUMMARIES)
+
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     arch=r"[A-Za-z0-9_.-]+",
     variant=r"((constrained|penalized)-(model|layer)|constrained-budget|dense|magnitude-layer)(\+[A-Za-z0-9_.,=-]+)*",
     level=r"[0-9.e+,-]+|(macs|params)=[0-9.e+-]+(,(macs|params)=[0-9.e+-]+)?",  # budget runs: the budget
+    hash=rf"[0-9a-f]{{{identity.HASH_LENGTH}}}",
     seed=r"\d+",
 
 
@@ -93,7 +113,7 @@ def train_args(wildcards):
 def pretrained_input(wildcards):
     """The summary of the dense run a magnitude run prunes (it must finish first); nothing for other runs."""
     run = run_of(wildcards)
-    return f"{grid.pretrained_dir(run, config)}/summary.json" if run.hparams.method == "magnitude" else []
+    return f"{grid.pretrained_dir(run, config)}/summary.json" if run.pretrained else []
 
 
 def job_resource(name):
@@ -121,3 +141,14 @@ def write_yaml(path, data):
     with open(path, "w") as handle:
         handle.write("# The workflow's config after presets, --config and schema defaults.\n")
         yaml.safe_dump(data, handle, sort_keys=False, default_flow_style=None)
+
+
+def init_tracking():
+    """`ctrlsparse mlflow-init` for this grid (log: results/<experiment>/logs/mlflow_init.log); an unreachable
+    store is a warning there, a missing env file stops the workflow before any job."""
+    os.makedirs(GRID_LOGS, exist_ok=True)
+    command = ["ctrlsparse", "mlflow-init", f"--tracking-uri={TRACKING_URI}", "--experiment", config["experiment"]]
+    with open(f"{GRID_LOGS}/mlflow_init.log", "w") as log:
+        subprocess.run([*command, "--shell-env", TRACKING_ENV], stdout=log, stderr=subprocess.STDOUT, check=False)
+    if not os.path.exists(TRACKING_ENV):
+        raise WorkflowError(f"ctrlsparse mlflow-init wrote no {TRACKING_ENV}; see {GRID_LOGS}/mlflow_init.log")

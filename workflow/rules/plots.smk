@@ -18,7 +18,7 @@ rule plots:
         tables=lambda wildcards, input: os.path.dirname(input[0]),
         out=lambda wildcards, output: os.path.dirname(output.control),
     log:
-        f"{LOGS}/plots.log",
+        f"{GRID_LOGS}/plots.log",
     conda:
         "../../envs/ctrlsparse.yaml"
     shell:

@@ -8,7 +8,6 @@ PURGED = [f"{RUN_DIR}/{run.key}/{paths.PURGE_SIZES}" for run in RUNS if run.hpar
 rule purge:
     input:
         summary=rules.train.output.summary,
-        tracking=ancient(rules.mlflow_init.output.env),
     output:
         model=f"{RUN_DIR}/{RUN_PATTERN}/{paths.PURGED_MODEL}",
         sizes=f"{RUN_DIR}/{RUN_PATTERN}/{paths.PURGE_SIZES}",
@@ -24,4 +23,4 @@ rule purge:
         "../../envs/ctrlsparse.yaml"
     shell:
         "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ctrlsparse purge {params.run:q} --threads 1"
-        " --mlflow-env {input.tracking:q} > {log:q} 2>&1"
+        ' --mlflow-env "$CTRLSPARSE_MLFLOW_ENV" > {log:q} 2>&1'

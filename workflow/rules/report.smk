@@ -1,13 +1,13 @@
-# Tables + figures + the paper's reference numbers -> results/report.pdf (reportlab).
+# Tables + figures + the paper's reference numbers -> results/<experiment>/report.pdf (reportlab).
 
 
 rule resolved_config:
     output:
-        f"{RESULTS}/config.yaml",
+        f"{GRID}/config.yaml",
     params:
         config=json.dumps(config),
     log:
-        f"{LOGS}/resolved_config.log",
+        f"{GRID_LOGS}/resolved_config.log",
     run:
         write_yaml(output[0], json.loads(params.config))
 
@@ -20,13 +20,13 @@ rule report:
         paper=os.path.join(REPORT_SOURCES, "paper_results.csv"),
         captions=os.path.join(REPORT_SOURCES, "captions"),
     output:
-        pdf=report(f"{RESULTS}/report.pdf", category="Report", caption="../../report/captions/report.rst"),
+        pdf=report(f"{GRID}/report.pdf", category="Report", caption="../../report/captions/report.rst"),
     params:
         tables=lambda wildcards, input: os.path.dirname(input.tables),
         plots=lambda wildcards, input: os.path.dirname(input[0]),
         title=f"ctrlsparse report: {config['experiment']}",
     log:
-        f"{LOGS}/report.log",
+        f"{GRID_LOGS}/report.log",
     conda:
         "../../envs/ctrlsparse.yaml"
     shell:

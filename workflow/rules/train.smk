@@ -1,4 +1,5 @@
-# One job per grid point: `ctrlsparse train` into results/runs/<run key>/ (summary.json is written last).
+# One job per run: `ctrlsparse train` into results/runs/<run key>/ (summary.json is written last). A run that
+# another grid already trained (same key: same hyperparameters) is not trained again.
 # metrics.csv, hparams.json and checkpoint.pt are not declared outputs on purpose: Snakemake deletes declared
 # outputs before a job reruns, and a killed run resumes from its checkpoint. A diverged run exits 3 and a
 # SIGTERM'd one (SLURM preemption/time limit) exits 143 after saving its checkpoint; the log names the run.
@@ -6,8 +7,6 @@
 
 rule train:
     input:
-        # ancient(): a changed tracking setting re-creates the env file but must not retrain finished runs
-        tracking=ancient(rules.mlflow_init.output.env),
         pretrained=pretrained_input,  # magnitude runs start from the dense run's weights
     output:
         summary=f"{RUN_DIR}/{RUN_PATTERN}/summary.json",
@@ -32,5 +31,6 @@ rule train:
         "../../envs/ctrlsparse.yaml"
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "{params.launch} train {params.args} --threads {threads} --out {params.out:q} --mlflow-env {input.tracking:q}"
+        "{params.launch} train {params.args} --threads {threads} --out {params.out:q}"
+        ' --mlflow-env "$CTRLSPARSE_MLFLOW_ENV"'  # workflow/rules/tracking.smk
         " > {log:q} 2>&1"

@@ -83,11 +83,15 @@ class ConstrainedL0Problem(L0Problem):
 
     def _observed(self) -> dict[cooper.Constraint, Tensor]:
         """Each constraint's violation (one cost-model evaluation for all budget kinds)."""
+        relative = self.hparams.violation == "relative"  # the multipliers see violation / target
         observed = {}
         if len(self.targets):
-            observed[self.density_constraint] = self.constraint_value() - self.targets
+            violation = self.constraint_value() - self.targets
+            observed[self.density_constraint] = violation / self.targets if relative else violation
         if self.budget_constraints:
             budgets = self.budget_violations()
+            if relative:
+                budgets = budgets / self.budget_targets
             for index, constraint in enumerate(self.budget_constraints.values()):
                 observed[constraint] = budgets[index : index + 1]
         return observed

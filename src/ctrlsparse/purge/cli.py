@@ -33,7 +33,10 @@ def purge_run(run_dir: Path) -> dict[str, Any]:
     hparams = HParams.from_dict({k: v for k, v in identity.items() if k in names})
     run = build_run(dataclasses.replace(hparams, device="cpu"))
     if load(run, run_dir).epoch != hparams.epochs:
-        raise RuntimeError(f"{paths.checkpoint_path(run_dir)} does not hold the finished run; rerun its train job")
+        raise RuntimeError(
+            f"{paths.checkpoint_path(run_dir)} does not hold the finished run; delete {paths.SUMMARY} and rerun "
+            "its train job"
+        )
     model = run.model.eval()
     example = torch.zeros(1, *run.data.input_shape)
     purged = purge(model, example)
@@ -74,7 +77,7 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     try:
         sizes = purge_run(args.run)
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:  # RuntimeError: no finished, readable checkpoint
         parser.exit(2, f"ctrlsparse purge: error: {args.run}: {error}\n")
     uri, experiment = args.mlflow_uri, args.mlflow_experiment
     if args.mlflow_env:

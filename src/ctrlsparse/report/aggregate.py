@@ -1,9 +1,10 @@
 """Collect every run's ``summary.json`` into tables: ``runs.csv``, ``settings.csv``, ``layers.csv``, ``tables.md``.
 
 - ``runs.csv``: one row per run (grid axes, final numbers, the run's directory).
-- ``settings.csv``: one row per setting (dataset, arch, variant, level) over seeds: mean, std and 95% CI
-  half-width of densities and accuracy, how many seeds met their targets (``satisfied``, ``feasible_share``)
-  and how many ended with fractional gates (``fractional_gates``).
+- ``settings.csv``: one row per setting (dataset, arch, variant, level) over seeds: mean, std, min, max and
+  the 95% t-interval half-width (3 or more seeds, else empty: :mod:`ctrlsparse.report.spread`) of densities
+  and accuracy, how many seeds met their targets (``satisfied``, ``feasible_share``) and how many ended with
+  fractional gates (``fractional_gates``).
 - ``layers.csv``: one row per run and gated layer (expected/eval density and the layer's target).
 - ``tables.md``: the settings table per dataset/arch, in Markdown.
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from ctrlsparse import feasibility, paths
+from ctrlsparse.report import spread
 
 RUNS, SETTINGS, LAYERS, MARKDOWN = "runs.csv", "settings.csv", "layers.csv", "tables.md"
 SETTING = ["dataset", "arch", "method", "variant", "target_scope", "level"]
@@ -40,15 +43,6 @@ VARIANT_ORDER = [
     "penalized-layer",
     "dense",
 ]
-# Two-sided 95% Student t quantiles by degrees of freedom (avoids importing scipy).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def ci95(std: float, n: int) -> float:
-    """Half-width of the 95% confidence interval of a mean of ``n`` values with sample std ``std``."""
-    if n < 2 or not math.isfinite(std):
-        return float("nan")
-    return T95.get(n - 1, 1.96 if n > 30 else 2.1) * std / math.sqrt(n)
 
 
 def find_summaries(inputs: list[str]) -> list[Path]:
@@ -59,9 +53,24 @@ def find_summaries(inputs: list[str]) -> list[Path]:
     return found
 
 
+class CorruptSummary(ValueError):
+    """A ``summary.json`` that does not parse as a run summary; the message names the file."""
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's ``summary.json``; :class:`CorruptSummary` if it is not a JSON object with a run key."""
+    try:
+        summary = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+        raise CorruptSummary(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(summary, dict) or "run_key" not in summary:
+        raise CorruptSummary(f"{path} holds no run summary (no run_key)")
+    return summary
+
+
 def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``runs.csv`` row of one summary and its ``layers.csv`` rows."""
-    s = json.loads(summary_file.read_text())
+    s = read_summary(summary_file)
     targets = list(s.get("target") or [])
     # feasible, max_violation, ... as the run recorded them (summaries older than those fields: recomputed)
     verdict = {key: s[key] for key in feasibility.FIELDS} if "feasible" in s else feasibility.assess(s)
@@ -89,8 +98,9 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for name, version in (s.get("versions") or {}).items():
         row[f"version_{name}"] = version
     row["run_dir"] = str(summary_file.parent)
-    mirror = summary_file.parent / paths.MLFLOW_RUN
-    row["mirror_seconds"] = json.loads(mirror.read_text()).get("seconds", math.nan) if mirror.exists() else math.nan
+    job = train_job(summary_file.parent)  # the last train job's own split of its time
+    row["job_training_seconds"] = job.get("training_seconds", math.nan)
+    row["job_mirror_seconds"] = job.get("mirror_seconds", math.nan)
     expected = s.get("layer_expected_density") or {}
     evaluated = s.get("layer_eval_density") or {}
     layer_rows = []
@@ -116,6 +126,14 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def _number(value: Any) -> float:
     """A summary value for a table cell: None (not applicable) becomes NaN, a bool 1.0/0.0."""
     return math.nan if value is None else float(value)
+
+
+def train_job(run_dir: Path) -> dict[str, Any]:
+    """The run's ``train_job.json`` (written by its last train job), or {} for runs of older code."""
+    try:
+        return json.loads(paths.train_job_path(run_dir).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def job_seconds(benchmarks: str | Path | None, run_key: str) -> float:
@@ -165,7 +183,9 @@ def aggregate(summary_files: list[Path], benchmarks: str | Path | None = None) -
         std = grouped[stat].std(ddof=1).to_numpy()
         settings[f"{stat}_mean"] = mean
         settings[f"{stat}_std"] = std
-        settings[f"{stat}_ci95"] = [ci95(s, n) for s, n in zip(std, settings["seeds"], strict=True)]
+        settings[f"{stat}_min"] = grouped[stat].min().to_numpy()
+        settings[f"{stat}_max"] = grouped[stat].max().to_numpy()
+        settings[f"{stat}_ci95"] = [spread.ci95(s, n) for s, n in zip(std, settings["seeds"], strict=True)]
     settings["density_gap"] = settings["expected_density_mean"] - settings["target_value"]
     runs = runs.drop(columns=["_level"])
     return runs, settings, layers
@@ -239,16 +259,16 @@ def missed_line(settings: Any) -> str:
     return text
 
 
+def spread_text(row: Any, stat: str, digits: int = 3, percent: bool = False) -> str:
+    """``stat`` of a settings row as a table cell with its seed spread (:func:`ctrlsparse.report.spread.text`)."""
+    values = [float(row[f"{stat}_{part}"]) for part in ("mean", "ci95", "min", "max")]
+    return spread.text(*values, int(row["seeds"]), 1 if percent else digits, 100.0 if percent else 1.0)
+
+
 def settings_rows(settings: Any) -> list[list[str]]:
-    """Rows (as text) of the settings table: one per setting, CI as ± where there are >= 2 seeds."""
+    """Rows (as text) of the settings table: one per setting, with the seed spread of :mod:`spread`."""
     out = []
     for _, r in settings.iterrows():
-        acc = fmt(r["test_accuracy_mean"], percent=True)
-        if math.isfinite(r["test_accuracy_ci95"]):
-            acc += f" ± {100 * r['test_accuracy_ci95']:.1f}"
-        density = fmt(r["expected_density_mean"])
-        if math.isfinite(r["expected_density_ci95"]):
-            density += f" ± {r['expected_density_ci95']:.3f}"
         feasible = feasible_cell(r)
         target = r["target"] if isinstance(r["target"], str) and r["target"] else "—"
         out.append(
@@ -256,11 +276,11 @@ def settings_rows(settings: Any) -> list[list[str]]:
                 setting_label(r),
                 str(int(r["seeds"])),
                 target,
-                density,
+                spread_text(r, "expected_density"),
                 fmt(r["eval_density_mean"]),
                 fmt(r["params_pct_mean"], 1),
                 fmt(r["macs_pct_mean"], 1),
-                acc,
+                spread_text(r, "test_accuracy", percent=True),
                 feasible,
             ]
         )
@@ -269,7 +289,7 @@ def settings_rows(settings: Any) -> list[list[str]]:
 
 def markdown(settings: Any) -> str:
     """``tables.md``: one settings table per dataset/arch."""
-    lines = ["# Results by setting", "", "Mean over seeds of the last epoch; ± is the 95% CI half-width.", ""]
+    lines = ["# Results by setting", "", f"Mean over seeds of the last epoch; {spread.RULE}.", ""]
     lines += [missed_line(settings), ""]
     for (dataset, arch), part in settings.groupby(["dataset", "arch"], sort=False):
         lines += [f"## {dataset} / {arch}", "", "| " + " | ".join(MD_COLUMNS) + " |"]
@@ -302,6 +322,14 @@ def main(argv: list[str]) -> int:
     files = find_summaries(args.inputs)
     if not files:
         parser.error(f"no {paths.SUMMARY} found in {' '.join(args.inputs)}; run the train jobs first")
-    written = write_tables(files, args.out, args.benchmarks)
+    try:
+        written = write_tables(files, args.out, args.benchmarks)
+    except CorruptSummary as error:
+        print(
+            f"ctrlsparse aggregate: error: {error}; delete it or move it aside and rerun that run's train job "
+            "(the workflow does both: it resumes from the run's checkpoint)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"aggregated {len(files)} runs into {', '.join(str(p) for p in written.values())}")
     return 0

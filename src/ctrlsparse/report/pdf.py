@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import feasibility
-from ctrlsparse.report import aggregate, paper
+from ctrlsparse.report import aggregate, paper, spread
 from ctrlsparse.report.layout import Builder, escape
 from ctrlsparse.report.plots import FIGURES, load_tables
 from ctrlsparse.tracking.store import git_commit
@@ -55,27 +55,48 @@ def _versions(runs: Any) -> list[list[str]]:
 
 
 def job_timing(runs: Any) -> str | None:
-    """One sentence on where the train jobs' time went (from Snakemake's benchmarks), or None without them."""
-    if runs.empty or "job_seconds" not in runs or runs["job_seconds"].isna().all():
+    """One sentence on where the train jobs' time went, or None without Snakemake's benchmarks.
+
+    Each job's wall time (its benchmark file) splits into what the job itself measured (``train_job.json``: the
+    epochs it trained, its MLflow mirror) and the rest (start-up and set-up): parts of the same job, so no share
+    is negative and the shares add up to 100%.
+    """
+    needed = ["job_seconds", "job_training_seconds", "job_mirror_seconds"]
+    if runs.empty or any(column not in runs for column in needed):
         return None
-    timed = runs.dropna(subset=["job_seconds"])
-    jobs, training = timed["job_seconds"].sum(), timed["wall_seconds"].sum()
-    mirror = timed["mirror_seconds"].sum() if "mirror_seconds" in timed else 0.0
+    timed = runs.dropna(subset=needed)
+    if timed.empty:
+        return None
+    training, mirror = timed["job_training_seconds"], timed["job_mirror_seconds"]
+    rest = (timed["job_seconds"] - training - mirror).clip(lower=0)  # >= 0 unless the clocks disagree
+    parts = [training.sum(), mirror.sum(), rest.sum()]
+    shares = percentages(parts)
     return (
-        f"Train jobs: {len(timed)} jobs took {jobs:.0f} s in all ({jobs / len(timed):.1f} s each on average): "
-        f"{100 * training / jobs:.0f}% training loops, {100 * mirror / jobs:.0f}% the MLflow mirror and "
-        f"{100 * (1 - (training + mirror) / jobs):.0f}% per-job start-up (interpreter, torch and data imports, "
-        "model set-up)."
+        f"Train jobs: {len(timed)} jobs took {sum(parts):.0f} s in all ({sum(parts) / len(timed):.1f} s each on "
+        f"average): {shares[0]}% training loops, {shares[1]}% the MLflow mirror and {shares[2]}% per-job start-up "
+        "(interpreter, torch and data imports, model set-up, checkpoints)."
     )
+
+
+def percentages(parts: list[float]) -> list[int]:
+    """Whole percentages of ``parts`` that add up to exactly 100 (largest remainders get the leftover points)."""
+    total = sum(parts)
+    if total <= 0:
+        return [0] * len(parts)
+    exact = [100 * part / total for part in parts]
+    whole = [int(value) for value in exact]
+    by_remainder = sorted(range(len(parts)), key=lambda i: exact[i] - whole[i], reverse=True)
+    for i in by_remainder[: 100 - sum(whole)]:
+        whole[i] += 1
+    return whole
 
 
 def control_rows(settings: Any) -> list[list[str]]:
     fmt = aggregate.fmt
     rows = []
     for _, r in settings[settings["method"] == "constrained"].iterrows():
-        ci = r["expected_density_ci95"]
-        density = fmt(r["expected_density_mean"]) + (f" ± {ci:.3f}" if ci == ci else "")
-        acc = fmt(r["test_accuracy_mean"], percent=True)
+        density = aggregate.spread_text(r, "expected_density")
+        acc = aggregate.spread_text(r, "test_accuracy", percent=True)
         feasible = aggregate.feasible_cell(r)
         rows.append(
             [
@@ -136,7 +157,7 @@ def build_report(
         )
         if name == "control" and not settings.empty and (settings["method"] == "constrained").any():
             b.para(
-                "Constrained settings (mean over seeds of the last epoch; ± = 95% CI half-width; feasible = "
+                f"Constrained settings (mean over seeds of the last epoch; {spread.RULE}; feasible = "
                 "seeds whose final expected density is at most the tolerance (0.01 unless the run set "
                 "feasibility_tolerance) above each target, or within it of each target under eq; missed = some "
                 "seed did not; frac. = seeds whose eval density ended more than "
@@ -150,7 +171,7 @@ def build_report(
     b.page_break()
     b.heading(f"{len(SECTIONS) + 1}. All settings")
     b.para(
-        "Mean over seeds of the last epoch; ± is the 95% CI half-width. The same numbers are in "
+        f"Mean over seeds of the last epoch; {spread.RULE}. The same numbers are in "
         "tables/settings.csv (per setting), tables/runs.csv (per run) and tables/layers.csv (per layer).",
         "caption",
     )

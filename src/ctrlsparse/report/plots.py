@@ -13,24 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import paths
+from ctrlsparse.report import spread
 from ctrlsparse.report.aggregate import LAYERS, RUNS, SETTINGS
 from ctrlsparse.report.budget_plot import budget_figure
-
-COLORS = {
-    "constrained-model": "tab:blue",
-    "constrained-layer": "tab:orange",
-    "penalized-model": "tab:green",
-    "penalized-layer": "tab:red",
-    "magnitude-layer": "tab:purple",
-    "dense": "black",
-}
-MARKERS = {
-    "constrained-model": "o",
-    "constrained-layer": "s",
-    "penalized-model": "^",
-    "penalized-layer": "v",
-    "magnitude-layer": "D",
-}
+from ctrlsparse.report.seeds import COLORS, MARKERS, accuracy_vs, mean_and_seeds
 
 
 def _plt() -> Any:
@@ -38,8 +24,9 @@ def _plt() -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
-    plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
+    sns.set_theme(context="paper", style="whitegrid", rc={"figure.dpi": 150, "font.size": 9, "grid.alpha": 0.5})
     return plt
 
 
@@ -67,59 +54,71 @@ def _empty(plt: Any, text: str) -> Any:
     return fig
 
 
+def _one_legend(axes: Any, **legend: Any) -> None:
+    """The legend on the first panel only (seaborn gives every panel one)."""
+    for ax in list(axes.flat)[1:]:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    axes.flat[0].legend(fontsize=7, **legend)
+
+
 def control_figure(tables: dict[str, Any]) -> Any:
     """Achieved vs target density of the constrained runs, with the diagonal (the paper's "control" plot)."""
     plt = _plt()
-    s = tables["settings"]
-    s = s[(s["method"] == "constrained") & s["target"].astype(str).str.match(r"^[0-9.e-]+$")] if not s.empty else s
-    panels = _panels(s)
+    runs = _of_method(tables["runs"], "constrained")
+    single = runs["target"].astype(str).str.match(r"^[0-9.e-]+$") if not runs.empty else None
+    panels = _panels(runs[single] if single is not None else runs)
     if not panels:
         return _empty(plt, "no constrained runs with a single target in this grid")
     fig, axes = _grid(plt, len(panels))
     for ax, (title, part) in zip(axes[0], panels, strict=False):
         ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="achieved = target")
         for variant, rows in part.groupby("variant", sort=False):
-            ax.errorbar(
-                rows["target_value"],
-                rows["expected_density_mean"],
-                yerr=rows["expected_density_ci95"].fillna(0),
-                fmt=MARKERS.get(variant, "o"),
-                color=COLORS.get(variant),
-                capsize=3,
-                label=f"{variant} (expected)",
+            color, marker = COLORS.get(variant), MARKERS.get(variant, "o")
+            mean_and_seeds(
+                ax, rows, "target_value", "expected_density", color, marker=marker, label=f"{variant} (expected)"
             )
+            evaluated = rows.groupby("target_value")["eval_density"].mean()
             ax.scatter(
-                rows["target_value"],
-                rows["eval_density_mean"],
-                marker=MARKERS.get(variant, "o"),
+                evaluated.index,
+                evaluated.values,
+                marker=marker,
                 facecolors="none",
-                edgecolors=COLORS.get(variant),
+                edgecolors=color,
                 s=40,
-                label=f"{variant} (eval gates)",
+                label=f"{variant} (eval gates, mean)",
             )
         mark_missed(ax, part)
         ax.set(title=title, xlabel="target density ε", ylabel="achieved density", xlim=(0, 1.02), ylim=(0, 1.02))
         ax.set_aspect("equal")
-    handles, labels = legend_entries(axes[0])
+    handles, labels = legend_entries(axes[0])  # every panel's entries once (a red cross may be in one only)
+    for ax in axes.flat:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()  # one legend below the panels instead
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
     return fig
 
 
-def mark_missed(ax: Any, settings: Any) -> None:
-    """A red cross over each setting where some seed missed its target (``satisfied`` < ``seeds``)."""
-    missed = settings[settings["satisfied"] < settings["seeds"]]
-    if not missed.empty:
-        ax.scatter(
-            missed["target_value"],
-            missed["expected_density_mean"],
-            marker="x",
-            color="red",
-            s=70,
-            linewidths=1.5,
-            zorder=5,
-            label="target missed (some seed)",
-        )
+def mark_missed(ax: Any, runs: Any) -> None:
+    """A red cross over each setting (variant, target) where some seed missed its target (``satisfied`` false),
+    at the setting's mean expected density."""
+    missed = runs["satisfied"].astype(str).str.lower().isin(("false", "0", "0.0"))
+    keys = runs.loc[missed, ["variant", "target_value"]].drop_duplicates()
+    if keys.empty:
+        return
+    means = runs.groupby(["variant", "target_value"])["expected_density"].mean()
+    points = [(t, means[(v, t)]) for v, t in keys.itertuples(index=False)]
+    ax.scatter(
+        [t for t, _ in points],
+        [d for _, d in points],
+        marker="x",
+        color="red",
+        s=70,
+        linewidths=1.5,
+        zorder=5,
+        label="target missed (some seed)",
+    )
 
 
 def legend_entries(axes: Any) -> tuple[list[Any], list[str]]:
@@ -132,35 +131,21 @@ def legend_entries(axes: Any) -> tuple[list[Any], list[str]]:
 
 
 def accuracy_figure(tables: dict[str, Any]) -> Any:
-    """Test accuracy vs achieved density per method; bars are the seed spread (± std)."""
+    """Test accuracy vs achieved density per method; seeds as dots, bars their spread (see spread.py)."""
     plt = _plt()
-    panels = _panels(tables["settings"])
+    panels = _panels(tables["runs"])
     if not panels:
         return _empty(plt, "no runs")
     fig, axes = _grid(plt, len(panels))
     for ax, (title, part) in zip(axes[0], panels, strict=False):
-        for variant, rows in part.groupby("variant", sort=False):
-            rows = rows.sort_values("expected_density_mean")
-            if variant == "dense":
-                acc = 100 * rows["test_accuracy_mean"].iloc[0]
-                spread = 100 * (rows["test_accuracy_std"].fillna(0).iloc[0])
-                ax.axhline(acc, color="black", ls="--", lw=1, label="dense")
-                ax.axhspan(acc - spread, acc + spread, color="black", alpha=0.08)
-                continue
-            ax.errorbar(
-                rows["expected_density_mean"],
-                100 * rows["test_accuracy_mean"],
-                xerr=rows["expected_density_std"].fillna(0),
-                yerr=100 * rows["test_accuracy_std"].fillna(0),
-                fmt=MARKERS.get(variant, "o") + "-",
-                color=COLORS.get(variant),
-                capsize=2,
-                ms=4,
-                lw=1,
-                label=variant,
-            )
+        dense = 100 * part.loc[part["variant"] == "dense", "test_accuracy"]
+        if not dense.empty:
+            low, high = spread.interval(dense)
+            ax.axhline(dense.mean(), color="black", ls="--", lw=1, label="dense")
+            ax.axhspan(low, high, color="black", alpha=0.08)
+        accuracy_vs(ax, part[part["variant"] != "dense"], "expected_density")
         ax.set(title=title, xlabel="achieved expected density", ylabel="test accuracy (%)", xlim=(0, 1.05))
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    _one_legend(axes, loc="best")
     fig.tight_layout()
     return fig
 
@@ -168,36 +153,24 @@ def accuracy_figure(tables: dict[str, Any]) -> Any:
 def size_figure(tables: dict[str, Any]) -> Any:
     """What sparsity buys: test accuracy vs the purged model's parameters and MACs (% of dense), per method."""
     plt = _plt()
-    settings = tables["settings"]
-    if settings.empty or "params_pct_mean" not in settings or settings["params_pct_mean"].isna().all():
+    runs = tables["runs"]
+    if runs.empty or "params_pct" not in runs or runs["params_pct"].isna().all():
         return _empty(plt, "no purged runs (the purge step adds params_pct / macs_pct to the summaries)")
-    panels = _panels(settings)
+    panels = _panels(runs)
     fig, axes = _grid(plt, len(panels), rows=2)
     for col, (title, part) in enumerate(panels):
         for row, (column, label) in enumerate((("params_pct", "parameters"), ("macs_pct", "MACs"))):
             ax = axes[row][col]
-            for variant, rows in part.groupby("variant", sort=False):
-                rows = rows.sort_values(f"{column}_mean")
-                ax.errorbar(
-                    rows[f"{column}_mean"],
-                    100 * rows["test_accuracy_mean"],
-                    yerr=100 * rows["test_accuracy_std"].fillna(0),
-                    fmt=MARKERS.get(variant, "o") + ("" if variant == "dense" else "-"),
-                    color=COLORS.get(variant),
-                    capsize=2,
-                    ms=4,
-                    lw=1,
-                    label=variant,
-                )
+            accuracy_vs(ax, part, column)
             ax.set_xscale("log")
             ax.set(title=title, xlabel=f"purged {label} (% of dense)", ylabel="test accuracy (%)")
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    _one_legend(axes, loc="best")
     fig.tight_layout()
     return fig
 
 
 def penalty_figure(tables: dict[str, Any]) -> Any:
-    """Penalized baseline: λ vs achieved density (one dot per seed, line through the means)."""
+    """Penalized baseline: λ vs achieved density (one dot per seed, line through the means, band the spread)."""
     plt = _plt()
     panels = _panels(_of_method(tables["runs"], "penalized"))
     if not panels:
@@ -205,19 +178,25 @@ def penalty_figure(tables: dict[str, Any]) -> Any:
     fig, axes = _grid(plt, len(panels))
     for ax, (title, part) in zip(axes[0], panels, strict=False):
         for variant, rows in part.groupby("variant", sort=False):
-            color = COLORS.get(variant)
-            ax.scatter(rows["penalty"], rows["expected_density"], color=color, s=14, alpha=0.6)
-            means = rows.groupby("penalty")["expected_density"].mean()
-            ax.plot(means.index, means.values, marker=MARKERS.get(variant, "o"), color=color, label=variant)
+            mean_and_seeds(
+                ax,
+                rows,
+                "penalty",
+                "expected_density",
+                COLORS.get(variant),
+                band=True,
+                marker=MARKERS.get(variant, "o"),
+                label=variant,
+            )
         ax.set_xscale("symlog", linthresh=1e-5) if (part["penalty"] <= 0).any() else ax.set_xscale("log")
         ax.set(title=title, xlabel="penalty λ", ylabel="achieved expected density", ylim=(0, 1.05))
-    axes[0][0].legend(fontsize=7)
+    _one_legend(axes)
     fig.tight_layout()
     return fig
 
 
 def layer_figure(tables: dict[str, Any]) -> Any:
-    """Per-layer eval density of the constrained runs (mean over seeds), model-wise vs layer-wise."""
+    """Per-layer eval density of the constrained runs (mean over seeds, band the spread), model- vs layer-wise."""
     plt = _plt()
     layers = _of_method(tables["layers"], "constrained")
     panels = _panels(layers)
@@ -236,9 +215,11 @@ def layer_figure(tables: dict[str, Any]) -> Any:
             levels = list(dict.fromkeys(rows["level"].astype(str)))
             for i, level in enumerate(levels):
                 color = cmap(i / max(len(levels) - 1, 1))
-                mean = rows[rows["level"].astype(str) == level].groupby("layer_index")["eval_density"].mean()
-                ax.plot(mean.index, mean.values, marker="o", color=color, label=f"ε={level}")
-                target = rows[rows["level"].astype(str) == level].groupby("layer_index")["layer_target"].first()
+                of_level = rows[rows["level"].astype(str) == level]
+                mean_and_seeds(
+                    ax, of_level, "layer_index", "eval_density", color, band=True, marker="o", label=f"ε={level}"
+                )
+                target = of_level.groupby("layer_index")["layer_target"].first()
                 if target.notna().any():
                     ax.plot(target.index, target.values, ls=":", color=color, lw=1)
             ax.set_xticks(range(len(names)), names, fontsize=7)

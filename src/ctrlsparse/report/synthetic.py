@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import paths
+from ctrlsparse.data.describe import with_digest
 from ctrlsparse.feasibility import assess, worst_violation
-from ctrlsparse.hparams import HParams, hparams_hash, run_key
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import STARTS_FROM_A_RUN, hparams_hash, run_key
 
 # Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100;
 # LeNet5 at its MNIST sizes).
@@ -39,12 +41,19 @@ def write_synthetic_run(
     Densities reach their targets (± 0.01) at the last epoch; ``miss`` ends every gated layer that much above
     (a missed target), ``eval_gap`` sets eval − expected density (above 0.02: fractional gates)."""
     hp = HParams.resolve(epochs=epochs, **given)
-    key = run_key(hp)
+    # a magnitude run prunes the dense run of its dataset, arch and seed (trained as long)
+    dense = HParams.resolve(epochs=epochs, dataset=hp.dataset, arch=hp.arch, seed=hp.seed, method="dense")
+    start = run_key(dense) if hp.method in STARTS_FROM_A_RUN else ""
+    key = run_key(hp, start)
     rng = random.Random(f"{key}")
     run = paths.run_dir(root, key)
     run.mkdir(parents=True, exist_ok=True)
-    identity = {"run_key": key, "hparams_hash": hparams_hash(hp)}
+    identity = {"run_key": key, "hparams_hash": hparams_hash(hp, start)}
     paths.hparams_path(run).write_text(json.dumps({**hp.to_dict(), **identity}, indent=2) + "\n")
+    shape = [1, 8, 8] if hp.dataset == "digits" else [3, 32, 32]
+    dataset = {"name": hp.dataset, "source": "synthetic", "train_size": 1437, "test_size": 360}
+    dataset |= {"input_shape": shape, "input_dtype": "float32", "num_classes": 10}
+    paths.dataset_path(run).write_text(json.dumps(with_digest(dataset), indent=2) + "\n")
 
     layers = LAYERS.get(hp.arch, ["1", "2"])
     gated = hp.method != "dense"

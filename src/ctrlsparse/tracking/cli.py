@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from ctrlsparse import paths
 from ctrlsparse.atomic import write_json, write_text
 from ctrlsparse.tracking.mirror import find_runs, mirror_run
-from ctrlsparse.tracking.store import DEFAULT_EXPERIMENT, default_uri, init_store
+from ctrlsparse.tracking.store import DEFAULT_EXPERIMENT, default_uri, init_store, with_retries
 
 
 def _uri_args(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +28,47 @@ def main_track(argv: list[str]) -> int:
     _uri_args(parser)
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra tag (repeatable)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any run could not be mirrored")
+    parser.add_argument(
+        "--missing",
+        action="store_true",
+        help="only the runs the experiment holds no finished run of (by run key), copied without writing into their "
+        "directories: the workflow's backfill of the runs a grid reuses from another grid",
+    )
     args = parser.parse_args(argv)
+    if args.tracking_uri == "":  # as for mlflow-init: MLflow is off
+        print("MLflow is off (empty tracking URI): nothing to mirror")
+        return 0
     uri = args.tracking_uri or default_uri(args.results)
     tags = dict(item.split("=", 1) for item in args.tag)
     runs = find_runs(args.runs)
-    failed = [run for run in runs if mirror_run(run, tracking_uri=uri, experiment=args.experiment, tags=tags) is None]
-    print(f"mirrored {len(runs) - len(failed)} of {len(runs)} runs to {uri} (experiment {args.experiment})")
+    if args.missing:
+        present = finished_keys(uri, args.experiment)
+        runs = [run for run in runs if json.loads(paths.summary_path(run).read_text())["run_key"] not in present]
+    keep = not args.missing
+    mirrored = [mirror_run(run, tracking_uri=uri, experiment=args.experiment, tags=tags, keep=keep) for run in runs]
+    failed = mirrored.count(None)
+    what = "missing runs" if args.missing else "runs"
+    print(f"mirrored {len(runs) - failed} of {len(runs)} {what} to {uri} (experiment {args.experiment})")
     return 1 if failed and args.strict else 0
+
+
+def finished_keys(uri: str, experiment: str) -> set[str]:
+    """Run keys of the FINISHED runs of the experiment (none if it does not exist yet or MLflow fails: a warning)."""
+    from ctrlsparse.tracking.store import _client
+
+    def search() -> set[str]:
+        client = _client(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return set()
+        runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", max_results=50_000)
+        return {run.data.tags.get("run_key") for run in runs}
+
+    try:
+        return with_retries(search, what="list the finished runs")
+    except Exception as error:
+        print(f"ctrlsparse: warning: could not list the runs of {experiment} at {uri} ({error})", file=sys.stderr)
+        return set()
 
 
 def main_init(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from ctrlsparse import feasibility, paths
 from ctrlsparse.atomic import write_json
 from ctrlsparse.cluster import slurm_job
+from ctrlsparse.tracking.from_files import log_dataset, training_times
 from ctrlsparse.tracking.store import _client, _experiment_id, git_commit, with_retries
 
 # Summary keys that become tags (the grid axes and identity); numbers in the summary become final metrics.
@@ -115,18 +116,23 @@ def _continuable(client: Any, record: dict[str, Any] | None, tracking_uri: str, 
     return run if run.info.lifecycle_stage == "active" and run.info.status != "FINISHED" else None
 
 
-def _begin(client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None) -> Any:
-    """Continue this directory's unfinished MLflow run (same id) or create one; mark it RUNNING, record it."""
+def _begin(
+    client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None, keep: bool = True
+) -> Any:
+    """Continue this directory's unfinished MLflow run (same id) or create one; mark it RUNNING, record it
+    (``keep=False``: always a new run, and nothing written into the run directory)."""
     from mlflow.entities import Param, RunTag
 
-    identity, _, hparams = _identity(run_dir)
+    identity, summary, hparams = _identity(run_dir)
     experiment_id = _experiment_id(client, tracking_uri, experiment)
-    record = read_record(run_dir)
+    record = read_record(run_dir) if keep else None
     run = _continuable(client, record, tracking_uri, experiment)
     continued = run is not None
     if not continued:
-        run = client.create_run(experiment_id, run_name=identity["run_key"], tags=run_tags(identity, tags))
-        record = {"run_id": run.info.run_id, "started_ms": int(time.time() * 1000)}
+        start_ms = training_times(run_dir, summary)[0] if summary else int(time.time() * 1000)
+        name, run_tag_values = identity["run_key"], run_tags(identity, tags)
+        run = client.create_run(experiment_id, start_time=start_ms, run_name=name, tags=run_tag_values)
+        record = {"run_id": run.info.run_id, "started_ms": start_ms}
         logged: dict[str, str] = {}
     else:
         client.update_run(run.info.run_id, status="RUNNING")
@@ -136,42 +142,36 @@ def _begin(client: Any, run_dir: Path, tracking_uri: str, experiment: str, tags:
     params = [Param(name, _text(value)[:6000]) for name, value in sorted(hparams.items()) if name not in logged]
     for start in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[start : start + 100])
+    log_dataset(client, run.info.run_id, run_dir)
     record = {
         "run_id": run.info.run_id,
         "experiment_id": experiment_id,
         "experiment": experiment,
         "tracking_uri": tracking_uri,
         "started_ms": record.get("started_ms", int(time.time() * 1000)),
-        "seconds": record.get("seconds", 0.0) if continued else 0.0,  # the mirror's cost to the job so far
     }
-    write_json(paths.mlflow_run_path(run_dir), record)
+    if keep:
+        write_json(paths.mlflow_run_path(run_dir), record)
     return record
 
 
 def _mirror(
-    run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None, started: float, status: str
+    run_dir: Path, tracking_uri: str, experiment: str, tags: dict[str, str] | None, status: str, keep: bool = True
 ) -> str:
     identity, summary, _ = _identity(run_dir)
     key = identity["run_key"]
     client = _client(tracking_uri)
-    record = _begin(client, run_dir, tracking_uri, experiment, tags)
+    record = _begin(client, run_dir, tracking_uri, experiment, tags, keep)
     run_id = record["run_id"]
     for batch in _metric_batches(run_dir, summary, record["started_ms"]):
         client.log_batch(run_id, metrics=batch)
-    plot = _dynamics_plot(run_dir)
+    plot = _dynamics_plot(run_dir) if keep else paths.dynamics_plot_path(run_dir)
     for path in (paths.summary_path(run_dir), paths.metrics_path(run_dir), paths.hparams_path(run_dir), plot):
         if path is not None and path.exists():
             client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, status)
+    client.set_terminated(run_id, status, end_time=training_times(run_dir, summary)[1])
     _drop_others(client, record["experiment_id"], key, run_id)
-    _add_seconds(run_dir, record, started)
     return run_id
-
-
-def _add_seconds(run_dir: Path, record: dict[str, Any], started: float) -> None:
-    """Record the mirror's cost to the job (imports included), summed over opening and ending the run."""
-    seconds = round(record["seconds"] + time.perf_counter() - started, 3)
-    write_json(paths.mlflow_run_path(run_dir), {**record, "seconds": seconds})
 
 
 def _drop_others(client: Any, experiment_id: str, key: str, run_id: str) -> None:
@@ -218,14 +218,17 @@ def mirror_run(
     experiment: str,
     tags: dict[str, str] | None = None,
     status: str = "FINISHED",
+    keep: bool = True,
 ) -> str | None:
     """Mirror a run directory to MLflow and end its run with ``status`` (FAILED for a diverged run).
 
     Continues the directory's own unfinished MLflow run (see :func:`open_run`) under the same id, else creates
     one; any other run of the same run key is purged. Returns the run id, or None (with a warning) on failure.
+    ``keep=False`` copies a finished run into one more experiment (a run that another grid trained) and leaves
+    its directory alone: no ``mlflow_run.json`` (it keeps naming the run's own experiment), the existing plot.
     """
-    run_dir, started = Path(run_dir), time.perf_counter()
-    action = lambda: _mirror(run_dir, tracking_uri, experiment, tags, started, status)  # noqa: E731
+    run_dir = Path(run_dir)
+    action = lambda: _mirror(run_dir, tracking_uri, experiment, tags, status, keep)  # noqa: E731
     return _never_fatal(action, f"mirror {run_dir}", tracking_uri)
 
 
@@ -237,12 +240,10 @@ def open_run(
     A rerun of a killed, preempted or failed run continues the same MLflow run; a finished one gets a new run
     that replaces it when it ends. Returns the run id, or None (with a warning) if MLflow cannot be reached.
     """
-    run_dir, started = Path(run_dir), time.perf_counter()
+    run_dir = Path(run_dir)
 
     def begin() -> str:
-        record = _begin(_client(tracking_uri), run_dir, tracking_uri, experiment, tags)
-        _add_seconds(run_dir, record, started)
-        return record["run_id"]
+        return _begin(_client(tracking_uri), run_dir, tracking_uri, experiment, tags)["run_id"]
 
     return _never_fatal(begin, f"open the MLflow run of {run_dir}", tracking_uri)
 

@@ -56,17 +56,26 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+# MLflow 3's UI opens an experiment without a kind on its GenAI overview (traces, tokens); this kind opens the
+# runs table, where training runs belong.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client: Any, tracking_uri: str, experiment: str) -> str:
-    """Get the experiment by name, creating it (artifacts next to a SQLite file) if missing."""
+    """Get the experiment by name, creating it (artifacts next to a SQLite file, tagged
+    :data:`EXPERIMENT_KIND`) if missing; an existing one without a kind gets the tag."""
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         if found.lifecycle_stage == "deleted":
             client.restore_experiment(found.experiment_id)
+        if not any(key in found.tags for key in EXPERIMENT_KIND):
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     db = sqlite_path(tracking_uri)
     location = (db.parent / "artifacts" / experiment).resolve().as_uri() if db else None
     try:
-        return client.create_experiment(experiment, artifact_location=location)
+        return client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:
         found = client.get_experiment_by_name(experiment)  # another process won the race
         if found is None:

@@ -2,11 +2,11 @@
 
 With Adam on the gates, a gate's log alpha moves by about ``gates_lr`` per step whatever its gradient's scale,
 and SGD on the multipliers adds ``dual_lr`` x violation per step: how far the gates and multipliers can travel
-in a run is rate x steps. The library's defaults (gates lr 0.1, dual lr 0.1) travel that far in a few hundred
-steps, so a run of any longer budget meets its target early (benchmarks/control_matrix.py measures it). The
-paper's rates are far slower (MNIST: 7e-4 for 93,800 steps) and were set for the paper's budget: the paper
-presets give it as ``reference_steps``, and a run of another budget multiplies both rates by
-``reference_steps / steps``, so that they travel as far as in the paper (factor 1 at the paper's budget).
+in a run is rate x steps. Both rates are therefore given for a budget, ``reference_steps``, and a run of S steps
+multiplies them by ``reference_steps / S``: every run travels as far and meets its target at the same share of
+its budget (benchmarks/control_matrix.py measures it from 600 to 6,400 steps). The library's default is 0.1 at
+1,800 steps; the paper presets give the paper's rates at the paper's budget (factor 1 there, so those runs are
+the paper's exactly). ``reference_steps = 0`` uses the rates as given.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Model, both optimizers (cooper's state holds the primal and the dual one), multipliers, the data-order
 generator and torch's RNG (gate noise), plus the metrics rows so far. The learning-rate schedule is a pure
 function of the epoch, so it needs no state. Loads with ``torch.load(weights_only=True)``.
+
+Each save keeps the checkpoint it replaces as ``checkpoint.prev.pt``. A checkpoint that cannot be read
+(truncated, overwritten, copied half-way) is moved aside to ``checkpoint.pt.corrupt`` with one line on stderr,
+and the run resumes from the previous one, or starts afresh (saying so) when that is unreadable too.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import pickle
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +53,7 @@ def save(run: Run, progress: Progress, out_dir: Path) -> None:
         "cmp": run.problem.state_dict(),
         "rng": rng,
     }
-    save_torch(paths.checkpoint_path(out_dir), state)
+    save_torch(paths.checkpoint_path(out_dir), state, previous=paths.previous_checkpoint_path(out_dir))
     write_csv(paths.metrics_path(out_dir), progress.rows)
     progress.last_save = time.monotonic()
 
@@ -57,13 +62,21 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded safely (e.g. a pickle that would run code); the message says what to do."""
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint that is not a complete torch archive (truncated, corrupt): a run falls back to its previous
+    checkpoint (:func:`read_latest`); elsewhere (a dense run to prune) it is a one-line error."""
+
+
 def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """``torch.load(weights_only=True)``; the only non-tensor class allowed is cooper's nuPI init enum.
 
-    A file that needs anything else to unpickle (code to run, foreign classes) is refused, never executed.
+    A file that needs anything else to unpickle (code to run, foreign classes) is refused, never executed
+    (:class:`CheckpointError`); one that is not a complete archive raises :class:`UnreadableCheckpoint`.
     """
     from cooper.optim.torch_optimizers.nupi_optimizer import nuPIInitType
 
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one has no central directory
+        raise UnreadableCheckpoint(f"{path} is not a complete checkpoint archive (truncated?)")
     try:
         with torch.serialization.safe_globals([nuPIInitType]):
             return torch.load(path, map_location=device, weights_only=True)
@@ -73,6 +86,38 @@ def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
             f"{path} is not a weights-only checkpoint and was not loaded ({reason}); "
             "delete it if you want the run to start afresh"
         ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:  # a damaged archive member
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise UnreadableCheckpoint(f"{path} cannot be read ({reason})") from None
+
+
+def read_latest(out_dir: Path, device: torch.device | str, main: bool = True) -> dict[str, Any] | None:
+    """The newest readable checkpoint state in ``out_dir`` (``checkpoint.pt``, else ``checkpoint.prev.pt``),
+    or None when there is none. An unreadable ``checkpoint.pt`` is moved aside (by the main process: DDP's
+    other ranks then find it gone and read the same fallback) and the fallback is said in one line."""
+    current, previous = paths.checkpoint_path(out_dir), paths.previous_checkpoint_path(out_dir)
+    if current.exists():
+        try:
+            return read(current, device)
+        except UnreadableCheckpoint as error:
+            problem = str(error)
+            if main:
+                current.replace(paths.corrupt_path(current))
+                problem += f"; moved aside to {paths.corrupt_path(current).name}"
+    elif previous.exists():
+        problem = f"{current} is missing (a save was cut short, or it was deleted)"
+    else:
+        return None
+    fallback = None
+    if previous.exists():
+        try:
+            fallback = read(previous, device)
+        except UnreadableCheckpoint as error:
+            problem += f", and {error}"
+    if main:
+        then = f"resuming from {previous.name} (epoch {fallback['epoch']})" if fallback else "starting the run afresh"
+        print(f"ctrlsparse: {problem}; {then}", file=sys.stderr)
+    return fallback
 
 
 def same_shapes(saved: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -82,9 +127,9 @@ def same_shapes(saved: dict[str, Any], current: dict[str, Any]) -> bool:
 def load(run: Run, out_dir: Path) -> Progress:
     """Restore ``run`` from the checkpoint in ``out_dir``; a fresh Progress when there is none to resume."""
     path = paths.checkpoint_path(out_dir)
-    if not path.exists():
+    state = read_latest(Path(out_dir), run.device, run.processes.main)
+    if state is None:
         return Progress()
-    state = read(path, run.device)
     saved = HParams.from_dict(state["hparams"]).computation()
     if saved != run.hparams.computation():
         print(f"ctrlsparse: {path} was written with other hyperparameters; starting afresh", file=sys.stderr)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ctrlsparse.feasibility import verdict_lines
-from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams
+from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams, format_number
 
 
 def _number_list(cast: type) -> Any:
@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one run with L0 gates under a density constraint (or a baseline) into --out.",
         epilog=f"Unset flags take the dataset's defaults ({', '.join(DATASET_DEFAULTS)}), then the field defaults. "
         "Exit codes: 0 finished, 2 bad input, 3 diverged, 4 finished but a target missed with --require-feasible "
-        "(the run's files are written and kept), 143 stopped by SIGTERM after saving the checkpoint (rerun to "
-        "resume). A missed target (or fractional gates) is said on the last line either way.",
+        "(the run's files are written and kept), 75 another process is training --out (its pid is named), 143 "
+        "stopped by SIGTERM after saving the checkpoint (rerun to resume). A missed target (or fractional gates) is "
+        "said on the last line either way.",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="run directory (created; resumed if it has a checkpoint)"
@@ -68,10 +69,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_argv(hparams: HParams) -> list[str]:
+    """The hyperparameter flags of ``ctrlsparse train`` that :func:`build_parser` reads back into ``hparams``.
+
+    The grid axes that name the run come first (dataset, arch, method, seed, then scope, target or penalty, tag),
+    then every other field whose value differs from what :meth:`HParams.resolve` gives those axes; so
+    ``HParams.resolve(**parsed flags) == hparams``. Without --out, --threads and the MLflow flags.
+    """
+    shown = ["dataset", "arch", "method", "seed"]
+    shown += [] if hparams.method == "dense" else ["target_scope"]
+    shown += {"constrained": ["target"], "magnitude": ["target"], "penalized": ["penalty"]}.get(hparams.method, [])
+    shown += ["budget"] if hparams.budget else []  # a budget run names its budget (scope none needs it)
+    base = HParams.resolve(**{name: getattr(hparams, name) for name in shown})
+    shown += [
+        f.name for f in fields(HParams) if f.name not in shown and getattr(hparams, f.name) != getattr(base, f.name)
+    ]
+    argv: list[str] = []
+    for name in shown:
+        value = getattr(hparams, name)
+        if isinstance(value, bool):
+            argv.append(flag(name) if value else "--no-" + flag(name)[2:])
+            continue
+        text = _flag_text(value)
+        argv += [f"{flag(name)}={text}"] if text.startswith("-") else [flag(name), text]  # "-x" is no flag
+    return argv
+
+
+def _flag_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(_flag_text(item) for item in value)
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
 # Exit codes besides 0 and 2 (bad input): the run diverged; the run stopped on SIGTERM with its checkpoint saved
 # (128 + 15, what a shell reports for a process that SIGTERM ended: not finished, rerun it to resume).
 EXIT_DIVERGED = 3
 EXIT_INFEASIBLE = 4  # finished, files kept, but a target missed and --require-feasible was given
+EXIT_BUSY = os.EX_TEMPFAIL  # 75: another process holds --out's train.lock; nothing was done, retry later
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
@@ -86,16 +120,18 @@ def main(argv: list[str]) -> int:
     main = os.environ.get("RANK", "0") == "0"  # under torchrun (DDP) only rank 0 talks to MLflow
     tracking = Tracking.from_args(args) if main else Tracking(None, args.mlflow_experiment)
     from ctrlsparse.training.checkpoint import CheckpointError  # torch only for valid flags
+    from ctrlsparse.training.job_time import JobTime
     from ctrlsparse.training.loop import DivergenceError, Interrupted, print_progress, train
+    from ctrlsparse.training.run_lock import RunBusy
 
-    stop = StopOnSigterm()
+    stop, job = StopOnSigterm(), JobTime()
     try:
         with stop:
             summary = train(
                 hparams,
                 args.out,
-                on_epoch=None if args.quiet else print_progress,
-                on_start=tracking.open,
+                on_epoch=job.counting(None if args.quiet else print_progress),
+                on_start=job.mirroring(tracking.open),
                 stop_requested=stop.is_set,
             )
     except HParamError as error:
@@ -103,6 +139,9 @@ def main(argv: list[str]) -> int:
     except CheckpointError as error:
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
         return 2
+    except RunBusy as error:
+        print(f"ctrlsparse train: error: {error}", file=sys.stderr)
+        return EXIT_BUSY
     except DivergenceError as error:
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
         tracking.end(args.out, "FAILED")
@@ -111,7 +150,9 @@ def main(argv: list[str]) -> int:
         print(f"ctrlsparse train: {error}; rerun the same command to resume", file=sys.stderr)
         tracking.end(args.out, "KILLED")
         return EXIT_TERMINATED
-    tracking.end(args.out, "FINISHED")
+    job.mirroring(tracking.end)(args.out, "FINISHED")
+    if main:
+        job.write(args.out)  # where this job's time went, beside Snakemake's benchmark of it (the report's split)
     print(
         f"{summary['run_key']}: test accuracy {100 * summary['test_accuracy']:.2f}%, expected density "
         f"{summary['expected_density']:.4f}, eval density {summary['eval_density']:.4f}, {summary['wall_seconds']:.1f}s",

@@ -13,8 +13,10 @@ import torch
 
 from ctrlsparse import paths
 from ctrlsparse.atomic import write_csv, write_json
-from ctrlsparse.hparams import HParams, hparams_hash, run_key
-from ctrlsparse.training import checkpoint, distributed
+from ctrlsparse.data.describe import describe
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import hparams_hash, pretrained_key, run_key
+from ctrlsparse.training import checkpoint, distributed, run_lock
 from ctrlsparse.training.evaluate import evaluate
 from ctrlsparse.training.setup import Run, build_run, set_learning_rates, weights_lr
 from ctrlsparse.training.summary import build_summary
@@ -77,20 +79,33 @@ def train(
     ``on_start(out_dir)`` runs once ``hparams.json`` is written (the CLI opens its MLflow run there). When
     ``stop_requested()`` turns true, the current epoch ends, the checkpoint is saved and :class:`Interrupted`
     is raised; a NaN/inf metric saves ``metrics.csv`` with the bad row and raises :class:`DivergenceError`.
+    Another process training ``out_dir`` raises :class:`~ctrlsparse.training.run_lock.RunBusy` before any work.
     """
-    out = Path(out_dir)
-    key = run_key(hparams)
+    with run_lock.hold(out_dir, enabled=distributed.is_main()):
+        return _train(hparams, Path(out_dir), on_epoch, on_start, stop_requested)
+
+
+def _train(
+    hparams: HParams,
+    out: Path,
+    on_epoch: Callable[[dict[str, Any], int], None] | None,
+    on_start: Callable[[Path], None] | None,
+    stop_requested: Callable[[], bool] | None,
+) -> dict[str, Any]:
+    run = build_run(hparams)  # fails on bad input (e.g. layer-wise targets vs layers) before anything is written
+    origin = pretrained_key(hparams)  # the key of the run it starts from (magnitude: the dense run), else ""
+    key = run_key(hparams, origin)
     identity = {
         **hparams.to_dict(),
         "run_key": key,
-        "hparams_hash": hparams_hash(hparams),
+        "hparams_hash": hparams_hash(hparams, origin),
         "variant": hparams.variant,
         "level": hparams.level,
     }
-    run = build_run(hparams)  # fails on bad input (e.g. layer-wise targets vs layers) before anything is written
     main = run.processes.main  # with several processes (DDP) only rank 0 writes files and reports
     if main:
         write_json(paths.hparams_path(out), identity)
+        write_json(paths.dataset_path(out), describe(hparams, run.data))  # the MLflow run's dataset input
     progress = checkpoint.load(run, out)
     if 0 < progress.epoch < hparams.epochs:
         print(f"ctrlsparse: {key}: resuming from the checkpoint after epoch {progress.epoch}", file=sys.stderr)

@@ -1,0 +1,82 @@
+"""Run identity: readable grid axes, then a short hash of every other hyperparameter that changes the result.
+
+A run's key is its directory under ``results/runs`` and its name in MLflow:
+``{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}``, e.g. ``digits/mlp/constrained-model~0.5/3f9c2a1b/seed~0``.
+Runs that compute the same numbers share one key (and are trained once, whichever grid lists them); runs that
+differ in anything but the execution fields (:data:`EXECUTION`: device, threads, ...) never do. The seeds of one
+setting sit side by side under one hash.
+
+A run that starts from another one (magnitude pruning starts from a dense run, ``pretrained``) also hashes the
+key of that run: pruning a 30-epoch and a 150-epoch dense run are two runs.
+
+Torch-free, like :mod:`ctrlsparse.hparams`, which re-exports these names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from ctrlsparse import paths
+
+if TYPE_CHECKING:
+    from ctrlsparse.hparams import HParams
+
+# Fields that form the readable part of a run's identity; everything else but EXECUTION goes into the hash.
+AXES = ("dataset", "arch", "method", "target_scope", "target", "budget", "penalty", "seed", "tag")
+# Fields that change how a run executes, never what it computes (a run may resume under other values).
+EXECUTION = (
+    "device",
+    "threads",
+    "checkpoint_seconds",
+    "data_root",
+    "download",
+    "data_workers",
+    "pretrained",
+    "channels_last",
+    "compile",
+    "feasibility_tolerance",
+    "require_feasible",
+)
+# Methods that start from the finished run named by ``pretrained`` (whose key is then part of the hash).
+STARTS_FROM_A_RUN = ("magnitude",)
+# The key's layout; the workflow's wildcards are these names (``hash`` is 8 hex digits).
+RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}"
+HASH_LENGTH = 8
+
+
+def hparams_hash(hparams: HParams, pretrained_key: str = "") -> str:
+    """Short hash of every computation field that is not a readable axis (epochs, learning rates, ...), and of
+    the key of the run it starts from (``pretrained_key``, for the methods in :data:`STARTS_FROM_A_RUN`)."""
+    rest: dict[str, Any] = {key: value for key, value in hparams.computation().items() if key not in AXES}
+    if hparams.method in STARTS_FROM_A_RUN:
+        if not pretrained_key:
+            raise ValueError(f"a {hparams.method} run's identity needs the key of the run it starts from")
+        rest["pretrained"] = pretrained_key
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:HASH_LENGTH]
+
+
+def run_fields(hparams: HParams, pretrained_key: str = "") -> dict[str, str]:
+    """The named parts of a run's key (the workflow's wildcards): dataset, arch, variant, level, hash, seed."""
+    return {
+        "dataset": hparams.dataset,
+        "arch": hparams.arch,
+        "variant": hparams.variant,
+        "level": hparams.level,
+        "hash": hparams_hash(hparams, pretrained_key),
+        "seed": str(hparams.seed),
+    }
+
+
+def run_key(hparams: HParams, pretrained_key: str = "") -> str:
+    """Identity of a run: ``{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}`` (see the module docstring)."""
+    return RUN_PATTERN.format(**run_fields(hparams, pretrained_key))
+
+
+def pretrained_key(hparams: HParams) -> str:
+    """The key of the run that ``hparams`` starts from, read from its finished directory (``pretrained``);
+    "" for methods that start from scratch."""
+    if hparams.method not in STARTS_FROM_A_RUN:
+        return ""
+    return json.loads(paths.summary_path(hparams.pretrained).read_text())["run_key"]
