@@ -36,12 +36,17 @@ def train_and_purge(given: dict, out: Path) -> dict:
     return summary | purge_run(out)
 
 
-def one_budget(dataset: str, arch: str, budget: str, epochs: int | None, seed: int, root: Path) -> str:
+def one_budget(dataset: str, arch: str, budget: str, epochs: int | None, seed: int, root: Path, compare: bool) -> str:
     kind, _, share = budget.partition("=")
     common = {"dataset": dataset, "arch": arch, "seed": seed, "epochs": epochs, "threads": 1}
     ours = train_and_purge({**common, "budget": budget, "target_scope": "none"}, root / dataset / arch / budget)
     achieved = ours[f"{kind}_pct"]
     target = round(ours["expected_density"], 3)
+    if not compare:
+        return (
+            f"| {dataset} | {arch} | {budget} | {achieved:.2f}% | {achieved - 100 * float(share):+.2f} | "
+            f"{100 * ours['test_accuracy']:.2f}% | {target:g} | - | - |"
+        )
     density = train_and_purge({**common, "target": (target,)}, root / dataset / arch / f"density={target}")
     return (
         f"| {dataset} | {arch} | {budget} | {achieved:.2f}% | {achieved - 100 * float(share):+.2f} | "
@@ -57,6 +62,7 @@ def main() -> None:
     parser.add_argument("--budgets", default=BUDGETS, help="comma-separated kind=share")
     parser.add_argument("--epochs", default="", help="per-arch epochs, e.g. lenet5=20 (others: the dataset's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-density", action="store_true", help="skip the density-constrained comparison runs")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
     parser.add_argument("--out", type=Path, help="run directory root (default: a temporary directory)")
     args = parser.parse_args()
@@ -66,7 +72,7 @@ def main() -> None:
     print(f"runs in {root}\n\n{HEADER}", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = [
-            pool.submit(one_budget, args.dataset, arch, budget, epochs.get(arch), args.seed, root)
+            pool.submit(one_budget, args.dataset, arch, budget, epochs.get(arch), args.seed, root, not args.no_density)
             for arch, budget in jobs
         ]
         for future in futures:
