@@ -28,14 +28,14 @@ def test_smoke_keys_are_the_four_methods():
     ]
 
 
-def mlflow_runs(workdir: Path, deleted: bool = False) -> list:
+def mlflow_runs(workdir: Path, deleted: bool = False, experiment: str = "ctrlsparse-smoke") -> list:
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("ctrlsparse-smoke")
+    found = client.get_experiment_by_name(experiment)
     view = ViewType.ALL if deleted else ViewType.ACTIVE_ONLY
-    return client.search_runs([experiment.experiment_id], run_view_type=view, max_results=1000)
+    return client.search_runs([found.experiment_id], run_view_type=view, max_results=1000)
 
 
 def test_lint_is_clean(tmp_path):
@@ -80,6 +80,7 @@ def test_smoke_run_produces_runs_tables_figures_and_the_pdf(smoke_run):
             "penalty_vs_density.png",
             "layer_density.png",
             "dynamics.png",
+            "budget_control.png",
         ]
     )
     pdf = (grid / "report.pdf").read_bytes()
@@ -155,3 +156,32 @@ def test_make_demo_builds_and_names_the_default_grids_own_report():
     assert result.returncode == 0, result.stderr
     assert f"--report results/{experiment}/report.html" in result.stdout
     assert f"report: results/{experiment}/report.pdf" in result.stdout
+
+
+def test_a_budget_grid_trains_purges_and_tabulates_its_runs(tmp_path):
+    """grid.constrained.budgets: one run per budget (no density target) through train, purge, tables and report."""
+    update = {
+        "experiment": "ctrlsparse-budget",
+        "grid": {
+            "archs": ["mlp"],
+            "seeds": [0],
+            "constrained": {"scopes": ["model"], "targets": [], "budgets": ["macs=0.5"]},
+            "penalized": {"penalties": []},
+            "magnitude": {"targets": []},
+            "dense": False,
+        },
+        "hparams": {"epochs": 30},
+    }
+    (key,) = [run.key for run in runs_of(update)]
+    assert readable(key) == "digits/mlp/constrained-budget~macs=0.5/seed~0"
+    config = tmp_path / "budget.yaml"
+    config.write_text(json.dumps(update))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "--profile", str(ROOT / "profiles" / "local"))
+    summary = json.loads((workdir / "results" / "runs" / key / "summary.json").read_text())
+    assert summary["budgets"] == {"macs": 0.5} and summary["macs_pct"] == pytest.approx(100 * summary["eval_macs"])
+    (runs_csv,) = (workdir / "results").rglob("runs.csv")
+    assert key in runs_csv.read_text() and "budget" in runs_csv.read_text().splitlines()[0]
+    (mirrored,) = mlflow_runs(workdir, experiment="ctrlsparse-budget")
+    assert mirrored.data.tags["run_key"] == key and "expected_macs" in mirrored.data.metrics

@@ -19,7 +19,7 @@ from ctrlsparse.training.cli import train_argv
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
 # Keys the grid sets per run; an ``hparams:`` override of one of them would silently fight the grid.
-GRID_FIELDS = ("dataset", "arch", "method", "target", "target_scope", "penalty", "seed", "tag")
+GRID_FIELDS = ("dataset", "arch", "method", "target", "target_scope", "budget", "penalty", "seed", "tag")
 # Keys the workflow sets per job from the resources.
 JOB_FIELDS = ("threads", "device")
 # Directories under the results directory that every grid shares; a grid's own one is named by its experiment.
@@ -110,7 +110,9 @@ def check_config(config: dict[str, Any]) -> list[Run]:
         )
     runs = expand_runs(config)
     if not runs:
-        raise ConfigError("grid", "the grid is empty: give constrained targets, penalized penalties or dense: true")
+        raise ConfigError(
+            "grid", "the grid is empty: give constrained targets or budgets, penalized penalties or dense: true"
+        )
     return runs
 
 
@@ -136,6 +138,8 @@ def sweeps(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def _owner(name: str, where: str, overrides: dict[str, Any], extra: dict[str, Any]) -> str:
     """The config key a bad hyperparameter came from."""
+    if name == "budget":
+        return f"{where}.constrained.budgets"
     if name in extra:
         return f"{where}.hparams.{name}"
     return f"hparams.{name}" if name in overrides else f"{where} ({name})"
@@ -160,6 +164,8 @@ def _settings(grid: dict[str, Any]) -> list[dict[str, Any]]:
             if len(values) > 1 and scope != "layer":
                 continue  # a per-layer list only makes sense layer-wise
             settings.append({"method": "constrained", "target_scope": scope, "target": values})
+    for budget in grid["constrained"].get("budgets", []):  # MAC / param budgets alone (no density constraint)
+        settings.append({"method": "constrained", "target_scope": "none", "budget": budget})
     for scope in grid["penalized"]["scopes"]:
         for penalty in grid["penalized"]["penalties"]:
             settings.append({"method": "penalized", "target_scope": scope, "penalty": penalty})

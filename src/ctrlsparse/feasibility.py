@@ -42,10 +42,13 @@ def constraint_targets(summary: dict[str, Any]) -> dict[str, float]:
     if summary.get("method") != "constrained":
         return {}
     targets = list(summary.get("target") or [])
+    budgets = dict(summary.get("budgets") or {})  # macs / params budgets: constraints of their own
+    if summary.get("target_scope") == "none":
+        return budgets
     if summary.get("target_scope") != "layer":
-        return {"model": targets[0]}
+        return {"model": targets[0], **budgets}
     layers = list(summary.get("layer_expected_density") or {})
-    return dict(zip(layers, layer_targets(targets, layers, summary.get("arch", "")), strict=True))
+    return dict(zip(layers, layer_targets(targets, layers, summary.get("arch", "")), strict=True)) | budgets
 
 
 def constraint_violations(summary: dict[str, Any]) -> dict[str, float]:
@@ -54,6 +57,7 @@ def constraint_violations(summary: dict[str, Any]) -> dict[str, float]:
     if summary.get("violations"):
         return {name: summary["violations"][name] for name in targets if name in summary["violations"]}
     expected = {"model": summary.get("expected_density"), **(summary.get("layer_expected_density") or {})}
+    expected |= {"macs": summary.get("expected_macs"), "params": summary.get("expected_params")}
     return {name: expected[name] - target for name, target in targets.items()}
 
 

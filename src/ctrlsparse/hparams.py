@@ -34,7 +34,8 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 
 TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,=+-")
-SCOPES = ("model", "layer")
+SCOPES = ("model", "layer", "none")
+BUDGET_KINDS = ("macs", "params")  # budget kinds, in the order a budget is written
 OPTIMIZERS = ("adam", "sgd")
 DUAL_OPTIMIZERS = ("sgd", "nupi")
 CONSTRAINTS = ("le", "eq")
@@ -65,7 +66,17 @@ class HParams:
         "density target(s) in (0, 1]: one number, or one per gated layer with --target-scope layer",
         default=(0.5,),
     )
-    target_scope: str = _help("model: one constraint on the whole model; layer: one per gated layer", default="model")
+    target_scope: str = _help(
+        "model: one constraint on the whole model; layer: one per gated layer; none: no density constraint, only "
+        "the --budget ones",
+        default="model",
+    )
+    budget: str = _help(
+        "expected MAC and/or parameter budgets as fractions of the dense model, e.g. macs=0.3 or "
+        "macs=0.3,params=0.25 (constrained runs, structured gates): one more constraint each, beside the density "
+        "target (or alone with --target-scope none), with its own multiplier and the same restarts and eq/le",
+        default="",
+    )
     constraint: str = _help(
         "eq (the default): expected density == target, multipliers of either sign (a restart resets one whose sign "
         "opposes its violation); le: expected density <= target (the paper; a layer may end sparser than its target "
@@ -191,6 +202,7 @@ class HParams:
         _choice(self, "constraint", CONSTRAINTS)
         _choice(self, "violation", VIOLATIONS)
         _choice(self, "gating", GATINGS)
+        object.__setattr__(self, "budget", _canonical_budget(self))
         if not self.target:
             raise HParamError("target", "no value given; give a density fraction such as 0.5")
         for value in self.target:
@@ -242,6 +254,13 @@ class HParams:
         if min(self.image_std) <= 0:
             raise HParamError("image_std", f"{self.image_std} must be > 0")
 
+    @property
+    def budgets(self) -> dict[str, float]:
+        """The budget as ``{kind: fraction of the dense model}``, e.g. ``{"macs": 0.3}``."""
+        return {
+            kind: float(value) for kind, _, value in (part.partition("=") for part in self.budget.split(",") if part)
+        }
+
     # --- construction ---
     @classmethod
     def resolve(cls, **given: Any) -> HParams:
@@ -279,13 +298,21 @@ class HParams:
     @property
     def variant(self) -> str:
         """``constrained-model``, ``constrained-layer``, ``penalized-model``, ``penalized-layer`` or ``dense``,
-        followed by ``+tag`` when the run has a tag (e.g. ``constrained-layer+gates_lr=0.1``)."""
+        then ``+budget`` beside a density target (``constrained-model+macs=0.3``; a budget alone is the variant
+        ``constrained-budget``, its level the budget), then ``+tag`` when the run has a tag (e.g.
+        ``constrained-layer+gates_lr=0.1``)."""
         variant = "dense" if self.method == "dense" else f"{self.method}-{self.target_scope}"
+        if self.target_scope == "none":
+            variant = f"{self.method}-budget"
+        elif self.budget:
+            variant = f"{variant}+{self.budget}"
         return f"{variant}+{self.tag}" if self.tag else variant
 
     @property
     def level(self) -> str:
         """The setting's level as written in paths: the target(s), the penalty, or 1 for dense."""
+        if self.target_scope == "none":
+            return self.budget
         if self.method in ("constrained", "magnitude"):
             return ",".join(format_number(t) for t in self.target)
         if self.method == "penalized":
@@ -312,6 +339,32 @@ def layer_targets(targets: Sequence[float], layer_names: Sequence[str], arch: st
         f"{len(targets)} layer-wise targets {shown}, but arch {arch!r} has {n} gated layers "
         f"({', '.join(layer_names)}); give one target or {n}",
     )
+
+
+def _canonical_budget(hparams: HParams) -> str:
+    """The budget checked and written one way (kinds in :data:`BUDGET_KINDS` order, shortest numbers)."""
+    values: dict[str, float] = {}
+    for part in (p.strip() for p in hparams.budget.split(",") if p.strip()):
+        kind, sign, text = part.partition("=")
+        try:
+            value = float(text) if sign else None
+        except ValueError:
+            value = None
+        if kind not in BUDGET_KINDS or value is None or kind in values:
+            raise HParamError(
+                "budget",
+                f"{part!r} is not kind=fraction with one of: {', '.join(BUDGET_KINDS)} (once each), e.g. macs=0.3",
+            )
+        if not 0.0 < value <= 1.0:
+            raise HParamError("budget", f"{part!r}: the fraction must lie in (0, 1], e.g. macs=0.3")
+        values[kind] = value
+    if values and hparams.method != "constrained":
+        raise HParamError("budget", f"budgets are constraints: give method constrained, not {hparams.method!r}")
+    if values and hparams.gating != "structured":
+        raise HParamError("budget", "MAC/parameter budgets need structured gates (--gating structured)")
+    if hparams.target_scope == "none" and not values:
+        raise HParamError("target_scope", "'none' leaves no constraint: give a --budget such as macs=0.3")
+    return ",".join(f"{kind}={format_number(values[kind])}" for kind in BUDGET_KINDS if kind in values)
 
 
 def _choice(hparams: HParams, key: str, choices: tuple[str, ...]) -> None:

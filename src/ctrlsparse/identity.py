@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ctrlsparse.hparams import HParams
 
 # Fields that form the readable part of a run's identity; everything else but EXECUTION goes into the hash.
-AXES = ("dataset", "arch", "method", "target_scope", "target", "penalty", "seed", "tag")
+AXES = ("dataset", "arch", "method", "target_scope", "target", "budget", "penalty", "seed", "tag")
 # Fields that change how a run executes, never what it computes (a run may resume under other values).
 EXECUTION = (
     "device",

@@ -95,8 +95,8 @@ if workflow.is_main_process:  # an unparsable summary.json is moved aside, so it
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     arch=r"[A-Za-z0-9_.:-]+",  # torchvision:resnet18, module:pkg.mod:fn
-    variant=r"((constrained|penalized)-(model|layer)|dense|magnitude-layer)(\+[A-Za-z0-9_.,=-]+)*",
-    level=r"[0-9.e+,-]+",
+    variant=r"((constrained|penalized)-(model|layer)|constrained-budget|dense|magnitude-layer)(\+[A-Za-z0-9_.,=-]+)*",
+    level=r"[0-9.e+,-]+|(macs|params)=[0-9.e+-]+(,(macs|params)=[0-9.e+-]+)?",  # budget runs: the budget
     hash=rf"[0-9a-f]{{{identity.HASH_LENGTH}}}",
     seed=r"\d+",
 

@@ -13,6 +13,7 @@ rule plots:
         penalty=figure("penalty", "penalty_vs_density.png"),
         layers=figure("layers", "layer_density.png"),
         dynamics=figure("dynamics", "dynamics.png"),
+        budget=figure("budget", "budget_control.png"),
     params:
         tables=lambda wildcards, input: os.path.dirname(input[0]),
         out=lambda wildcards, output: os.path.dirname(output.control),

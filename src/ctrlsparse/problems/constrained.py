@@ -10,6 +10,10 @@ g is the model's expected density (one constraint) or each gated layer's (one co
 updates are simultaneous (one forward/backward; a primal step, then a projected dual step, both inside
 cooper's ``SimultaneousOptimizer``). Dual restarts (paper.md §2), which cooper 1.x no longer ships, are
 applied in :meth:`after_step`: a multiplier whose constraint is strictly satisfied is reset to 0.
+
+Budgets (``--budget macs=0.3,params=0.25``, :meth:`add_budgets`): each kind is one more constraint, expected
+share of the dense model's MACs / parameters (:class:`ctrlsparse.cost.ExpectedCost`) - budget, with its own
+multiplier, the same eq/le choice and the same restarts; ``--target-scope none`` drops the density constraint.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import cooper
 import torch
 from torch import Tensor, nn
 
+from ctrlsparse.cost import ExpectedCost
 from ctrlsparse.hparams import HParams, layer_targets
 from ctrlsparse.problems.base import L0Problem
 
@@ -29,31 +34,73 @@ class ConstrainedL0Problem(L0Problem):
         super().__init__(model, hparams)
         if hparams.target_scope == "model":
             targets = list(hparams.target)
-        else:
+        elif hparams.target_scope == "layer":
             targets = layer_targets(hparams.target, self.density.names, hparams.arch)
-        device = next(model.parameters()).device
-        self.targets = torch.tensor(targets, device=device)
-        self.multiplier = cooper.multipliers.DenseMultiplier(num_constraints=len(targets), device=device)
-        self.density_constraint = cooper.Constraint(
-            constraint_type=CONSTRAINT_TYPES[hparams.constraint],
+        else:  # none: budgets only (add_budgets)
+            targets = []
+        self.device = next(model.parameters()).device
+        self.targets = torch.tensor(targets, device=self.device)
+        self.cost: ExpectedCost | None = None
+        self.budget_constraints: dict[str, cooper.Constraint] = {}
+        if targets:
+            self.multiplier = self._multiplier(len(targets))
+            self.density_constraint = self._constraint(self.multiplier)
+
+    def _multiplier(self, n: int) -> cooper.multipliers.DenseMultiplier:
+        return cooper.multipliers.DenseMultiplier(num_constraints=n, device=self.device)
+
+    def _constraint(self, multiplier: cooper.multipliers.DenseMultiplier) -> cooper.Constraint:
+        return cooper.Constraint(
+            constraint_type=CONSTRAINT_TYPES[self.hparams.constraint],
             formulation_type=cooper.formulations.Lagrangian,
-            multiplier=self.multiplier,
+            multiplier=multiplier,
         )
+
+    def add_budgets(self, input_shape: tuple[int, ...]) -> None:
+        """One constraint per ``hparams.budgets`` kind on the expected share of the dense model's MACs / params
+        (the cost model is traced once here on a zero input of ``input_shape``); before the optimizer is built."""
+        self.cost = ExpectedCost(self.model, torch.zeros(1, *input_shape, device=self.device))
+        for kind in self.hparams.budgets:
+            self.budget_constraints[kind] = self._constraint(self._multiplier(1))
+            setattr(self, f"{kind}_constraint", self.budget_constraints[kind])  # cooper registers it by name
+        self.budget_targets = torch.tensor(list(self.hparams.budgets.values()), device=self.device)
+        order = {"macs": 0, "params": 1}  # ExpectedCost.share_vector
+        self.budget_kinds = torch.tensor([order[kind] for kind in self.hparams.budgets], device=self.device)
 
     def constraint_value(self) -> Tensor:
         """g: the expected density, shaped like the targets."""
         if self.hparams.target_scope == "model":
             return self.density.model_expected().unsqueeze(0)
-        return self.density.layer_expected()
+        if self.hparams.target_scope == "layer":
+            return self.density.layer_expected()
+        return self.targets  # no density constraint: an empty vector
+
+    def budget_violations(self) -> Tensor:
+        """Expected share of the dense MACs / params minus each budget, in ``hparams.budgets`` order."""
+        if self.cost is None:
+            return self.targets.new_zeros(0)
+        return self.cost.share_vector()[self.budget_kinds] - self.budget_targets
+
+    def _observed(self) -> dict[cooper.Constraint, Tensor]:
+        """Each constraint's violation (one cost-model evaluation for all budget kinds)."""
+        relative = self.hparams.violation == "relative"  # the multipliers see violation / target
+        observed = {}
+        if len(self.targets):
+            violation = self.constraint_value() - self.targets
+            observed[self.density_constraint] = violation / self.targets if relative else violation
+        if self.budget_constraints:
+            budgets = self.budget_violations()
+            if relative:
+                budgets = budgets / self.budget_targets
+            for index, constraint in enumerate(self.budget_constraints.values()):
+                observed[constraint] = budgets[index : index + 1]
+        return observed
 
     def compute_cmp_state(self, inputs: Tensor, labels: Tensor) -> cooper.CMPState:
         loss, logits = self.objective(inputs, labels)
-        violation = self.constraint_value() - self.targets
-        if self.hparams.violation == "relative":
-            violation = violation / self.targets
         return cooper.CMPState(
             loss=loss,
-            observed_constraints={self.density_constraint: cooper.ConstraintState(violation=violation)},
+            observed_constraints={c: cooper.ConstraintState(violation=v) for c, v in self._observed().items()},
             misc={"objective": loss.detach(), "logits": logits.detach()},
         )
 
@@ -72,21 +119,25 @@ class ConstrainedL0Problem(L0Problem):
     def after_step(self, cmp_state: cooper.CMPState) -> None:
         super().after_step(cmp_state)
         if self.hparams.dual_restarts:
-            violation = cmp_state.observed_constraints[self.density_constraint].violation
-            if self.hparams.constraint == "eq":  # crossed the target: violation and multiplier of opposite signs
-                violation = violation * self.multiplier.weight.detach().sign()
-            restart_multipliers_(self.multiplier.weight, violation, self.dual_optimizer)
+            for constraint, state in cmp_state.observed_constraints.items():
+                weight, violation = constraint.multiplier.weight, state.violation
+                if self.hparams.constraint == "eq":  # crossed the target: violation and multiplier of opposite signs
+                    violation = violation * weight.detach().sign()
+                restart_multipliers_(weight, violation, self.dual_optimizer)
 
     @property
     def constraint_names(self) -> list[str]:
-        return ["model"] if self.hparams.target_scope == "model" else list(self.density.names)
+        """``model`` or the gated layers' names (none with ``target_scope`` none), then the budget kinds."""
+        names = {"model": ["model"], "layer": list(self.density.names), "none": []}[self.hparams.target_scope]
+        return names + list(self.budget_constraints)
 
     def multiplier_values(self) -> Tensor:
-        return self.multiplier.weight.detach()
+        constraints = list(self.constraints())
+        return torch.cat([c.multiplier.weight.detach() for c in constraints]) if constraints else self.targets
 
     @torch.no_grad()
     def violations(self) -> Tensor:
-        return self.constraint_value() - self.targets
+        return torch.cat([self.constraint_value() - self.targets, self.budget_violations()])
 
 
 @torch.no_grad()

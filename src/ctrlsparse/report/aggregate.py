@@ -75,9 +75,11 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     # feasible, max_violation, ... as the run recorded them (summaries older than those fields: recomputed)
     verdict = {key: s[key] for key in feasibility.FIELDS} if "feasible" in s else feasibility.assess(s)
     row = {key: s.get(key) for key in ["run_key", *SETTING, "seed", "epochs", "hparams_hash"]}
+    targeted = s["method"] in TARGETED and s.get("target_scope") != "none"  # none: budgets only, no density target
     row.update(
-        target=",".join(f"{t:g}" for t in targets) if s["method"] in TARGETED else "",
-        target_value=sum(targets) / len(targets) if s["method"] in TARGETED and targets else math.nan,
+        target=",".join(f"{t:g}" for t in targets) if targeted else "",
+        target_value=sum(targets) / len(targets) if targeted and targets else math.nan,
+        budget=s.get("budget") or "",
         penalty=s.get("penalty") if s["method"] == "penalized" else math.nan,
         max_violation=_number(verdict["max_violation"]),
         satisfied=_number(verdict["feasible"]),
@@ -90,6 +92,8 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for key in ("sparsifiable_params", "total_params", "wall_seconds"):
         row[key] = s.get(key)
     for key in ("params", "macs", "params_pct", "macs_pct"):  # written by `ctrlsparse purge`
+        row[key] = s.get(key, math.nan)
+    for key in ("expected_macs", "expected_params", "eval_macs", "eval_params"):  # budget runs' expected shares
         row[key] = s.get(key, math.nan)
     for name, version in (s.get("versions") or {}).items():
         row[f"version_{name}"] = version

@@ -15,6 +15,7 @@ from typing import Any
 from ctrlsparse import paths
 from ctrlsparse.report import spread
 from ctrlsparse.report.aggregate import LAYERS, RUNS, SETTINGS
+from ctrlsparse.report.budget_plot import budget_figure
 from ctrlsparse.report.seeds import COLORS, MARKERS, accuracy_vs, mean_and_seeds
 
 
@@ -202,6 +203,8 @@ def layer_figure(tables: dict[str, Any]) -> Any:
     if not panels:
         return _empty(plt, "no constrained runs in this grid")
     scopes = [s for s in ("model", "layer") if s in set(layers["target_scope"])]
+    if not scopes:  # budget runs only (target scope none)
+        return _empty(plt, "no density-constrained runs in this grid")
     fig, axes = _grid(plt, len(panels), rows=len(scopes), height=3.0)
     cmap = plt.get_cmap("viridis")
     for col, (title, part) in enumerate(panels):
@@ -241,6 +244,8 @@ def dynamics_figure(tables: dict[str, Any]) -> Any:
     runs = runs[runs["seed"] == runs["seed"].min()]
     panels = _panels(runs)
     scopes = [s for s in ("model", "layer") if s in set(runs["target_scope"])]
+    if not scopes:
+        return _empty(plt, "no density-constrained runs in this grid")
     fig, axes = plt.subplots(
         2 * len(panels), len(scopes), figsize=(4.2 * len(scopes) + 0.6, 2.3 * 2 * len(panels)), squeeze=False
     )
@@ -274,6 +279,7 @@ FIGURES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "penalty": (penalty_figure, "penalty_vs_density.png"),
     "layers": (layer_figure, "layer_density.png"),
     "dynamics": (dynamics_figure, "dynamics.png"),
+    "budget": (budget_figure, "budget_control.png"),
 }
 
 

@@ -79,6 +79,7 @@ def train_argv(hparams: HParams) -> list[str]:
     shown = ["dataset", "arch", "method", "seed"]
     shown += [] if hparams.method == "dense" else ["target_scope"]
     shown += {"constrained": ["target"], "magnitude": ["target"], "penalized": ["penalty"]}.get(hparams.method, [])
+    shown += ["budget"] if hparams.budget else []  # a budget run names its budget (scope none needs it)
     base = HParams.resolve(**{name: getattr(hparams, name) for name in shown})
     shown += [
         f.name for f in fields(HParams) if f.name not in shown and getattr(hparams, f.name) != getattr(base, f.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ctrlsparse import gates as hc
 from ctrlsparse.feasibility import worst_violation
 from ctrlsparse.training.setup import Run
 
@@ -44,4 +45,21 @@ def density_metrics(run: Run) -> dict[str, float]:
             by_name = dict(zip(names, violations.tolist(), strict=True))
             row["max_violation"] = worst_violation(by_name, run.hparams.constraint)
     row["eval_density_gap"] = row["eval_density"] - row["expected_density"]
-    return row
+    return row | cost_metrics(problem)
+
+
+@torch.no_grad()
+def cost_metrics(problem: object) -> dict[str, float]:
+    """Budget runs: expected and eval (= purged, :mod:`ctrlsparse.cost`) shares of the dense MACs and params."""
+    cost = getattr(problem, "cost", None)
+    if cost is None:
+        return {}
+    expected = cost.shares()
+    opened = (hc.median_gates(torch.cat(cost.log_alphas)) > 0).double()  # float64: counts stay exact
+    evaluated = cost.costs(opened)
+    return {
+        "expected_macs": float(expected["macs"]),
+        "expected_params": float(expected["params"]),
+        "eval_macs": float(evaluated["macs"]) / cost.dense_macs,
+        "eval_params": float(evaluated["params"]) / cost.dense_params,
+    }

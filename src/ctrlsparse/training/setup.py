@@ -109,6 +109,8 @@ def build_run(hparams: HParams) -> Run:
     torch.manual_seed(hparams.seed)
     model = forward.prepare_model(build_model(hparams, data.input_shape, data.num_classes), hparams, device)
     problem = METHODS[hparams.method](model, hparams)
+    if hparams.budget:  # MAC / parameter constraints: the cost model is traced once, on the plain model
+        problem.add_budgets(data.input_shape)
     problem.model = forward.training_forward(model, hparams, device, processes)  # DDP, autocast, compile
     rates = control_rates(hparams, data.num_train)
     primal = build_primal_optimizer(hparams, model, rates.gates_lr)

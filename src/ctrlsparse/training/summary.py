@@ -13,6 +13,8 @@ from ctrlsparse.feasibility import assess
 from ctrlsparse.training.checkpoint import Progress
 from ctrlsparse.training.setup import Run
 
+COST_KEYS = ("expected_macs", "expected_params", "eval_macs", "eval_params")  # budget runs (evaluate.cost_metrics)
+
 
 def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, float]:
     return {key[len(prefix) :]: value for key, value in row.items() if key.startswith(prefix)}
@@ -30,6 +32,9 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "target_scope": hp.target_scope,
         "constraint": hp.constraint,
         "target": list(hp.target),
+        "budget": hp.budget,
+        "budgets": hp.budgets,  # {kind: share of the dense model}; {} without a budget
+        **{key: last[key] for key in COST_KEYS if key in last},
         "penalty": hp.penalty,
         "level": hp.level,
         "seed": hp.seed,

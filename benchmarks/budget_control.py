@@ -1,0 +1,83 @@
+"""Do MAC / parameter budgets land where asked? Train budget runs, purge them, and compare with density runs.
+
+    .venv/bin/python benchmarks/budget_control.py                                  # digits mlp, cnn
+    .venv/bin/python benchmarks/budget_control.py --dataset mnist5k --archs mlp,lenet5 --epochs lenet5=20
+
+Each budget run (``--budget macs=B --target-scope none``, the field defaults otherwise) is purged with
+``ctrlsparse purge``'s own function; the table gives the purged share of the dense MACs / params against the
+budget (goal: within 1 point) and, beside it, a density-constrained run at the density the budget run ended at
+("the same size" in the gated groups), with its purged share and accuracy. Runs go to --out (default: a fresh
+temporary directory) and print one Markdown row each as they finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+BUDGETS = "macs=0.2,macs=0.35,macs=0.5,params=0.2,params=0.5"
+HEADER = (
+    "| data | arch | budget | purged share | gap (pts) | accuracy | density run: target | its share | accuracy |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def train_and_purge(given: dict, out: Path) -> dict:
+    import torch
+
+    from ctrlsparse.hparams import HParams
+    from ctrlsparse.purge.cli import purge_run
+    from ctrlsparse.training.loop import train
+
+    torch.set_num_threads(1)
+    summary = train(HParams.resolve(**given), out, on_epoch=None)
+    return summary | purge_run(out)
+
+
+def one_budget(dataset: str, arch: str, budget: str, epochs: int | None, seed: int, root: Path, compare: bool) -> str:
+    kind, _, share = budget.partition("=")
+    common = {"dataset": dataset, "arch": arch, "seed": seed, "epochs": epochs, "threads": 1}
+    ours = train_and_purge({**common, "budget": budget, "target_scope": "none"}, root / dataset / arch / budget)
+    achieved = ours[f"{kind}_pct"]
+    target = round(ours["expected_density"], 3)
+    if not compare:
+        return (
+            f"| {dataset} | {arch} | {budget} | {achieved:.2f}% | {achieved - 100 * float(share):+.2f} | "
+            f"{100 * ours['test_accuracy']:.2f}% | {target:g} | - | - |"
+        )
+    density = train_and_purge({**common, "target": (target,)}, root / dataset / arch / f"density={target}")
+    return (
+        f"| {dataset} | {arch} | {budget} | {achieved:.2f}% | {achieved - 100 * float(share):+.2f} | "
+        f"{100 * ours['test_accuracy']:.2f}% | {target:g} | {density[f'{kind}_pct']:.2f}% | "
+        f"{100 * density['test_accuracy']:.2f}% |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--archs", default="mlp,cnn")
+    parser.add_argument("--budgets", default=BUDGETS, help="comma-separated kind=share")
+    parser.add_argument("--epochs", default="", help="per-arch epochs, e.g. lenet5=20 (others: the dataset's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-density", action="store_true", help="skip the density-constrained comparison runs")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
+    parser.add_argument("--out", type=Path, help="run directory root (default: a temporary directory)")
+    args = parser.parse_args()
+    epochs = {arch: int(n) for arch, _, n in (item.partition("=") for item in args.epochs.split(",") if item)}
+    root = args.out or Path(tempfile.mkdtemp(prefix="budget_control_"))
+    jobs = [(arch, budget) for arch in args.archs.split(",") for budget in args.budgets.split(",")]
+    print(f"runs in {root}\n\n{HEADER}", flush=True)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [
+            pool.submit(one_budget, args.dataset, arch, budget, epochs.get(arch), args.seed, root, not args.no_density)
+            for arch, budget in jobs
+        ]
+        for future in futures:
+            print(future.result(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

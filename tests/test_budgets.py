@@ -1,0 +1,135 @@
+"""MAC / parameter budgets: the hyperparameter (one written form, run key, one-line errors), one cooper
+constraint per kind beside or instead of the density one, and a budget run through the train and purge CLIs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cooper
+import pytest
+import torch
+
+from ctrlsparse import feasibility, paths
+from ctrlsparse.hparams import HParamError, HParams, run_key
+from ctrlsparse.problems.constrained import ConstrainedL0Problem
+from ctrlsparse.training.setup import build_model, build_primal_optimizer
+
+
+def readable(key: str) -> str:
+    """A run key without its hash (``{dataset}/{arch}/{variant}~{level}/seed~{seed}``)."""
+    head, _, seed = key.rpartition("/")
+    return f"{head.rpartition('/')[0]}/{seed}"
+
+
+def test_budget_has_one_written_form_and_names_the_run():
+    hparams = HParams.resolve(budget=" params=0.250, macs=.3")
+    assert hparams.budget == "macs=0.3,params=0.25" and hparams.budgets == {"macs": 0.3, "params": 0.25}
+    assert readable(run_key(hparams)) == "digits/mlp/constrained-model+macs=0.3,params=0.25~0.5/seed~0"
+    alone = HParams.resolve(budget="macs=0.2", target_scope="none")
+    assert readable(run_key(alone)) == "digits/mlp/constrained-budget~macs=0.2/seed~0"
+    plain = HParams.resolve()
+    assert plain.budgets == {} and readable(run_key(plain)) == "digits/mlp/constrained-model~0.5/seed~0"
+    assert (
+        run_key(HParams.resolve(budget="macs=0.3")).split("/")[3] == run_key(plain).split("/")[3]
+    )  # an axis: same hash
+
+
+@pytest.mark.parametrize(
+    ("given", "key", "words"),
+    [
+        ({"budget": "flops=0.3"}, "budget", "one of: macs, params"),
+        ({"budget": "macs=0.3,macs=0.2"}, "budget", "once each"),
+        ({"budget": "macs=1.5"}, "budget", "(0, 1]"),
+        ({"budget": "macs=0.3", "method": "penalized"}, "budget", "method constrained"),
+        ({"budget": "macs=0.3", "gating": "unstructured"}, "budget", "structured"),
+        ({"target_scope": "none"}, "target_scope", "give a --budget"),
+    ],
+)
+def test_bad_budgets_get_one_line_naming_the_key(given, key, words):
+    with pytest.raises(HParamError, match=key) as error:
+        HParams.resolve(**given)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def problem_for(**given) -> tuple[ConstrainedL0Problem, cooper.optim.CooperOptimizer]:
+    hparams = HParams.resolve(arch="cnn", **given)
+    torch.manual_seed(0)
+    model = build_model(hparams, (1, 8, 8), 10)
+    problem = ConstrainedL0Problem(model, hparams)
+    problem.add_budgets((1, 8, 8))
+    return problem, problem.build_optimizer(build_primal_optimizer(hparams, model))
+
+
+def test_each_budget_is_one_more_constraint_with_its_own_multiplier():
+    problem, optimizer = problem_for(budget="macs=0.3,params=0.5", target=(0.6,))
+    assert problem.constraint_names == ["model", "macs", "params"]
+    assert len(list(problem.constraints())) == 3
+    assert len(list(problem.dual_parameters())) == 3  # the dual optimizer steps all three multipliers
+    inputs, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    shares = problem.cost.shares()  # before the step moves the gates
+    rollout = optimizer.roll(compute_cmp_state_kwargs={"inputs": inputs, "labels": labels})
+    observed = rollout.cmp_state.observed_constraints
+    relative = problem.hparams.violation == "relative"  # the multipliers see what the density one sees
+    for constraint, kind, budget in (
+        (problem.macs_constraint, "macs", 0.3),
+        (problem.params_constraint, "params", 0.5),
+    ):
+        expected = (shares[kind].item() - budget) / (budget if relative else 1.0)
+        assert observed[constraint].violation.item() == pytest.approx(expected)
+    assert problem.violations()[1].item() == pytest.approx(problem.cost.shares()["macs"].item() - 0.3)  # absolute
+    assert problem.multiplier_values().shape == (3,) and bool((problem.multiplier_values() != 0).all())
+
+
+def test_a_budget_alone_has_no_density_constraint_and_restarts_like_it():
+    problem, _ = problem_for(budget="params=0.4", target_scope="none", constraint="le")
+    assert problem.constraint_names == ["params"] and len(problem.violations()) == 1
+    constraint = problem.params_constraint
+    constraint.multiplier.weight.data.fill_(0.3)
+    state = cooper.CMPState(
+        loss=torch.tensor(0.0),
+        observed_constraints={constraint: cooper.ConstraintState(violation=torch.tensor([-0.1]))},
+    )
+    problem.after_step(state)
+    assert constraint.multiplier.weight.item() == 0.0  # strictly satisfied: restarted
+
+
+def test_feasibility_reads_budget_violations():
+    summary = {
+        "method": "constrained",
+        "target_scope": "none",
+        "constraint": "eq",
+        "target": [0.5],
+        "budgets": {"macs": 0.3},
+        "violations": {"macs": 0.04},
+        "expected_density": 0.7,
+        "eval_density": 0.7,
+        "layer_expected_density": {"fc1": 0.7},
+        "layer_eval_density": {"fc1": 0.7},
+    }
+    verdict = feasibility.assess(summary)
+    assert verdict["feasible"] is False and verdict["max_violation"] == pytest.approx(0.04)
+    assert feasibility.describe_missed(summary | verdict) == "macs at 0.340 > 0.3"
+
+
+def ctrlsparse(*args):
+    return subprocess.run([sys.executable, "-m", "ctrlsparse", *args], capture_output=True, text=True)
+
+
+def test_a_budget_run_through_the_train_and_purge_clis(tmp_path):
+    out = tmp_path / "run"
+    flags = ["--arch", "mlp", "--budget", "macs=0.4", "--target-scope", "none", "--epochs", "40", "--threads", "1"]
+    result = ctrlsparse("train", *flags, "--quiet", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(paths.summary_path(out).read_text())
+    assert readable(summary["run_key"]) == "digits/mlp/constrained-budget~macs=0.4/seed~0"
+    assert summary["budgets"] == {"macs": 0.4} and list(summary["violations"]) == ["macs"]
+    assert summary["expected_macs"] == pytest.approx(0.4, abs=0.02)
+    metrics = paths.metrics_path(out).read_text().splitlines()
+    assert {"expected_macs", "eval_macs", "violation/macs", "multiplier/macs"} <= set(metrics[0].split(","))
+    result = ctrlsparse("purge", str(out))
+    assert result.returncode == 0, result.stderr
+    purged = json.loads(paths.summary_path(out).read_text())
+    assert purged["macs_pct"] == pytest.approx(100 * summary["eval_macs"], abs=1e-9)  # eval shares = the purge's
+    assert purged["params_pct"] == pytest.approx(100 * summary["eval_params"], abs=1e-9)
