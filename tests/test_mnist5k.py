@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ctrlsparse.data import mnist5k
+from ctrlsparse.hparams import HParams
 from ctrlsparse.registry import DATASETS
 from ctrlsparse.report import aggregate, paper
 from ctrlsparse.report.synthetic import write_synthetic_run
@@ -119,3 +120,10 @@ def test_the_paper_mnist_rows_match_mnist5k_runs(tmp_path):
     assert exact == 4 and not any("(mnist5k)" in row[-1] for row in rows)
     assert paper.subset_note(settings.assign(dataset="digits")) is None
     assert np.isfinite(settings["expected_density_mean"]).all()
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_every_data_set_names_its_source(dataset):
+    from ctrlsparse.data.describe import source_of
+
+    assert source_of(HParams.resolve(dataset=dataset))  # every registered name, bundled or on disk

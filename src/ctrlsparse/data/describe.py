@@ -19,12 +19,19 @@ from ctrlsparse.hparams import HParams
 
 
 def source_of(hparams: HParams) -> str:
-    """The file or folder the loader reads (digits: the CSV scikit-learn ships)."""
+    """The file or folder the loader reads (digits/mnist5k: the CSV a package ships; a data set without a
+    layout, such as imagefolder: the data root itself)."""
     if hparams.dataset == "digits":
         from ctrlsparse.data.digits import digits_csv
 
         return str(digits_csv())
-    return str((data_root(hparams.data_root) / LAYOUTS[hparams.dataset].folder).absolute())
+    if hparams.dataset == "mnist5k":
+        from ctrlsparse.data.mnist5k import mnist5k_csv
+
+        return str(mnist5k_csv())
+    root = data_root(hparams.data_root)
+    layout = LAYOUTS.get(hparams.dataset)
+    return str((root / layout.folder if layout else root).absolute())
 
 
 def describe(hparams: HParams, data: Any) -> dict[str, Any]:
