@@ -21,6 +21,7 @@ from ctrlsparse.report.synthetic import write_synthetic_run
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from test_presets import runs_of  # noqa: E402  (the presets merged into config.yaml as Snakemake does)
+from workflow_cli import readable  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_a_file_that_is_not_gzip_fails_with_one_line(tmp_path):
 
 
 def test_the_preset_trains_the_paper_mnist_table_settings():
-    keys = {"/".join(run.key.split("/")[:4] + run.key.split("/")[5:]) for run in runs_of("mnist5k")}  # no hash
+    keys = {readable(run.key) for run in runs_of("mnist5k")}  # without the hash
     assert len(keys) == 20 and {key.split("/")[0] for key in keys} == {"mnist5k"}
     for setting in (
         "mlp/constrained-model~0.33",

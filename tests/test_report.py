@@ -195,7 +195,9 @@ def test_aggregate_cli_rejects_an_empty_input(tmp_path, capsys):
 def test_figures_are_written_for_every_entry(demo):
     root, _ = demo
     for _, filename in plots.FIGURES.values():
-        assert (root / "plots" / filename).stat().st_size > 10_000, filename
+        # the synthetic grid has no budget runs: that figure is the one-line "no budget runs" placeholder
+        smallest = 2_000 if filename == "budget_control.png" else 10_000
+        assert (root / "plots" / filename).stat().st_size > smallest, filename
 
 
 def test_figures_survive_a_grid_without_constrained_or_penalized_runs(tmp_path):

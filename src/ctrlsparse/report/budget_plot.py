@@ -13,7 +13,7 @@ def budget_points(runs: Any) -> list[dict[str, Any]]:
     points = []
     if runs.empty or "budget" not in runs:
         return points
-    for _, run in runs[runs["budget"].fillna("").astype(str) != ""].iterrows():
+    for _, run in runs[runs["budget"].astype(object).fillna("").astype(str) != ""].iterrows():
         for part in str(run["budget"]).split(","):
             kind, _, value = part.partition("=")
             points.append(

@@ -43,7 +43,15 @@ def log_dataset(client: Any, run_id: str, run_dir: Path) -> None:
         schema=json.dumps(_tensor_schema(data)),
         profile=json.dumps(profile),
     )
-    client.log_inputs(run_id, [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])])
+    inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])]
+    for attempt in range(3):
+        try:
+            client.log_inputs(run_id, inputs)
+            return
+        except Exception as error:  # jobs logging the same data set at once race on its row (UNIQUE constraint)
+            if attempt == 2 or "UNIQUE constraint" not in str(error):
+                raise
+            time.sleep(0.2 * (attempt + 1))  # the row now exists: the retry reuses it
 
 
 def _tensor_schema(data: dict[str, Any]) -> dict[str, Any]:
