@@ -140,3 +140,58 @@ def test_a_second_train_on_the_same_directory_stops_at_once_naming_the_first(tmp
     finally:
         if rerun.poll() is None:
             rerun.kill()
+
+
+def test_a_killed_trainer_leaves_no_stale_lock(tmp_path, capsys):
+    out, log = tmp_path / "run", tmp_path / "first.log"
+    first = start_train(out, *FLAGS, "--checkpoint-seconds", "0", log=log)
+    wait_for(lambda: paths.checkpoint_path(out).exists(), "the first checkpoint", first)
+    first.kill()
+    first.wait(30)
+    assert paths.train_lock_path(out).read_text().strip() == str(first.pid)  # the file stays, the lock does not
+    assert cli.main([*FLAGS, "--quiet", "--out", str(out)]) == 0
+
+
+def test_aggregate_names_a_corrupt_summary_in_one_line(tmp_path):
+    runs = tmp_path / "runs"
+    good, bad = runs / "a", runs / "b"
+    for run in (good, bad):
+        run.mkdir(parents=True)
+    paths.summary_path(good).write_text(json.dumps({"run_key": "a", "method": "dense"}))
+    paths.summary_path(bad).write_text('{"run_key": "b", "test_accur')
+    result = subprocess.run(
+        [sys.executable, "-m", "ctrlsparse", "aggregate", str(runs), "--out", str(tmp_path / "tables")],
+        capture_output=True,
+        text=True,
+        env=job_env(),
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"ctrlsparse aggregate: error: {paths.summary_path(bad)} is not valid JSON (")
+
+
+@pytest.mark.slow
+def test_the_workflow_moves_a_corrupt_summary_aside_and_reruns_that_run_from_its_checkpoint(tmp_path):
+    config = one_run_config(tmp_path, mlflow=False, epochs=3)
+    args = ["--configfile", str(config), "--cores", "1", "--profile", str(ROOT / "profiles" / "local")]
+    first = snakemake(tmp_path, *args)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    (summary,) = (tmp_path / "results").rglob(paths.SUMMARY)
+    before = json.loads(summary.read_text())
+    report = next((tmp_path / "results").rglob("report.pdf"))
+    built = report.stat().st_mtime_ns
+    truncate(summary)
+
+    rerun = snakemake(tmp_path, *args)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    output = rerun.stdout + rerun.stderr
+    aside = paths.corrupt_path(summary)
+    assert f"ctrlsparse: {summary.relative_to(tmp_path)} is not valid JSON (" in output
+    assert f"moved it to {aside.name}, so that run's train job reruns" in output
+    assert "rule train:" in output and "Traceback" not in output
+    after = json.loads(summary.read_text())
+    for key in ("expected_density", "test_accuracy", "params_pct"):
+        assert after[key] == before[key], key  # from the checkpoint of the finished run, not retrained
+    log = next((tmp_path / "results" / "logs" / "train").rglob("*.log")).read_text()
+    assert "epoch " not in log.replace("epochs", "")  # no epoch trained again
+    assert aside.exists() and report.stat().st_mtime_ns > built
