@@ -7,7 +7,16 @@ from ctrlsparse.registry import DATASETS
 from ctrlsparse.training.budget import control_rates, steps_per_epoch
 
 PAPER = {"mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000, "imagenet": 1_281_167}
-CONTROL = ("gates_lr", "dual_lr", "gates_beta2", "constraint", "violation", "alpha_min", "reference_steps")
+CONTROL = (
+    "gates_lr",
+    "dual_lr",
+    "gates_beta2",
+    "gates_polarization",
+    "constraint",
+    "violation",
+    "alpha_min",
+    "reference_steps",
+)
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
@@ -24,9 +33,10 @@ def test_every_data_set_resolves_its_control_defaults(dataset):
             "gates_lr": 0.1,
             "dual_lr": 0.1,
             "gates_beta2": 0.95,
+            "gates_polarization": 0.02,
             "constraint": "eq",
             "violation": "relative",
-            "alpha_min": 1e-3,
+            "alpha_min": 1e-4,
             "reference_steps": 1800,
         }
 

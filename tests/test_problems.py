@@ -185,3 +185,30 @@ def test_expected_l2_in_one_norm_equals_the_sum_of_the_layers_terms(gating, deta
     gates = [layer.log_alpha for layer in problem.density.layers]
     gate_grads = torch.autograd.grad(problem.expected_l2(), gates, allow_unused=True)
     assert all((g is None) == detach for g in gate_grads)  # the paper detaches P: no push on the gates
+
+
+@pytest.mark.parametrize("polarization", [0.0, 0.02])
+def test_polarization_pushes_gates_the_loss_ignores_towards_open_or_closed(polarization):
+    """All inputs zero: the loss has no gradient on the gates and the multiplier is still 0, so what moves a gate
+    is the polarization term alone: a gate above P(active) 0.5 is pushed open, one below it closed (descending
+    the gradient), and nothing moves without it (the digits MLP's border pixels stayed half open, benchmarks)."""
+    model, problem, _ = toy_problem((0.7,), constraint="eq", violation="relative", gates_polarization=polarization)
+    with torch.no_grad():
+        model[0].log_alpha.copy_(torch.linspace(-3.0, 0.0, 20))  # P(active) from 0.19 to 0.83
+    x, y = next(toy_batches(1))
+    problem.compute_cmp_state(torch.zeros_like(x), y).loss.backward()
+    grad = model[0].log_alpha.grad
+    p = torch.sigmoid(model[0].log_alpha.detach() + 1.5986)
+    if polarization:
+        assert torch.all(grad[p > 0.52] < 0) and torch.all(grad[p < 0.48] > 0)
+    else:
+        assert torch.count_nonzero(grad) == 0
+
+
+def test_the_polarization_term_is_zero_for_decided_gates_and_a_quarter_for_coin_flips():
+    model, problem, _ = toy_problem((0.5,))
+    with torch.no_grad():
+        model[0].log_alpha.fill_(20.0)
+        assert problem.density.polarization().item() == pytest.approx(0.0, abs=1e-5)
+        model[0].log_alpha.fill_(-1.5986)  # P(active) = 0.5
+        assert problem.density.polarization().item() == pytest.approx(0.25, abs=1e-4)

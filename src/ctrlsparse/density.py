@@ -66,6 +66,12 @@ class Density:
         """Model-wise expected density (differentiable), a scalar."""
         return self.expected_active().sum() / self.total
 
+    def polarization(self) -> Tensor:
+        """Mean of P(active) x P(inactive) over the sparsifiable parameters (differentiable): 0 when every gate
+        is open or closed, 0.25 when every gate is a coin flip."""
+        p = hc.prob_active(torch.cat(self.log_alphas))
+        return self._per_layer(p * (1.0 - p)).sum() / self.total
+
     @torch.no_grad()
     def eval_active(self) -> Tensor:
         """Sparsifiable parameters per layer whose deterministic eval gate is non-zero."""
