@@ -49,6 +49,22 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     return summary | {"budget": budget, "reached": reached(summary, read_metrics(out / "metrics.csv"))}
 
 
+def finished_one(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a job whose run already finished under --root (with its errors' inputs); None if not."""
+    import json
+
+    from ctrlsparse.hparams import HParams, run_key
+    from ctrlsparse.tracking.mirror import read_metrics
+
+    job = dict(job)
+    root, budget = Path(job.pop("root")), job.pop("budget")
+    out = root / run_key(HParams.resolve(**job))
+    if not (out / "summary.json").exists():
+        return None
+    summary = json.loads((out / "summary.json").read_text())
+    return summary | {"budget": budget, "reached": reached(summary, read_metrics(out / "metrics.csv"))}
+
+
 def reached(summary: dict[str, Any], rows: list[dict[str, float]]) -> float:
     """Share of the run after which its expected density stays within tolerance of the target (nan: never)."""
     if summary["method"] != "constrained":
@@ -108,7 +124,7 @@ def errors(run: dict[str, Any]) -> tuple[float, float]:
 
 def report(results: list[dict[str, Any]], budgets: list[int]) -> None:
     print(
-        f"\n{'budget':>7} {'within tol':>14} {'exp err max':>12} {'eval err max':>13} {'reached by':>11}  "
+        f"\n{'budget':>7} {'within tol':>14} {'exp err max':>12} {'eval err max':>13} {'reached by (median/max)':>24}  "
         "accuracy at 0.5 vs dense"
     )
     for budget in budgets:
@@ -127,10 +143,10 @@ def report(results: list[dict[str, Any]], budgets: list[int]) -> None:
                 )
         share = f"{ok}/{len(errs)} = {100 * ok / max(1, len(errs)):.0f}%"
         reach = [r["reached"] for r in constrained if ok_run(r)]  # the latest share of the run a good one needed
-        latest = f"{max(reach):.2f}" if reach else "-"
+        latest = f"{statistics.median(reach):.2f}/{max(reach):.2f}" if reach else "-"
         print(
             f"{budget:>7} {share:>14} {max(e for e, _ in errs):>12.4f} {max(v for _, v in errs):>13.4f} "
-            f"{latest:>11}  " + "; ".join(accuracy)
+            f"{latest:>24}  " + "; ".join(accuracy)
         )
     misses = [r for r in results if r["method"] == "constrained" and not ok_run(r)]
     if misses:
@@ -156,8 +172,16 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="every arch at every budget and target (hours)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--root", type=Path, default=Path("results/benchmarks/control_matrix"))
+    parser.add_argument(
+        "--report-only", action="store_true", help="report the runs already finished under --root; train none"
+    )
     args = parser.parse_args()
     jobs = jobs_for(args)
+    if args.report_only:
+        results = [run for run in map(finished_one, jobs) if run is not None]
+        print(f"{len(results)} of {len(jobs)} runs finished under {args.root}")
+        report(results, [b for b in args.budgets if any(r["budget"] == b for r in results)])
+        return
     jobs.sort(key=lambda job: -job["budget"])  # longest first: the pool's tail is short runs
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
