@@ -28,7 +28,7 @@ def train_and_purge(given: dict, out: Path) -> dict:
     import torch
 
     from ctrlsparse.hparams import HParams
-    from ctrlsparse.purge.cli import purge_run
+    from ctrlsparse.training.purge_cli import purge_run
     from ctrlsparse.training.loop import train
 
     torch.set_num_threads(1)

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from ctrlsparse import paths
-from ctrlsparse.hparams import HParams, run_key
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import run_key
 
 SUMMARY_KEYS = {
     "expected_density",

@@ -9,7 +9,8 @@ import pytest
 from reliability import ROOT, one_run_config, run_mlflow_runs, snakemake, text
 
 from ctrlsparse import paths, tracking
-from ctrlsparse.hparams import HParams, run_key
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import run_key
 from ctrlsparse.training import cli
 from ctrlsparse.training.cli import EXIT_DIVERGED
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from reliability import run_mlflow_runs
@@ -23,6 +24,7 @@ def job(run_dir: str, uri: str, start) -> None:
     """What a train job does with MLflow: open its run when it starts, mirror everything when it ends."""
     start.wait()
     assert tracking.open_run(run_dir, tracking_uri=uri, experiment="fanout") is not None
+    cli.draw_dynamics(Path(run_dir))  # as the train job does before it mirrors
     assert tracking.mirror_run(run_dir, tracking_uri=uri, experiment="fanout") is not None
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ctrlsparse import paths, tracking
+from ctrlsparse.report.run_plot import plot_run_dynamics
 from ctrlsparse.report.synthetic import write_synthetic_run
 from ctrlsparse.tracking import store as store_module
 
@@ -57,6 +58,7 @@ def test_mirror_logs_tags_params_metrics_and_artifacts(tmp_path, store):
     run_dir = write_synthetic_run(
         tmp_path / "runs", epochs=4, dataset="digits", arch="mlp", method="constrained", target=(0.35,), seed=1
     )
+    plot_run_dynamics(run_dir, paths.dynamics_plot_path(run_dir))  # what the train job draws before it mirrors
     run_id = tracking.mirror_run(run_dir, tracking_uri=store, experiment="test", tags={"campaign": "unit"})
     assert run_id is not None
     client = mlflow.tracking.MlflowClient(store)

@@ -1,8 +1,8 @@
-"""Typed hyperparameters of one run: defaults, per-dataset presets, validation (run identity: re-exported from
-:mod:`ctrlsparse.identity`).
+"""Typed hyperparameters of one run: defaults, per-dataset presets, validation (run identity, computed from
+them: :mod:`ctrlsparse.identity`).
 
-Torch-free: the CLI derives its flags from :class:`HParams` and the Snakemake workflow imports
-:func:`run_key` to name output directories, without paying for ``import torch``.
+Torch-free: the CLI derives its flags from :class:`HParams` and the Snakemake workflow resolves them to name
+output directories, without paying for ``import torch``.
 
 Resolution order (later wins): field defaults < :data:`DATASET_DEFAULTS` for the dataset
 < :data:`ARCH_DEFAULTS` for the arch < :data:`LAYERWISE_DEFAULTS` for the dataset (layer-wise runs only)
@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ctrlsparse.identity import AXES, EXECUTION, hparams_hash, run_key  # noqa: F401  (re-exported: identity)
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS, UnknownNameError
 
 
@@ -41,6 +40,21 @@ DUAL_OPTIMIZERS = ("sgd", "nupi")
 CONSTRAINTS = ("le", "eq")
 VIOLATIONS = ("absolute", "relative")
 GATINGS = ("structured", "unstructured")
+# Fields that change how a run executes, never what it computes (a run may resume under other values); every
+# other field is part of the run's identity (:mod:`ctrlsparse.identity`).
+EXECUTION = (
+    "device",
+    "threads",
+    "checkpoint_seconds",
+    "data_root",
+    "download",
+    "data_workers",
+    "pretrained",
+    "channels_last",
+    "compile",
+    "feasibility_tolerance",
+    "require_feasible",
+)
 
 
 @dataclass(frozen=True)

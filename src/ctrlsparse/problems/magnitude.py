@@ -59,7 +59,7 @@ class MagnitudePruningProblem(L0Problem):
 
 def load_dense_weights(model: nn.Module, hparams: HParams) -> None:
     """Copy the final weights of the dense run ``hparams.pretrained`` into the gated ``model``."""
-    from ctrlsparse.training.checkpoint import read
+    from ctrlsparse.plumbing.files import read_checkpoint
 
     if not hparams.pretrained:
         raise HParamError("pretrained", "magnitude pruning needs the dense run to start from: give its directory")
@@ -70,7 +70,7 @@ def load_dense_weights(model: nn.Module, hparams: HParams) -> None:
             f"{hparams.pretrained} holds no finished run ({paths.SUMMARY}, {paths.CHECKPOINT}); "
             "train the dense run first",
         )
-    state = read(Path(checkpoint), next(model.parameters()).device)
+    state = read_checkpoint(Path(checkpoint), next(model.parameters()).device)
     dense = state["hparams"]
     if (dense["method"], dense["dataset"], dense["arch"]) != ("dense", hparams.dataset, hparams.arch):
         raise HParamError(

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import feasibility
+from ctrlsparse.plumbing.provenance import git_commit
 from ctrlsparse.report import aggregate, paper, spread
 from ctrlsparse.report.layout import Builder, escape
 from ctrlsparse.report.plots import FIGURES, load_tables
-from ctrlsparse.tracking.store import git_commit
 
 SECTIONS = [
     ("control", "Control: achieved vs target density"),

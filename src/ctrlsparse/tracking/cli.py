@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import paths
-from ctrlsparse.atomic import write_json, write_text
+from ctrlsparse.plumbing.files import write_json, write_text
 from ctrlsparse.tracking.mirror import find_runs, mirror_run
 from ctrlsparse.tracking.store import DEFAULT_EXPERIMENT, default_uri, init_store, with_retries
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import feasibility, paths
-from ctrlsparse.atomic import write_json
-from ctrlsparse.cluster import slurm_job
+from ctrlsparse.plumbing.files import write_json
+from ctrlsparse.plumbing.provenance import git_commit, slurm_job
 from ctrlsparse.tracking.from_files import log_dataset, training_times
-from ctrlsparse.tracking.store import _client, _experiment_id, git_commit, with_retries
+from ctrlsparse.tracking.store import _client, _experiment_id, with_retries
 
 # Summary keys that become tags (the grid axes and identity); numbers in the summary become final metrics.
 AXIS_TAGS = ("dataset", "arch", "method", "variant", "target_scope", "level", "seed", "run_key", "hparams_hash")
@@ -165,9 +165,9 @@ def _mirror(
     run_id = record["run_id"]
     for batch in _metric_batches(run_dir, summary, record["started_ms"]):
         client.log_batch(run_id, metrics=batch)
-    plot = _dynamics_plot(run_dir) if keep else paths.dynamics_plot_path(run_dir)
-    for path in (paths.summary_path(run_dir), paths.metrics_path(run_dir), paths.hparams_path(run_dir), plot):
-        if path is not None and path.exists():
+    figure = paths.dynamics_plot_path(run_dir)  # drawn by the train job that ended the run, if any
+    for path in (paths.summary_path(run_dir), paths.metrics_path(run_dir), paths.hparams_path(run_dir), figure):
+        if path.exists():
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status, end_time=training_times(run_dir, summary)[1])
     _drop_others(client, record["experiment_id"], key, run_id)
@@ -201,16 +201,6 @@ def _purge(client: Any, run: Any) -> None:
             shutil.rmtree(Path(unquote(uri.path)).parent, ignore_errors=True)
 
 
-def _dynamics_plot(run_dir: Path) -> Path | None:
-    try:
-        from ctrlsparse.report.run_plot import plot_run_dynamics
-
-        return plot_run_dynamics(run_dir, paths.dynamics_plot_path(run_dir))
-    except Exception as error:  # a missing plot must not block the mirror
-        print(f"ctrlsparse: warning: no dynamics plot for {run_dir}: {error}", file=sys.stderr)
-        return None
-
-
 def mirror_run(
     run_dir: str | Path,
     *,
@@ -225,7 +215,8 @@ def mirror_run(
     Continues the directory's own unfinished MLflow run (see :func:`open_run`) under the same id, else creates
     one; any other run of the same run key is purged. Returns the run id, or None (with a warning) on failure.
     ``keep=False`` copies a finished run into one more experiment (a run that another grid trained) and leaves
-    its directory alone: no ``mlflow_run.json`` (it keeps naming the run's own experiment), the existing plot.
+    its directory alone: no ``mlflow_run.json`` (it keeps naming the run's own experiment). The run's dynamics
+    figure is logged when its directory holds one (``dynamics.png``, drawn by the train job); nothing is drawn here.
     """
     run_dir = Path(run_dir)
     action = lambda: _mirror(run_dir, tracking_uri, experiment, tags, status, keep)  # noqa: E731

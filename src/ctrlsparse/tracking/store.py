@@ -1,10 +1,9 @@
-"""The tracking store: URIs, creating the store and experiment once, retries, the git commit."""
+"""The tracking store: URIs, creating the store and experiment once, retries."""
 
 from __future__ import annotations
 
 import os
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -90,28 +89,3 @@ def init_store(tracking_uri: str, experiment: str) -> str:
         db.parent.mkdir(parents=True, exist_ok=True)
     client = _client(tracking_uri)
     return with_retries(lambda: _experiment_id(client, tracking_uri, experiment), what="mlflow init")
-
-
-def git_commit() -> str | None:
-    """Commit of the project checkout (``-dirty`` if tracked files changed); ``$CTRLSPARSE_GIT_COMMIT`` wins."""
-    if os.environ.get("CTRLSPARSE_GIT_COMMIT"):
-        return os.environ["CTRLSPARSE_GIT_COMMIT"]
-    for where in (Path(__file__).resolve().parents[2], Path.cwd()):
-        try:
-            commit = subprocess.run(
-                ["git", "-C", str(where), "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-            dirty = subprocess.run(
-                ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            continue
-        return commit + ("-dirty" if dirty else "")
-    return None

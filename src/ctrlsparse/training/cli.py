@@ -11,6 +11,7 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ctrlsparse import paths
 from ctrlsparse.feasibility import verdict_lines
 from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams, format_number
 
@@ -119,7 +120,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"{flag(error.key)}: {error.message}")
     main = os.environ.get("RANK", "0") == "0"  # under torchrun (DDP) only rank 0 talks to MLflow
     tracking = Tracking.from_args(args) if main else Tracking(None, args.mlflow_experiment)
-    from ctrlsparse.training.checkpoint import CheckpointError  # torch only for valid flags
+    from ctrlsparse.plumbing.files import CheckpointError  # torch only for valid flags
     from ctrlsparse.training.job_time import JobTime
     from ctrlsparse.training.loop import DivergenceError, Interrupted, print_progress, train
     from ctrlsparse.training.run_lock import RunBusy
@@ -232,4 +233,15 @@ class Tracking:
         if status == "KILLED":  # the metrics follow when the resumed run ends
             end_run(out, status)
         else:
+            draw_dynamics(out)
             mirror_run(out, tracking_uri=self.uri, experiment=self.experiment, status=status)
+
+
+def draw_dynamics(out: Path) -> None:
+    """Draw the run's curves into ``dynamics.png`` (the MLflow artifact, which the mirror logs as it finds it)."""
+    try:
+        from ctrlsparse.report.run_plot import plot_run_dynamics
+
+        plot_run_dynamics(out, paths.dynamics_plot_path(out))
+    except Exception as error:  # a missing figure must not block the mirror
+        print(f"ctrlsparse: warning: no dynamics plot for {out}: {error}", file=sys.stderr)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import paths
-from ctrlsparse.atomic import write_json
+from ctrlsparse.plumbing.files import write_json
 
 
 @dataclass

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
 from typing import Any
 
-import torch
-
-import ctrlsparse
-from ctrlsparse.cluster import slurm_job
 from ctrlsparse.feasibility import assess
+from ctrlsparse.plumbing.provenance import slurm_job, versions
 from ctrlsparse.training.checkpoint import Progress
 from ctrlsparse.training.setup import Run
 
@@ -56,10 +52,6 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "wall_seconds": progress.wall_seconds,
         "device": str(run.device),
         "slurm": slurm_job(),  # the job that finished training ({} outside SLURM); resumed runs name the last one
-        "versions": {
-            "torch": torch.__version__,
-            "cooper": version("cooper-optim"),
-            "ctrlsparse": ctrlsparse.__version__,
-        },
+        "versions": versions(),
     }
     return summary | assess(summary, hp.feasibility_tolerance)  # feasible, max_violation, eval_density_gap, ...

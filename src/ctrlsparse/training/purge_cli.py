@@ -4,6 +4,9 @@ Writes ``purged.pt2`` (torch.export; plain torch loads it) and ``purge.json``, a
 ``params_pct``, ``macs_pct`` (% of the dense model), ``dense_params``, ``dense_macs`` and
 ``purged_test_accuracy`` (the purged model's own test accuracy, which must equal the run's) to
 ``summary.json``; with ``--mlflow-uri`` the run is mirrored again so MLflow has them too.
+
+It lives with training, not in :mod:`ctrlsparse.purge`: it rebuilds a finished training run (its setup and
+checkpoint) and hands the model to the purge, which knows nothing of runs.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ def purge_run(run_dir: Path) -> dict[str, Any]:
     """Purge the finished run in ``run_dir``; return the keys added to its summary."""
     import torch
 
-    from ctrlsparse.atomic import write_json
     from ctrlsparse.hparams import HParams
+    from ctrlsparse.plumbing.files import write_json
     from ctrlsparse.purge import count, purge, save_purged, size_report
     from ctrlsparse.training.checkpoint import load
     from ctrlsparse.training.setup import build_run
