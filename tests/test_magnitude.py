@@ -8,13 +8,14 @@ import json
 import pytest
 import torch
 
-from ctrlsparse.hparams import HParamError, HParams
+from ctrlsparse.errors import HParamError
+from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import run_key
 from ctrlsparse.layers import gated_layers
 from ctrlsparse.plumbing.files import read_checkpoint
 from ctrlsparse.problems.magnitude import FIXED_LOG_ALPHA, group_l1_norms, keep_largest
-from ctrlsparse.training.purge_cli import purge_run
 from ctrlsparse.training.loop import train
+from ctrlsparse.training.purge_cli import purge_run
 from ctrlsparse.training.setup import build_run
 
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse.hparams import HParamError, HParams, format_number
+from ctrlsparse.errors import HParamError, UnknownNameError
+from ctrlsparse.hparams import HParams, format_number
 from ctrlsparse.identity import RUN_PATTERN, STARTS_FROM_A_RUN, run_fields, run_key
-from ctrlsparse.registry import ARCHS, DATASETS, UnknownNameError
+from ctrlsparse.registry import ARCHS, DATASETS
 from ctrlsparse.training.cli import train_argv
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"

@@ -31,7 +31,8 @@ from grid import ConfigError, Run, sweeps
 
 from ctrlsparse import paths
 from ctrlsparse.data.layouts import DEFAULT_ROOT, ENV, LAYOUTS, data_root, missing
-from ctrlsparse.hparams import HParamError, layer_targets
+from ctrlsparse.density_targets import layer_targets
+from ctrlsparse.errors import HParamError
 from ctrlsparse.report.aggregate import CorruptSummary, read_summary
 
 # Any input the archs accept (lenet5 needs >= 16x16 pixels); the number of gated layers depends on the arch only.

@@ -13,9 +13,7 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-
-class UnknownNameError(ValueError):
-    """A name that is not in a registry; the message names the axis, the value and the valid choices."""
+from ctrlsparse.errors import UnknownNameError
 
 
 class Registry(Mapping[str, Callable[..., Any]]):

@@ -19,7 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from ctrlsparse import paths
-from ctrlsparse.hparams import HParamError, HParams, layer_targets
+from ctrlsparse.density_targets import layer_targets
+from ctrlsparse.errors import HParamError
+from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import GatedLayer, L0Conv2d
 from ctrlsparse.problems.base import L0Problem
 

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ctrlsparse import paths
+from ctrlsparse.errors import HParamError
 from ctrlsparse.feasibility import verdict_lines
-from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams, format_number
+from ctrlsparse.hparams import HParams, format_number
+from ctrlsparse.hparams.defaults import DATASET_DEFAULTS
 
 
 def _number_list(cast: type) -> Any:
