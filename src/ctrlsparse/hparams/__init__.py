@@ -10,7 +10,7 @@ the arch < ``LAYERWISE_DEFAULTS`` for the dataset (layer-wise runs only) < ``MET
 recipes) < values given.
 """
 
-from ctrlsparse.hparams.fields import EXECUTION, HParams
+from ctrlsparse.hparams.fields import EXECUTION, TARGETED_METHODS, HParams
 from ctrlsparse.hparams.text import format_number
 
-__all__ = ["EXECUTION", "HParams", "format_number"]
+__all__ = ["EXECUTION", "TARGETED_METHODS", "HParams", "format_number"]

@@ -19,6 +19,8 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 # Fields that change how a run executes, never what it computes (a run may resume under other values); every
 # other field is part of the run's identity (:mod:`ctrlsparse.identity`).
+# Methods whose level is a density target (the others: a penalty, or nothing).
+TARGETED_METHODS = ("constrained", "magnitude")
 EXECUTION = (
     "device",
     "threads",
@@ -252,7 +254,7 @@ class HParams:
         """The setting's level as written in paths: the target(s), the penalty, or 1 for dense."""
         if self.target_scope == "none":
             return self.budget
-        if self.method in ("constrained", "magnitude"):
+        if self.method in TARGETED_METHODS:
             return ",".join(format_number(t) for t in self.target)
         if self.method == "penalized":
             return format_number(self.penalty)
