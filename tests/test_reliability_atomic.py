@@ -12,7 +12,7 @@ import time
 import torch
 from reliability import job_env
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import save_torch, write_csv, write_json
 from ctrlsparse.tracking import find_runs
 

@@ -8,9 +8,10 @@ import math
 import pytest
 from reliability import ROOT, one_run_config, run_mlflow_runs, snakemake, text
 
-from ctrlsparse import paths, tracking
+from ctrlsparse import tracking
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import run_key
+from ctrlsparse.plumbing import paths
 from ctrlsparse.training import cli
 from ctrlsparse.training.cli import EXIT_DIVERGED
 

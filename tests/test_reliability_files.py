@@ -14,7 +14,7 @@ import sys
 import pytest
 from reliability import FLAGS, job_env, start_train, text, wait_for
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import read_checkpoint
 from ctrlsparse.training import cli
 from ctrlsparse.training.cli import EXIT_BUSY, EXIT_TERMINATED

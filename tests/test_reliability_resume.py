@@ -26,9 +26,10 @@ from reliability import (
     wait_for,
 )
 
-from ctrlsparse import paths, tracking
+from ctrlsparse import tracking
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import run_key
+from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import read_checkpoint
 from ctrlsparse.training import cli
 from ctrlsparse.training.cli import EXIT_TERMINATED

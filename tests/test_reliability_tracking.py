@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from reliability import run_mlflow_runs
 
-from ctrlsparse import paths, tracking
+from ctrlsparse import tracking
+from ctrlsparse.plumbing import paths
 from ctrlsparse.report.synthetic import write_synthetic_run
 from ctrlsparse.training import cli
 

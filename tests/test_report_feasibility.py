@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 from ctrlsparse.report import aggregate, pdf, plots, settings_table
 from ctrlsparse.report.synthetic import write_synthetic_run
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from ctrlsparse import paths
 from ctrlsparse.hparams import HParams
+from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import read_checkpoint
 from ctrlsparse.training.loop import train
 

@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from ctrlsparse import paths
-from ctrlsparse.plumbing import job_client
+from ctrlsparse.plumbing import job_client, paths
 
 TRAIN = ["train", "--arch", "mlp", "--epochs", "2", "--threads", "1", "--quiet"]
 

@@ -29,10 +29,10 @@ from typing import Any
 
 from grid import ConfigError, Run, sweeps
 
-from ctrlsparse import paths
 from ctrlsparse.data.layouts import DEFAULT_ROOT, ENV, LAYOUTS, data_root, missing
 from ctrlsparse.density_targets import layer_targets
 from ctrlsparse.errors import HParamError
+from ctrlsparse.plumbing import paths
 from ctrlsparse.report.aggregate import CorruptSummary, read_summary
 
 # Any input the archs accept (lenet5 needs >= 16x16 pixels); the number of gated layers depends on the arch only.

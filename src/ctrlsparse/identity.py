@@ -19,7 +19,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 
 if TYPE_CHECKING:
     from ctrlsparse.hparams import HParams

@@ -18,11 +18,11 @@ import cooper
 import torch
 from torch import Tensor, nn
 
-from ctrlsparse import paths
 from ctrlsparse.density_targets import layer_targets
 from ctrlsparse.errors import HParamError
 from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import GatedLayer, L0Conv2d
+from ctrlsparse.plumbing import paths
 from ctrlsparse.problems.base import L0Problem
 
 FIXED_LOG_ALPHA = 20.0  # |log alpha| at which every sample is exactly 0 or 1 (needs > 13.8 + 1.6)

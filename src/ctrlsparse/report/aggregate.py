@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import feasibility, paths
+from ctrlsparse import feasibility
 from ctrlsparse.hparams import TARGETED_METHODS
+from ctrlsparse.plumbing import paths
 from ctrlsparse.report import spread
 from ctrlsparse.report.settings_table import markdown
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 from ctrlsparse.report import spread
 from ctrlsparse.report.aggregate import LAYERS, RUNS, SETTINGS
 from ctrlsparse.report.budget_plot import budget_figure

@@ -13,11 +13,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
 from ctrlsparse.data.describe import with_digest
 from ctrlsparse.feasibility import assess, worst_violation
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import STARTS_FROM_A_RUN, hparams_hash, run_key
+from ctrlsparse.plumbing import paths
 
 # Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100;
 # LeNet5 at its MNIST sizes).

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import write_json, write_text
 from ctrlsparse.tracking.mirror import find_runs, mirror_run
 from ctrlsparse.tracking.store import DEFAULT_EXPERIMENT, default_uri, init_store, with_retries

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import feasibility, paths
+from ctrlsparse import feasibility
+from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import write_json
 from ctrlsparse.plumbing.provenance import git_commit, slurm_job
 from ctrlsparse.tracking.from_files import log_dataset, training_times

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ctrlsparse import paths
 from ctrlsparse.hparams import HParams
+from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import UnreadableCheckpoint, read_checkpoint, save_torch, write_csv
 from ctrlsparse.training.setup import Run
 

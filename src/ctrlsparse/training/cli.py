@@ -11,11 +11,11 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ctrlsparse import paths
 from ctrlsparse.errors import HParamError
 from ctrlsparse.feasibility import verdict_lines
 from ctrlsparse.hparams import HParams, format_number
 from ctrlsparse.hparams.defaults import DATASET_DEFAULTS
+from ctrlsparse.plumbing import paths
 
 
 def _number_list(cast: type) -> Any:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 
 
 def purge_run(run_dir: Path) -> dict[str, Any]:
