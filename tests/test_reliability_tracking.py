@@ -69,7 +69,7 @@ def test_with_the_tracking_server_down_the_job_finishes_and_keeps_its_files(tmp_
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     out = tmp_path / "run"
-    flags = ["--epochs", "2", "--threads", "1", "--quiet", "--out", str(out), "--mlflow-uri", "http://127.0.0.1:9"]
+    flags = ["--epochs", "2", "--threads", "1", "--quiet", "--out", str(out), "--tracking-uri", "http://127.0.0.1:9"]
     assert cli.main(flags) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "could not open the MLflow run" in warnings[0], warnings  # one try, one line

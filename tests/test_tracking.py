@@ -241,3 +241,28 @@ def test_ui_links_open_each_experiments_runs_table(tmp_path, store, capsys):
     missing = f"sqlite:///{tmp_path / 'nowhere.db'}"
     assert ui.main(["--tracking-uri", missing, "--url", "http://127.0.0.1:5000"]) == 0
     assert "no MLflow store at" in capsys.readouterr().out and not (tmp_path / "nowhere.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "env_lines", "expected"),
+    [
+        ([], None, ("", "ctrlsparse")),  # train/purge: not tracked unless told
+        ([], "MLFLOW_URI=sqlite:///env.db\nMLFLOW_EXPERIMENT=from-env\n", ("sqlite:///env.db", "from-env")),
+        (["--tracking-uri", "sqlite:///flag.db"], "MLFLOW_URI=sqlite:///env.db\n", ("sqlite:///flag.db", "ctrlsparse")),
+        (["--experiment", "flag"], "MLFLOW_URI=''\nMLFLOW_EXPERIMENT=from-env\n", ("", "flag")),  # env: off
+        (["--mlflow-uri", "sqlite:///alias.db", "--mlflow-experiment", "alias"], None, ("sqlite:///alias.db", "alias")),
+    ],
+)
+def test_every_cli_resolves_its_tracking_target_one_way(tmp_path, flags, env_lines, expected):
+    import argparse
+
+    from ctrlsparse.tracking.target import add_tracking_flags, off, tracking_target
+
+    parser = argparse.ArgumentParser()
+    add_tracking_flags(parser, default="off")
+    if env_lines is not None:
+        (tmp_path / "tracking.env").write_text(env_lines)
+        flags = [*flags, "--tracking-env", str(tmp_path / "tracking.env")]
+    target = tracking_target(parser.parse_args(flags), off)
+    assert (target.uri, target.experiment) == expected
+    assert "--mlflow-uri" not in parser.format_help()  # the old names are hidden aliases

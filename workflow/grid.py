@@ -7,7 +7,6 @@ Run identity (:func:`ctrlsparse.identity.run_key`) and the train command line
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from ctrlsparse.errors import HParamError, UnknownNameError
 from ctrlsparse.hparams import HParams, format_number
 from ctrlsparse.identity import RUN_PATTERN, STARTS_FROM_A_RUN, run_fields, run_key
 from ctrlsparse.registry import ARCHS, DATASETS
+from ctrlsparse.tracking.store import default_uri
 from ctrlsparse.training.cli import train_argv
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
@@ -264,10 +264,8 @@ def pretrained_dir(run: Run, config: dict[str, Any]) -> Path | str:
 
 
 def tracking_uri(config: dict[str, Any], results: str | Path) -> str | None:
-    """Config key > $MLFLOW_TRACKING_URI > a SQLite file under the results directory; None if disabled."""
+    """The config key, else the tracking default (``$MLFLOW_TRACKING_URI``, else a SQLite file under the results
+    directory: :func:`ctrlsparse.tracking.store.default_uri`); None if disabled."""
     if not config["mlflow"]["enabled"]:
         return None
-    uri = config["mlflow"]["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return "sqlite:///" + str((Path(results) / "mlflow" / "mlflow.db").resolve())
+    return config["mlflow"]["tracking_uri"] or default_uri(results)

@@ -23,4 +23,4 @@ rule purge:
         "../../envs/ctrlsparse.yaml"
     shell:
         "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ctrlsparse purge {params.run:q} --threads 1"
-        ' --mlflow-env "$CTRLSPARSE_MLFLOW_ENV" > {log:q} 2>&1'
+        ' --tracking-env "$CTRLSPARSE_MLFLOW_ENV" > {log:q} 2>&1'

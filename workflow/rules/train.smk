@@ -32,5 +32,5 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         "{params.launch} train {params.args} --threads {threads} --out {params.out:q}"
-        ' --mlflow-env "$CTRLSPARSE_MLFLOW_ENV"'  # workflow/rules/tracking.smk
+        ' --tracking-env "$CTRLSPARSE_MLFLOW_ENV"'  # workflow/rules/tracking.smk
         " > {log:q} 2>&1"

@@ -18,11 +18,14 @@ by the train job, ``dynamics.png``) as artifacts.
 ``mlflow`` is imported lazily (it costs seconds); nothing here imports torch.
 """
 
-from ctrlsparse.tracking.cli import main_init, main_track, read_env_file
+from ctrlsparse.tracking.cli import main_init, main_track
 from ctrlsparse.tracking.mirror import end_run, find_runs, mirror_run, open_run, read_metrics, read_record, run_tags
 from ctrlsparse.tracking.store import default_uri, init_store, sqlite_path, with_retries
+from ctrlsparse.tracking.target import TrackingTarget, add_tracking_flags, read_env_file, tracking_target
 
 __all__ = [
+    "TrackingTarget",
+    "add_tracking_flags",
     "default_uri",
     "end_run",
     "find_runs",
@@ -36,5 +39,6 @@ __all__ = [
     "read_record",
     "run_tags",
     "sqlite_path",
+    "tracking_target",
     "with_retries",
 ]

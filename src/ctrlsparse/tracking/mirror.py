@@ -16,7 +16,7 @@ from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import write_json
 from ctrlsparse.plumbing.provenance import git_commit, slurm_job
 from ctrlsparse.tracking.from_files import log_dataset, training_times
-from ctrlsparse.tracking.store import _client, _experiment_id, with_retries
+from ctrlsparse.tracking.store import experiment_id, store_client, with_retries
 
 # Summary keys that become tags (the grid axes and identity); numbers in the summary become final metrics.
 AXIS_TAGS = ("dataset", "arch", "method", "variant", "target_scope", "level", "seed", "run_key", "hparams_hash")
@@ -125,14 +125,14 @@ def _begin(
     from mlflow.entities import Param, RunTag
 
     identity, summary, hparams = _identity(run_dir)
-    experiment_id = _experiment_id(client, tracking_uri, experiment)
+    found_id = experiment_id(client, tracking_uri, experiment)
     record = read_record(run_dir) if keep else None
     run = _continuable(client, record, tracking_uri, experiment)
     continued = run is not None
     if not continued:
         start_ms = training_times(run_dir, summary)[0] if summary else int(time.time() * 1000)
         name, run_tag_values = identity["run_key"], run_tags(identity, tags)
-        run = client.create_run(experiment_id, start_time=start_ms, run_name=name, tags=run_tag_values)
+        run = client.create_run(found_id, start_time=start_ms, run_name=name, tags=run_tag_values)
         record = {"run_id": run.info.run_id, "started_ms": start_ms}
         logged: dict[str, str] = {}
     else:
@@ -146,7 +146,7 @@ def _begin(
     log_dataset(client, run.info.run_id, run_dir)
     record = {
         "run_id": run.info.run_id,
-        "experiment_id": experiment_id,
+        "experiment_id": found_id,
         "experiment": experiment,
         "tracking_uri": tracking_uri,
         "started_ms": record.get("started_ms", int(time.time() * 1000)),
@@ -161,7 +161,7 @@ def _mirror(
 ) -> str:
     identity, summary, _ = _identity(run_dir)
     key = identity["run_key"]
-    client = _client(tracking_uri)
+    client = store_client(tracking_uri)
     record = _begin(client, run_dir, tracking_uri, experiment, tags, keep)
     run_id = record["run_id"]
     for batch in _metric_batches(run_dir, summary, record["started_ms"]):
@@ -235,7 +235,7 @@ def open_run(
     run_dir = Path(run_dir)
 
     def begin() -> str:
-        return _begin(_client(tracking_uri), run_dir, tracking_uri, experiment, tags)["run_id"]
+        return _begin(store_client(tracking_uri), run_dir, tracking_uri, experiment, tags)["run_id"]
 
     return _never_fatal(begin, f"open the MLflow run of {run_dir}", tracking_uri)
 
@@ -247,7 +247,7 @@ def end_run(run_dir: str | Path, status: str) -> str | None:
         return None
 
     def end() -> str:
-        _client(record["tracking_uri"]).set_terminated(record["run_id"], status)
+        store_client(record["tracking_uri"]).set_terminated(record["run_id"], status)
         return record["run_id"]
 
     return _never_fatal(end, f"mark the MLflow run of {run_dir} {status}", record["tracking_uri"])
