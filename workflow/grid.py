@@ -14,6 +14,7 @@ from typing import Any
 from ctrlsparse.errors import HParamError, UnknownNameError
 from ctrlsparse.hparams import HParams, format_number
 from ctrlsparse.identity import RUN_PATTERN, STARTS_FROM_A_RUN, run_fields, run_key
+from ctrlsparse.plumbing import paths
 from ctrlsparse.registry import ARCHS, DATASETS
 from ctrlsparse.tracking.store import default_uri
 from ctrlsparse.training.cli import train_argv
@@ -24,7 +25,7 @@ GRID_FIELDS = ("dataset", "arch", "method", "target", "target_scope", "budget", 
 # Keys the workflow sets per job from the resources.
 JOB_FIELDS = ("threads", "device")
 # Directories under the results directory that every grid shares; a grid's own one is named by its experiment.
-SHARED_DIRS = ("runs", "logs", "benchmarks", "mlflow", "slurm_logs")
+SHARED_DIRS = (paths.RUN_ROOT, "logs", "benchmarks", "mlflow", "slurm_logs")
 
 
 class ConfigError(ValueError):
@@ -260,7 +261,7 @@ def train_args(run: Run, config: dict[str, Any]) -> list[str]:
 
 def pretrained_dir(run: Run, config: dict[str, Any]) -> Path | str:
     """Directory of the run a run starts from (magnitude: its dense run, under the results directory), else ""."""
-    return Path(config["results"]) / "runs" / run.pretrained if run.pretrained else ""
+    return paths.runs_root(config["results"]) / run.pretrained if run.pretrained else ""
 
 
 def tracking_uri(config: dict[str, Any], results: str | Path) -> str | None:

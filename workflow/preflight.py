@@ -127,7 +127,7 @@ def check_data(runs: list[Run], config: dict[str, Any]) -> None:
     checked = set()
     for run in runs:
         hparams = run.hparams
-        if hparams.dataset not in LAYOUTS or (Path(config["results"]) / "runs" / run.key / "summary.json").exists():
+        if hparams.dataset not in LAYOUTS or paths.summary_path(paths.runs_root(config["results"]) / run.key).exists():
             continue  # digits ships with scikit-learn; a finished run needs no data
         if hparams.download and LAYOUTS[hparams.dataset].downloadable:
             continue  # the job fetches it

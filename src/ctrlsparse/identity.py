@@ -19,7 +19,9 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from ctrlsparse.hparams.checks import BUDGET_KINDS, SCOPES
 from ctrlsparse.plumbing import paths
+from ctrlsparse.registry import METHODS
 
 if TYPE_CHECKING:
     from ctrlsparse.hparams import HParams
@@ -32,6 +34,12 @@ STARTS_FROM_A_RUN = ("magnitude",)
 # The key's layout; the workflow's wildcards are these names (``hash`` is 8 hex digits).
 RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}"
 HASH_LENGTH = 8
+# The workflow's wildcard constraints of ``variant`` and ``level``, from the method registry, the scopes (a budget
+# run without a density target: ``-budget``) and the budget kinds; ``+budget`` and ``+tag`` parts may follow.
+_SCOPES = "|".join("budget" if scope == "none" else scope for scope in SCOPES)
+_KINDS = "|".join(BUDGET_KINDS)
+VARIANT_PATTERN = rf"({'|'.join(METHODS)})(-({_SCOPES}))?(\+[A-Za-z0-9_.,=-]+)*"
+LEVEL_PATTERN = rf"[0-9.e+,-]+|({_KINDS})=[0-9.e+-]+(,({_KINDS})=[0-9.e+-]+)*"
 
 
 def hparams_hash(hparams: HParams, pretrained_key: str = "") -> str:

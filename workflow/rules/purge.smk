@@ -1,7 +1,5 @@
 # Every finished structured run -> its purged model (purged.pt2, loadable by plain torch) and its size
 # (purge.json; params, MACs and both as % of dense, also merged into summary.json and mirrored to MLflow).
-from ctrlsparse.plumbing import paths
-
 PURGED = [f"{RUN_DIR}/{run.key}/{paths.PURGE_SIZES}" for run in RUNS if run.hparams.gating == "structured"]
 
 

@@ -9,7 +9,7 @@ rule train:
     input:
         pretrained=pretrained_input,  # magnitude runs start from the dense run's weights
     output:
-        summary=f"{RUN_DIR}/{RUN_PATTERN}/summary.json",
+        summary=f"{RUN_DIR}/{RUN_PATTERN}/{paths.SUMMARY}",
     params:
         args=train_args,
         out=lambda wildcards, output: os.path.dirname(output.summary),
