@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from reliability import run_mlflow_runs
+from synthetic import write_synthetic_run
 
 from ctrlsparse import tracking
 from ctrlsparse.plumbing import paths
-from ctrlsparse.report.synthetic import write_synthetic_run
 from ctrlsparse.training import cli
 
 pytest.importorskip("mlflow")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from synthetic import write_synthetic_grid, write_synthetic_run
 
 from ctrlsparse.report import aggregate, paper, pdf, plots, run_plot, settings_table, spread
-from ctrlsparse.report.synthetic import write_synthetic_grid, write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

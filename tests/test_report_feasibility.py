@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from synthetic import write_synthetic_run
 
 from ctrlsparse.plumbing import paths
 from ctrlsparse.report import aggregate, pdf, plots, settings_table
-from ctrlsparse.report.synthetic import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from synthetic import write_synthetic_run
 
 from ctrlsparse import tracking
 from ctrlsparse.plumbing import paths
 from ctrlsparse.report.run_plot import plot_run_dynamics
-from ctrlsparse.report.synthetic import write_synthetic_run
 from ctrlsparse.tracking import store as store_module
 
 mlflow = pytest.importorskip("mlflow")
