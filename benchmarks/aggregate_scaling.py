@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/aggregate_scaling.py                 # 100 and 1,000 runs
     .venv/bin/python benchmarks/aggregate_scaling.py --sizes 200,2000
 
-Each size gets its own synthetic grid (the train command's exact file schema, ctrlsparse.report.synthetic) and is
+Each size gets its own synthetic grid (the train command's exact file schema, tests/synthetic.py) and is
 run through the same three commands the workflow's aggregate, plots and report rules run, each in a fresh process
 (start-up included, as in the workflow). Goal (issue 8): 1,000 runs in < 60 s; the time ratio between the sizes
 shows whether the cost grows linearly (ratio ~ size ratio, or less while start-up dominates).
@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctrlsparse.report.synthetic import write_synthetic_grid
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' synthetic runs
+from synthetic import write_synthetic_grid  # noqa: E402
 
 CLI = [sys.executable, "-m", "ctrlsparse"]
 PER_GRID = 2 * 10  # write_synthetic_grid: 2 archs x 10 settings per seed

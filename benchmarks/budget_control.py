@@ -28,8 +28,8 @@ def train_and_purge(given: dict, out: Path) -> dict:
     import torch
 
     from ctrlsparse.hparams import HParams
-    from ctrlsparse.purge.cli import purge_run
     from ctrlsparse.training.loop import train
+    from ctrlsparse.training.purge_cli import purge_run
 
     torch.set_num_threads(1)
     summary = train(HParams.resolve(**given), out, on_epoch=None)

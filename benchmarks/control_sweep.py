@@ -29,7 +29,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from ctrlsparse.hparams import HParams, run_key
+    from ctrlsparse.hparams import HParams
+    from ctrlsparse.identity import run_key
     from ctrlsparse.training.loop import train
 
     root = job.pop("root")

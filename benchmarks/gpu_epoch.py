@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ctrlsparse import paths
 from ctrlsparse.hparams import HParams
+from ctrlsparse.plumbing import paths
 from ctrlsparse.tracking.mirror import read_metrics
 from ctrlsparse.training.loop import train
 from ctrlsparse.training.setup import build_model

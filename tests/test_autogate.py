@@ -9,7 +9,9 @@ import torchvision
 from torch import nn
 
 import ctrlsparse
-from ctrlsparse.hparams import HParamError, HParams, hparams_hash
+from ctrlsparse.errors import HParamError
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import hparams_hash
 from ctrlsparse.layers import L0BatchNorm2d, L0Conv2d, L0Linear, gated_layers
 from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.purge import count

@@ -2,7 +2,8 @@
 
 import pytest
 
-from ctrlsparse.hparams import DATASET_DEFAULTS, PAPER_CONTROL, HParams
+from ctrlsparse.hparams import HParams
+from ctrlsparse.hparams.defaults import DATASET_DEFAULTS, PAPER_CONTROL
 from ctrlsparse.registry import DATASETS
 from ctrlsparse.training.budget import control_rates, steps_per_epoch
 

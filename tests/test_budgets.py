@@ -11,8 +11,11 @@ import cooper
 import pytest
 import torch
 
-from ctrlsparse import feasibility, paths
-from ctrlsparse.hparams import HParamError, HParams, run_key
+from ctrlsparse import feasibility
+from ctrlsparse.errors import HParamError
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import run_key
+from ctrlsparse.plumbing import paths
 from ctrlsparse.problems.constrained import ConstrainedL0Problem
 from ctrlsparse.training.setup import build_model, build_primal_optimizer
 

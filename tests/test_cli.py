@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from ctrlsparse import paths
-from ctrlsparse.hparams import HParams, run_key
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import run_key
+from ctrlsparse.plumbing import paths
 
 SUMMARY_KEYS = {
     "expected_density",

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ctrlsparse.hparams import HParams, run_key
-from ctrlsparse.training.checkpoint import read
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import run_key
+from ctrlsparse.plumbing.files import read_checkpoint
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 FLAGS = ["--dataset", "digits", "--arch", "mlp", "--epochs", "1", "--batch-size", "128", "--threads", "2", "--quiet"]
@@ -33,7 +34,10 @@ def test_two_gloo_processes_train_like_one(tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["run_key"] == run_key(HParams.resolve(epochs=1)) and summary["epochs"] == 1
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
-    ours, theirs = read(tmp_path / "ddp" / "checkpoint.pt")["model"], read(tmp_path / "one" / "checkpoint.pt")["model"]
+    ours, theirs = (
+        read_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model"],
+        read_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"],
+    )
     # Same init, same gate samples, the average of the two halves' gradients. 1,437 digits never split evenly:
     # each epoch's last batch (29) gives 15/14 examples, whose mean of means differs from the mean by ~1e-3.
     for name in theirs:

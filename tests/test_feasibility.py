@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from ctrlsparse import feasibility, paths, tracking
+from ctrlsparse import feasibility, tracking
+from ctrlsparse.plumbing import paths
 from ctrlsparse.tracking.mirror import read_metrics
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ctrlsparse.density import Density
-from ctrlsparse.hparams import HParams, hparams_hash, run_key
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import hparams_hash, run_key
 from ctrlsparse.training import forward
 from ctrlsparse.training.loop import train
 from ctrlsparse.training.setup import build_model

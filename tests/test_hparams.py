@@ -4,8 +4,10 @@ import importlib
 
 import pytest
 
-from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams, format_number
-from ctrlsparse.registry import ARCHS, DATASETS, METHODS, UnknownNameError
+from ctrlsparse.errors import HParamError, UnknownNameError
+from ctrlsparse.hparams import HParams, format_number
+from ctrlsparse.hparams.defaults import DATASET_DEFAULTS
+from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 
 
 def test_resolution_order_is_fields_then_dataset_then_given():

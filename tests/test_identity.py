@@ -106,3 +106,22 @@ def test_the_train_cli_module_stays_torch_free():
     code = "import sys, ctrlsparse.training.cli; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_workflow_wildcards_match_every_variant_and_level():
+    import re
+
+    from ctrlsparse.identity import LEVEL_PATTERN, VARIANT_PATTERN
+
+    runs = [
+        HParams.resolve(method="constrained", target_scope="layer", tag="gates_lr=0.1"),
+        HParams.resolve(method="constrained", budget="macs=0.3,params=0.25"),
+        HParams.resolve(method="constrained", target_scope="none", budget="params=0.5"),
+        HParams.resolve(method="penalized", penalty=1e-5),
+        HParams.resolve(method="dense"),
+        HParams.resolve(method="magnitude", target_scope="layer", target=(0.5, 0.3)),
+    ]
+    for hparams in runs:
+        assert re.fullmatch(VARIANT_PATTERN, hparams.variant), hparams.variant
+        assert re.fullmatch(LEVEL_PATTERN, hparams.level), hparams.level
+    assert not re.fullmatch(VARIANT_PATTERN, "pruned-model")  # a method the registry does not know

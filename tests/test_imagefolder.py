@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from ctrlsparse import gates as hc
-from ctrlsparse import paths
 from ctrlsparse.data.imagefolder import load_imagefolder
 from ctrlsparse.data.layouts import DataError
 from ctrlsparse.hparams import HParams
+from ctrlsparse.plumbing import paths
 
 CLASSES = ("circle", "square")
 

@@ -8,12 +8,14 @@ import json
 import pytest
 import torch
 
-from ctrlsparse.hparams import HParamError, HParams, run_key
+from ctrlsparse.errors import HParamError
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import run_key
 from ctrlsparse.layers import gated_layers
+from ctrlsparse.plumbing.files import read_checkpoint
 from ctrlsparse.problems.magnitude import FIXED_LOG_ALPHA, group_l1_norms, keep_largest
-from ctrlsparse.purge.cli import purge_run
-from ctrlsparse.training.checkpoint import read
 from ctrlsparse.training.loop import train
+from ctrlsparse.training.purge_cli import purge_run
 from ctrlsparse.training.setup import build_run
 
 
@@ -39,7 +41,7 @@ def magnitude(dense_run, **given):
 def test_pruning_keeps_the_largest_filters_and_neurons_of_the_dense_weights(dense_run):
     hparams = magnitude(dense_run, target=(0.5, 0.25, 0.5, 0.3))
     run = build_run(hparams)
-    dense = read(dense_run / "checkpoint.pt")["model"]
+    dense = read_checkpoint(dense_run / "checkpoint.pt")["model"]
     for (name, layer), target in zip(gated_layers(run.model), hparams.target, strict=True):
         assert torch.equal(layer.weight, dense[f"{name}.weight"])
         keep = layer.log_alpha == FIXED_LOG_ALPHA

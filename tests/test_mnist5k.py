@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from synthetic import write_synthetic_run
 
 from ctrlsparse.data import mnist5k
 from ctrlsparse.hparams import HParams
 from ctrlsparse.registry import DATASETS
 from ctrlsparse.report import aggregate, paper
-from ctrlsparse.report.synthetic import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from ctrlsparse.hparams import HParamError, HParams
+from ctrlsparse.errors import HParamError
+from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import L0Linear
 from ctrlsparse.problems.constrained import ConstrainedL0Problem, restart_multipliers_
 from ctrlsparse.problems.penalized import PenalizedL0Problem

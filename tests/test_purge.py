@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ctrlsparse import gates as hc
-from ctrlsparse import paths
 from ctrlsparse.layers import GatedLayer, L0Conv2d, L0Linear, gated_layers
 from ctrlsparse.models.factory import LayerFactory
+from ctrlsparse.plumbing import paths
 from ctrlsparse.purge import count, load_purged, purge, save_purged
 from ctrlsparse.registry import ARCHS
 

@@ -12,8 +12,8 @@ import time
 import torch
 from reliability import job_env
 
-from ctrlsparse import paths
-from ctrlsparse.atomic import save_torch, write_csv, write_json
+from ctrlsparse.plumbing import paths
+from ctrlsparse.plumbing.files import save_torch, write_csv, write_json
 from ctrlsparse.tracking import find_runs
 
 
@@ -50,7 +50,7 @@ def test_a_writer_failing_half_way_keeps_the_previous_file_and_leaves_no_tempora
 
 SAVER = """
 import sys, torch
-from ctrlsparse.atomic import save_torch, write_json
+from ctrlsparse.plumbing.files import save_torch, write_json
 out, step = sys.argv[1], 0
 while True:
     step += 1

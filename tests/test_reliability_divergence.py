@@ -8,8 +8,10 @@ import math
 import pytest
 from reliability import ROOT, one_run_config, run_mlflow_runs, snakemake, text
 
-from ctrlsparse import paths, tracking
-from ctrlsparse.hparams import HParams, run_key
+from ctrlsparse import tracking
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import run_key
+from ctrlsparse.plumbing import paths
 from ctrlsparse.training import cli
 from ctrlsparse.training.cli import EXIT_DIVERGED
 
@@ -21,7 +23,7 @@ DIVERGING = ["--optimizer", "sgd", "--lr", "1e10", "--epochs", "3", "--threads",
 def test_a_nan_loss_stops_the_run_with_one_line_exit_3_and_mlflow_status_failed(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "run"
-    assert cli.main([*DIVERGING, "--out", str(out), "--mlflow-uri", uri, "--mlflow-experiment", "div"]) == EXIT_DIVERGED
+    assert cli.main([*DIVERGING, "--out", str(out), "--tracking-uri", uri, "--experiment", "div"]) == EXIT_DIVERGED
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert errors == [
         f"ctrlsparse train: error: run {KEY} diverged at epoch 1: train_loss, test_loss, expected_density, "

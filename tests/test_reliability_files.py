@@ -14,9 +14,9 @@ import sys
 import pytest
 from reliability import FLAGS, ROOT, job_env, one_run_config, snakemake, start_train, text, wait_for
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
+from ctrlsparse.plumbing.files import read_checkpoint
 from ctrlsparse.training import cli
-from ctrlsparse.training.checkpoint import read
 from ctrlsparse.training.cli import EXIT_BUSY, EXIT_TERMINATED
 
 QUICK = ["--arch", "mlp", "--target", "0.4", "--threads", "1", "--seed", "0", "--quiet"]
@@ -35,12 +35,12 @@ def train_in_process(out, epochs, capsys, *flags):
 def test_each_save_keeps_the_previous_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     assert train_in_process(out, 3, capsys, "--checkpoint-seconds", "0")[0] == 0
-    assert read(paths.checkpoint_path(out))["epoch"] == 3
-    assert read(paths.previous_checkpoint_path(out))["epoch"] == 2
+    assert read_checkpoint(paths.checkpoint_path(out))["epoch"] == 3
+    assert read_checkpoint(paths.previous_checkpoint_path(out))["epoch"] == 2
 
 
 def test_purging_a_run_whose_final_checkpoint_is_truncated_is_one_line(tmp_path, capsys):
-    from ctrlsparse.purge import cli as purge_cli
+    from ctrlsparse.training import purge_cli
 
     out = tmp_path / "run"
     assert train_in_process(out, 2, capsys, "--checkpoint-seconds", "0")[0] == 0
@@ -74,7 +74,10 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one_in_one_line(tmp_p
     resumed = json.loads(paths.summary_path(out).read_text())
     for key in ("expected_density", "eval_density", "test_accuracy", "train_loss", "multipliers"):
         assert resumed[key] == straight[key], key  # epoch 3 trained again from epoch 2's state: same numbers
-    assert read(paths.checkpoint_path(out))["epoch"] == 3 and read(paths.previous_checkpoint_path(out))["epoch"] == 2
+    assert (
+        read_checkpoint(paths.checkpoint_path(out))["epoch"] == 3
+        and read_checkpoint(paths.previous_checkpoint_path(out))["epoch"] == 2
+    )
 
 
 def test_no_readable_checkpoint_restarts_the_run_and_says_so(tmp_path):

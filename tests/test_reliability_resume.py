@@ -26,10 +26,12 @@ from reliability import (
     wait_for,
 )
 
-from ctrlsparse import paths, tracking
-from ctrlsparse.hparams import HParams, run_key
+from ctrlsparse import tracking
+from ctrlsparse.hparams import HParams
+from ctrlsparse.identity import run_key
+from ctrlsparse.plumbing import paths
+from ctrlsparse.plumbing.files import read_checkpoint
 from ctrlsparse.training import cli
-from ctrlsparse.training.checkpoint import read
 from ctrlsparse.training.cli import EXIT_TERMINATED
 from ctrlsparse.training.loop import train
 
@@ -42,7 +44,7 @@ def straight(tmp_path_factory):
     """The uninterrupted run (in this process: same code, same CPU, one thread)."""
     hparams = HParams.resolve(arch="mlp", target=(0.4,), epochs=60, threads=1, seed=0)
     out = tmp_path_factory.mktemp("straight")
-    return train(hparams, out, on_epoch=None), read(paths.checkpoint_path(out))["rows"]
+    return train(hparams, out, on_epoch=None), read_checkpoint(paths.checkpoint_path(out))["rows"]
 
 
 def comparable(rows):
@@ -50,11 +52,11 @@ def comparable(rows):
 
 
 def checkpoint_epoch(out):
-    return read(paths.checkpoint_path(out))["epoch"] if paths.checkpoint_path(out).exists() else 0
+    return read_checkpoint(paths.checkpoint_path(out))["epoch"] if paths.checkpoint_path(out).exists() else 0
 
 
 def assert_same_as_straight(out, straight):
-    summary, rows = json.loads(paths.summary_path(out).read_text()), read(paths.checkpoint_path(out))["rows"]
+    summary, rows = json.loads(paths.summary_path(out).read_text()), read_checkpoint(paths.checkpoint_path(out))["rows"]
     for key in FINAL:
         assert summary[key] == straight[0][key], key
     assert comparable(rows) == comparable(straight[1])

@@ -10,7 +10,7 @@ import subprocess
 import torch
 from reliability import ROOT
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 from ctrlsparse.training import cli
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from reliability import run_mlflow_runs
+from synthetic import write_synthetic_run
 
-from ctrlsparse import paths, tracking
-from ctrlsparse.report.synthetic import write_synthetic_run
+from ctrlsparse import tracking
+from ctrlsparse.plumbing import paths
 from ctrlsparse.training import cli
 
 pytest.importorskip("mlflow")
@@ -23,6 +25,7 @@ def job(run_dir: str, uri: str, start) -> None:
     """What a train job does with MLflow: open its run when it starts, mirror everything when it ends."""
     start.wait()
     assert tracking.open_run(run_dir, tracking_uri=uri, experiment="fanout") is not None
+    cli.draw_dynamics(Path(run_dir))  # as the train job does before it mirrors
     assert tracking.mirror_run(run_dir, tracking_uri=uri, experiment="fanout") is not None
 
 
@@ -66,7 +69,7 @@ def test_with_the_tracking_server_down_the_job_finishes_and_keeps_its_files(tmp_
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     out = tmp_path / "run"
-    flags = ["--epochs", "2", "--threads", "1", "--quiet", "--out", str(out), "--mlflow-uri", "http://127.0.0.1:9"]
+    flags = ["--epochs", "2", "--threads", "1", "--quiet", "--out", str(out), "--tracking-uri", "http://127.0.0.1:9"]
     assert cli.main(flags) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "could not open the MLflow run" in warnings[0], warnings  # one try, one line

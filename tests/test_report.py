@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from synthetic import write_synthetic_grid, write_synthetic_run
 
-from ctrlsparse.report import aggregate, paper, pdf, plots, run_plot, spread
-from ctrlsparse.report.synthetic import write_synthetic_grid, write_synthetic_run
+from ctrlsparse.report import aggregate, paper, pdf, plots, run_plot, settings_table, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,9 +88,9 @@ def test_tables_give_two_seeds_their_range_and_three_seeds_a_t_interval(tmp_path
         (tmp_path / "three", r"^\d+\.\d ± \d\.\d$"),
     ):
         _, settings, _ = aggregate.aggregate(aggregate.find_summaries([str(root)]))
-        (row,) = aggregate.settings_rows(settings)
+        (row,) = settings_table.settings_rows(settings)
         assert re.match(expected, row[7]), row  # accuracy %
-    text = aggregate.markdown(settings)
+    text = settings_table.markdown(settings)
     assert "with 2 seeds, (min–max) is the range of the two" in text
 
 
@@ -233,7 +233,7 @@ def test_pdf_has_tables_as_text_figures_and_paper_numbers(demo):
     for number in range(1, 6):
         assert f"Figure {number}." in flat
     settings = pd.read_csv(tables / aggregate.SETTINGS, dtype={"level": str, "target": str})
-    for row in aggregate.settings_rows(settings):  # every table cell is real text
+    for row in settings_table.settings_rows(settings):  # every table cell is real text
         assert row[0] in flat
         assert row[3] in flat, row
         assert row[5] in flat, row

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from synthetic import write_synthetic_run
 
-from ctrlsparse import paths
-from ctrlsparse.report import aggregate, pdf, plots
-from ctrlsparse.report.synthetic import write_synthetic_run
+from ctrlsparse.plumbing import paths
+from ctrlsparse.report import aggregate, pdf, plots, settings_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def test_runs_and_settings_carry_the_runs_own_verdicts(grid):
     assert missed["max_violation"].item() == pytest.approx(summary["max_violation"])
     assert runs[runs["method"] == "dense"]["satisfied"].isna().all()
     settings = pd.read_csv(grid / "tables" / aggregate.SETTINGS, dtype={"level": str})
-    by_label = {aggregate.setting_label(row): row for _, row in settings.iterrows()}
+    by_label = {settings_table.setting_label(row): row for _, row in settings.iterrows()}
     assert by_label["constrained-model ε=0.2"]["feasible_share"] == 0.5
     assert by_label["constrained-model ε=0.5"]["feasible_share"] == 1.0
     assert by_label["constrained-layer ε=0.5"]["fractional_gates"] == 2
@@ -63,8 +63,8 @@ def test_every_constrained_run_met_its_target():
     settings = pd.DataFrame(
         [{"dataset": "d", "arch": "a", "method": "constrained", "variant": "constrained-model", "level": "0.5"}]
     ).assign(satisfied=2, seeds=2, fractional_gates=0)
-    assert aggregate.missed_line(settings) == "Every constrained run met its target (1 settings)."
-    assert aggregate.missed_line(settings.assign(method="dense")) == "No constrained runs in this grid."
+    assert settings_table.missed_line(settings) == "Every constrained run met its target (1 settings)."
+    assert settings_table.missed_line(settings.assign(method="dense")) == "No constrained runs in this grid."
 
 
 def test_the_control_plot_crosses_out_missed_settings(grid):

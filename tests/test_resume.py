@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from ctrlsparse import paths
 from ctrlsparse.hparams import HParams
-from ctrlsparse.training.checkpoint import read
+from ctrlsparse.plumbing import paths
+from ctrlsparse.plumbing.files import read_checkpoint
 from ctrlsparse.training.loop import train
 
 
@@ -36,13 +36,13 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, overrides):
     with pytest.raises(Killed):
         train(hparams, tmp_path / "killed", on_epoch=kill_after(2))
     assert not paths.summary_path(tmp_path / "killed").exists()
-    assert read(paths.checkpoint_path(tmp_path / "killed"))["epoch"] == 2
+    assert read_checkpoint(paths.checkpoint_path(tmp_path / "killed"))["epoch"] == 2
     torch.manual_seed(12345)  # a resumed process starts from another RNG state; the checkpoint must restore it
     resumed = train(hparams, tmp_path / "killed", on_epoch=None)
     for key in ("expected_density", "eval_density", "test_accuracy", "test_loss", "train_loss", "multipliers"):
         assert resumed[key] == straight[key], key
-    rows = json.loads(json.dumps(read(paths.checkpoint_path(tmp_path / "killed"))["rows"]))
-    straight_rows = read(paths.checkpoint_path(tmp_path / "straight"))["rows"]
+    rows = json.loads(json.dumps(read_checkpoint(paths.checkpoint_path(tmp_path / "killed"))["rows"]))
+    straight_rows = read_checkpoint(paths.checkpoint_path(tmp_path / "straight"))["rows"]
     assert comparable(rows) == comparable(straight_rows)
 
 
@@ -54,7 +54,7 @@ def test_checkpoint_of_other_hyperparameters_is_not_resumed(tmp_path):
 
 def test_checkpoint_of_another_architecture_is_not_resumed(tmp_path):
     train(HParams.resolve(epochs=1, arch="mlp"), tmp_path, on_epoch=None)
-    state = read(paths.checkpoint_path(tmp_path))
+    state = read_checkpoint(paths.checkpoint_path(tmp_path))
     state["model"] = {"other.weight": torch.zeros(3)}  # what an older version of the model code saved
     torch.save(state, paths.checkpoint_path(tmp_path))
     assert train(HParams.resolve(epochs=1, arch="mlp"), tmp_path, on_epoch=None)["epochs"] == 1

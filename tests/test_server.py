@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ctrlsparse import paths, server
+from ctrlsparse.plumbing import job_client, paths
 
 TRAIN = ["train", "--arch", "mlp", "--epochs", "2", "--threads", "1", "--quiet"]
 
@@ -56,7 +56,7 @@ def served(tmp_path_factory):
     address = tmp_path_factory.mktemp("server") / "s.sock"
     process = ctrlsparse("serve", "--socket", str(address))
     assert wait_for(lambda: listening(address))
-    yield process, {server.ENV_VAR: str(address)}
+    yield process, {job_client.ENV_VAR: str(address)}
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
     assert not address.exists()  # the server removes its socket on the way out
@@ -108,12 +108,12 @@ def test_a_killed_client_takes_its_served_run_with_it(served, tmp_path):
 
 def test_without_a_fitting_server_the_command_runs_itself(served, tmp_path, monkeypatch):
     _, env = served
-    monkeypatch.setenv(server.ENV_VAR, str(tmp_path / "absent.sock"))
-    assert server.run_served("train", ["--help"]) is None  # nothing listens there
-    monkeypatch.setenv(server.ENV_VAR, env[server.ENV_VAR])
-    monkeypatch.setattr(server, "identity", lambda: {"prefix": "/another/env", "executable": "", "version": ""})
-    assert server.run_served("train", ["--help"]) is None  # another environment: the server refuses
-    assert server.run_served("report", ["--help"]) is None  # not a served subcommand
+    monkeypatch.setenv(job_client.ENV_VAR, str(tmp_path / "absent.sock"))
+    assert job_client.run_served("train", ["--help"]) is None  # nothing listens there
+    monkeypatch.setenv(job_client.ENV_VAR, env[job_client.ENV_VAR])
+    monkeypatch.setattr(job_client, "identity", lambda: {"prefix": "/another/env", "executable": "", "version": ""})
+    assert job_client.run_served("train", ["--help"]) is None  # another environment: the server refuses
+    assert job_client.run_served("report", ["--help"]) is None  # not a served subcommand
 
 
 def test_the_server_exits_when_its_parent_is_gone(tmp_path):

@@ -58,7 +58,7 @@ def test_the_profile_is_found_by_its_bare_name_in_the_project_root(monkeypatch):
 
 
 def test_the_summary_and_mlflow_tags_name_the_slurm_job_that_trained_the_run(monkeypatch):
-    from ctrlsparse.cluster import slurm_job
+    from ctrlsparse.plumbing.provenance import slurm_job
     from ctrlsparse.tracking import run_tags
 
     for name in ("SLURM_JOB_ID", "SLURMD_NODENAME", "SLURM_CLUSTER_NAME"):

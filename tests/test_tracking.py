@@ -8,9 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from synthetic import write_synthetic_run
 
-from ctrlsparse import paths, tracking
-from ctrlsparse.report.synthetic import write_synthetic_run
+from ctrlsparse import tracking
+from ctrlsparse.plumbing import paths
+from ctrlsparse.report.run_plot import plot_run_dynamics
 from ctrlsparse.tracking import store as store_module
 
 mlflow = pytest.importorskip("mlflow")
@@ -57,6 +59,7 @@ def test_mirror_logs_tags_params_metrics_and_artifacts(tmp_path, store):
     run_dir = write_synthetic_run(
         tmp_path / "runs", epochs=4, dataset="digits", arch="mlp", method="constrained", target=(0.35,), seed=1
     )
+    plot_run_dynamics(run_dir, paths.dynamics_plot_path(run_dir))  # what the train job draws before it mirrors
     run_id = tracking.mirror_run(run_dir, tracking_uri=store, experiment="test", tags={"campaign": "unit"})
     assert run_id is not None
     client = mlflow.tracking.MlflowClient(store)
@@ -238,3 +241,28 @@ def test_ui_links_open_each_experiments_runs_table(tmp_path, store, capsys):
     missing = f"sqlite:///{tmp_path / 'nowhere.db'}"
     assert ui.main(["--tracking-uri", missing, "--url", "http://127.0.0.1:5000"]) == 0
     assert "no MLflow store at" in capsys.readouterr().out and not (tmp_path / "nowhere.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "env_lines", "expected"),
+    [
+        ([], None, ("", "ctrlsparse")),  # train/purge: not tracked unless told
+        ([], "MLFLOW_URI=sqlite:///env.db\nMLFLOW_EXPERIMENT=from-env\n", ("sqlite:///env.db", "from-env")),
+        (["--tracking-uri", "sqlite:///flag.db"], "MLFLOW_URI=sqlite:///env.db\n", ("sqlite:///flag.db", "ctrlsparse")),
+        (["--experiment", "flag"], "MLFLOW_URI=''\nMLFLOW_EXPERIMENT=from-env\n", ("", "flag")),  # env: off
+        (["--mlflow-uri", "sqlite:///alias.db", "--mlflow-experiment", "alias"], None, ("sqlite:///alias.db", "alias")),
+    ],
+)
+def test_every_cli_resolves_its_tracking_target_one_way(tmp_path, flags, env_lines, expected):
+    import argparse
+
+    from ctrlsparse.tracking.target import add_tracking_flags, off, tracking_target
+
+    parser = argparse.ArgumentParser()
+    add_tracking_flags(parser, default="off")
+    if env_lines is not None:
+        (tmp_path / "tracking.env").write_text(env_lines)
+        flags = [*flags, "--tracking-env", str(tmp_path / "tracking.env")]
+    target = tracking_target(parser.parse_args(flags), off)
+    assert (target.uri, target.experiment) == expected
+    assert "--mlflow-uri" not in parser.format_help()  # the old names are hidden aliases

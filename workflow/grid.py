@@ -7,14 +7,16 @@ Run identity (:func:`ctrlsparse.identity.run_key`) and the train command line
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse.hparams import HParamError, HParams, format_number
+from ctrlsparse.errors import HParamError, UnknownNameError
+from ctrlsparse.hparams import HParams, format_number
 from ctrlsparse.identity import RUN_PATTERN, STARTS_FROM_A_RUN, run_fields, run_key
-from ctrlsparse.registry import ARCHS, DATASETS, UnknownNameError
+from ctrlsparse.plumbing import paths
+from ctrlsparse.registry import ARCHS, DATASETS
+from ctrlsparse.tracking.store import default_uri
 from ctrlsparse.training.cli import train_argv
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
@@ -23,7 +25,7 @@ GRID_FIELDS = ("dataset", "arch", "method", "target", "target_scope", "budget", 
 # Keys the workflow sets per job from the resources.
 JOB_FIELDS = ("threads", "device")
 # Directories under the results directory that every grid shares; a grid's own one is named by its experiment.
-SHARED_DIRS = ("runs", "logs", "benchmarks", "mlflow", "slurm_logs")
+SHARED_DIRS = (paths.RUN_ROOT, "logs", "benchmarks", "mlflow", "slurm_logs")
 
 
 class ConfigError(ValueError):
@@ -259,14 +261,12 @@ def train_args(run: Run, config: dict[str, Any]) -> list[str]:
 
 def pretrained_dir(run: Run, config: dict[str, Any]) -> Path | str:
     """Directory of the run a run starts from (magnitude: its dense run, under the results directory), else ""."""
-    return Path(config["results"]) / "runs" / run.pretrained if run.pretrained else ""
+    return paths.runs_root(config["results"]) / run.pretrained if run.pretrained else ""
 
 
 def tracking_uri(config: dict[str, Any], results: str | Path) -> str | None:
-    """Config key > $MLFLOW_TRACKING_URI > a SQLite file under the results directory; None if disabled."""
+    """The config key, else the tracking default (``$MLFLOW_TRACKING_URI``, else a SQLite file under the results
+    directory: :func:`ctrlsparse.tracking.store.default_uri`); None if disabled."""
     if not config["mlflow"]["enabled"]:
         return None
-    uri = config["mlflow"]["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return "sqlite:///" + str((Path(results) / "mlflow" / "mlflow.db").resolve())
+    return config["mlflow"]["tracking_uri"] or default_uri(results)

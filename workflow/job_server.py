@@ -1,4 +1,4 @@
-"""The workflow's warm job server (ctrlsparse.server): started by ``onstart`` for local runs, stopped when the
+"""The workflow's warm job server (ctrlsparse.plumbing.job_server): started by ``onstart`` for local runs, stopped when the
 workflow ends, however it ends (``onsuccess``/``onerror``, interpreter exit; the server itself also exits when
 this Snakemake process is gone). Train, purge and track jobs then run as forks of one process that imported
 torch, cooper and mlflow once, instead of paying ~10 s of imports each. Cluster runs never use it: a job must
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-from ctrlsparse.server import ENV_VAR
+from ctrlsparse.plumbing.job_client import ENV_VAR
 
 _server: subprocess.Popen | None = None
 

@@ -29,9 +29,10 @@ from typing import Any
 
 from grid import ConfigError, Run, sweeps
 
-from ctrlsparse import paths
 from ctrlsparse.data.layouts import DEFAULT_ROOT, ENV, LAYOUTS, data_root, missing
-from ctrlsparse.hparams import HParamError, layer_targets
+from ctrlsparse.density_targets import layer_targets
+from ctrlsparse.errors import HParamError
+from ctrlsparse.plumbing import paths
 from ctrlsparse.report.aggregate import CorruptSummary, read_summary
 
 # Any input the archs accept (lenet5 needs >= 16x16 pixels); the number of gated layers depends on the arch only.
@@ -126,7 +127,7 @@ def check_data(runs: list[Run], config: dict[str, Any]) -> None:
     checked = set()
     for run in runs:
         hparams = run.hparams
-        if hparams.dataset not in LAYOUTS or (Path(config["results"]) / "runs" / run.key / "summary.json").exists():
+        if hparams.dataset not in LAYOUTS or paths.summary_path(paths.runs_root(config["results"]) / run.key).exists():
             continue  # digits ships with scikit-learn; a finished run needs no data
         if hparams.download and LAYOUTS[hparams.dataset].downloadable:
             continue  # the job fetches it

@@ -14,13 +14,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "ctrlsparse.training.cli:main",
         "train one run into a directory (metrics, summary, checkpoint)",
     ),
-    "purge": ("ctrlsparse.purge.cli:main", "purge a finished run into a smaller dense model; add its size"),
+    "purge": ("ctrlsparse.training.purge_cli:main", "purge a finished run into a smaller dense model; add its size"),
     "track": ("ctrlsparse.tracking:main_track", "mirror a finished run directory to MLflow"),
     "mlflow-init": ("ctrlsparse.tracking:main_init", "create the MLflow store and experiment once"),
     "aggregate": ("ctrlsparse.report.aggregate:main", "collect run summaries into tables"),
     "plots": ("ctrlsparse.report.plots:main", "draw the figures from the tables"),
     "report": ("ctrlsparse.report.pdf:main", "assemble the PDF report"),
-    "serve": ("ctrlsparse.server:main", "run train/purge/track commands as forks of one warm process"),
+    "serve": ("ctrlsparse.cli:serve", "run train/purge/track commands as forks of one warm process"),
 }
 
 
@@ -31,11 +31,11 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: hand the command to a warm job server when one is named (ctrlsparse.server), else
-    run it here."""
+    """The command line: hand the command to a warm job server when one is named
+    (:mod:`ctrlsparse.plumbing.job_client`), else run it here."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        from ctrlsparse.server import run_served
+        from ctrlsparse.plumbing.job_client import run_served
 
         code = run_served(argv[0], argv[1:])
         if code is not None:
@@ -57,6 +57,13 @@ def dispatch(argv: list[str]) -> int:
         return 2
     module, _, function = SUBCOMMANDS[name][0].partition(":")
     return int(getattr(importlib.import_module(module), function)(rest) or 0)
+
+
+def serve(argv: list[str]) -> int:
+    """``ctrlsparse serve``: the warm job server, handed this command table (:func:`dispatch`)."""
+    from ctrlsparse.plumbing.job_server import main as serve_main
+
+    return serve_main(argv, dispatch)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctrlsparse.hparams import HParams, format_number, layer_targets
+from ctrlsparse.density_targets import layer_targets
+from ctrlsparse.hparams import HParams, format_number
 
 DEFAULT_TOLERANCE: float = HParams.feasibility_tolerance  # 0.01
 FRACTIONAL_GAP = 0.02  # eval density this far above the expected one flags fractional gates

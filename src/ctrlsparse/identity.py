@@ -3,13 +3,14 @@
 A run's key is its directory under ``results/runs`` and its name in MLflow:
 ``{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}``, e.g. ``digits/mlp/constrained-model~0.5/3f9c2a1b/seed~0``.
 Runs that compute the same numbers share one key (and are trained once, whichever grid lists them); runs that
-differ in anything but the execution fields (:data:`EXECUTION`: device, threads, ...) never do. The seeds of one
+differ in anything but the execution fields (:data:`ctrlsparse.hparams.EXECUTION`: device, threads, ...) never
+do. The seeds of one
 setting sit side by side under one hash.
 
 A run that starts from another one (magnitude pruning starts from a dense run, ``pretrained``) also hashes the
 key of that run: pruning a 30-epoch and a 150-epoch dense run are two runs.
 
-Torch-free, like :mod:`ctrlsparse.hparams`, which re-exports these names.
+Torch-free, like :mod:`ctrlsparse.hparams`.
 """
 
 from __future__ import annotations
@@ -18,32 +19,27 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from ctrlsparse import paths
+from ctrlsparse.hparams.checks import BUDGET_KINDS, SCOPES
+from ctrlsparse.plumbing import paths
+from ctrlsparse.registry import METHODS
 
 if TYPE_CHECKING:
     from ctrlsparse.hparams import HParams
 
-# Fields that form the readable part of a run's identity; everything else but EXECUTION goes into the hash.
+# Fields that form the readable part of a run's identity; everything else but the execution fields goes into
+# the hash.
 AXES = ("dataset", "arch", "method", "target_scope", "target", "budget", "penalty", "seed", "tag")
-# Fields that change how a run executes, never what it computes (a run may resume under other values).
-EXECUTION = (
-    "device",
-    "threads",
-    "checkpoint_seconds",
-    "data_root",
-    "download",
-    "data_workers",
-    "pretrained",
-    "channels_last",
-    "compile",
-    "feasibility_tolerance",
-    "require_feasible",
-)
 # Methods that start from the finished run named by ``pretrained`` (whose key is then part of the hash).
 STARTS_FROM_A_RUN = ("magnitude",)
 # The key's layout; the workflow's wildcards are these names (``hash`` is 8 hex digits).
 RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}"
 HASH_LENGTH = 8
+# The workflow's wildcard constraints of ``variant`` and ``level``, from the method registry, the scopes (a budget
+# run without a density target: ``-budget``) and the budget kinds; ``+budget`` and ``+tag`` parts may follow.
+_SCOPES = "|".join("budget" if scope == "none" else scope for scope in SCOPES)
+_KINDS = "|".join(BUDGET_KINDS)
+VARIANT_PATTERN = rf"({'|'.join(METHODS)})(-({_SCOPES}))?(\+[A-Za-z0-9_.,=-]+)*"
+LEVEL_PATTERN = rf"[0-9.e+,-]+|({_KINDS})=[0-9.e+-]+(,({_KINDS})=[0-9.e+-]+)*"
 
 
 def hparams_hash(hparams: HParams, pretrained_key: str = "") -> str:

@@ -13,12 +13,18 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-
-class UnknownNameError(ValueError):
-    """A name that is not in a registry; the message names the axis, the value and the valid choices."""
+from ctrlsparse.errors import UnknownNameError
 
 
 class Registry(Mapping[str, Callable[..., Any]]):
+    """One pluggable axis (``axis``: dataset, arch, method): a read-only map of name -> constructor.
+
+    ``entries`` map names to ``"module:attribute"`` strings, imported on first lookup; ``prefixes`` map a name
+    prefix to (the form shown in errors, ``"module:attribute"``), whose target is called with the whole name.
+    :meth:`check` raises :class:`~ctrlsparse.errors.UnknownNameError` naming the valid choices; ``in`` and
+    iteration see the listed names only.
+    """
+
     def __init__(self, axis: str, entries: Mapping[str, str], prefixes: Mapping[str, tuple[str, str]] | None = None):
         self.axis = axis
         self._targets = dict(entries)

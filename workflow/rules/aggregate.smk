@@ -6,10 +6,10 @@ rule aggregate:
         summaries=SUMMARIES,
         purged=PURGED,  # the purge step adds params/MACs to the summaries
     output:
-        runs=f"{TABLES}/runs.csv",
-        settings=f"{TABLES}/settings.csv",
-        layers=f"{TABLES}/layers.csv",
-        markdown=report(f"{TABLES}/tables.md", category="Tables", caption="../../report/captions/tables.rst"),
+        runs=f"{TABLES}/{aggregate.RUNS}",
+        settings=f"{TABLES}/{aggregate.SETTINGS}",
+        layers=f"{TABLES}/{aggregate.LAYERS}",
+        markdown=report(f"{TABLES}/{aggregate.MARKDOWN}", category="Tables", caption="../../report/captions/tables.rst"),
     params:
         out=lambda wildcards, output: os.path.dirname(output.runs),
         benchmarks=f"{RESULTS}/benchmarks/train",

@@ -13,6 +13,8 @@ from snakemake.utils import validate
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 import grid  # noqa: E402  (workflow/grid.py: plain-Python config checks and run expansion)
 from ctrlsparse import identity  # noqa: E402
+from ctrlsparse.plumbing import paths  # noqa: E402  (every filename)
+from ctrlsparse.report import aggregate, plots  # noqa: E402  (the tables' and figures' names)
 
 # 1. The JSON schema (types, ranges, defaults), then names against the library's registries.
 try:
@@ -68,7 +70,7 @@ if SEARCH_PATH.split(os.pathsep)[0] != BIN:
 # 2. Paths: every output lands under the results directory (config key `results`). Runs are shared by every grid
 # (a run's key is its identity: ctrlsparse.identity), the tables, figures and report belong to this grid alone.
 RESULTS = config["results"]
-RUN_DIR = f"{RESULTS}/runs"
+RUN_DIR = f"{RESULTS}/{paths.RUN_ROOT}"
 RUN_PATTERN = identity.RUN_PATTERN  # {dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}
 LOGS = f"{RESULTS}/logs"  # the runs' logs (logs/train/<run key>.log, logs/purge/...)
 GRID = f"{RESULTS}/{config['experiment']}"  # this grid's own outputs
@@ -87,7 +89,7 @@ envvars:
     "CTRLSPARSE_MLFLOW_ENV",
 
 
-SUMMARIES = [f"{RUN_DIR}/{run.key}/summary.json" for run in RUNS]
+SUMMARIES = [f"{RUN_DIR}/{run.key}/{paths.SUMMARY}" for run in RUNS]
 if workflow.is_main_process:  # an unparsable summary.json is moved aside, so its train job reruns
     preflight.set_aside_corrupt_summaries(SUMMARIES)
 
@@ -95,8 +97,8 @@ if workflow.is_main_process:  # an unparsable summary.json is moved aside, so it
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     arch=r"[A-Za-z0-9_.:-]+",  # torchvision:resnet18, module:pkg.mod:fn
-    variant=r"((constrained|penalized)-(model|layer)|constrained-budget|dense|magnitude-layer)(\+[A-Za-z0-9_.,=-]+)*",
-    level=r"[0-9.e+,-]+|(macs|params)=[0-9.e+-]+(,(macs|params)=[0-9.e+-]+)?",  # budget runs: the budget
+    variant=identity.VARIANT_PATTERN,  # from the method registry and the scopes
+    level=identity.LEVEL_PATTERN,  # targets, a penalty or 1; budget runs: the budget
     hash=rf"[0-9a-f]{{{identity.HASH_LENGTH}}}",
     seed=r"\d+",
 
@@ -113,7 +115,7 @@ def train_args(wildcards):
 def pretrained_input(wildcards):
     """The summary of the dense run a magnitude run prunes (it must finish first); nothing for other runs."""
     run = run_of(wildcards)
-    return f"{grid.pretrained_dir(run, config)}/summary.json" if run.pretrained else []
+    return str(paths.summary_path(grid.pretrained_dir(run, config))) if run.pretrained else []
 
 
 def job_resource(name):

@@ -7,16 +7,10 @@ rule plots:
         rules.aggregate.output.settings,
         rules.aggregate.output.layers,
     output:
-        control=figure("control", "control.png"),
-        accuracy=figure("accuracy", "accuracy_vs_density.png"),
-        size=figure("size", "accuracy_vs_size.png"),
-        penalty=figure("penalty", "penalty_vs_density.png"),
-        layers=figure("layers", "layer_density.png"),
-        dynamics=figure("dynamics", "dynamics.png"),
-        budget=figure("budget", "budget_control.png"),
+        **{name: figure(name, filename) for name, (_, filename) in plots.FIGURES.items()},  # report/plots.py
     params:
         tables=lambda wildcards, input: os.path.dirname(input[0]),
-        out=lambda wildcards, output: os.path.dirname(output.control),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{GRID_LOGS}/plots.log",
     conda:

@@ -1,7 +1,5 @@
 # Every finished structured run -> its purged model (purged.pt2, loadable by plain torch) and its size
 # (purge.json; params, MACs and both as % of dense, also merged into summary.json and mirrored to MLflow).
-from ctrlsparse import paths
-
 PURGED = [f"{RUN_DIR}/{run.key}/{paths.PURGE_SIZES}" for run in RUNS if run.hparams.gating == "structured"]
 
 
@@ -23,4 +21,4 @@ rule purge:
         "../../envs/ctrlsparse.yaml"
     shell:
         "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ctrlsparse purge {params.run:q} --threads 1"
-        ' --mlflow-env "$CTRLSPARSE_MLFLOW_ENV" > {log:q} 2>&1'
+        ' --tracking-env "$CTRLSPARSE_MLFLOW_ENV" > {log:q} 2>&1'

@@ -9,7 +9,7 @@ rule train:
     input:
         pretrained=pretrained_input,  # magnitude runs start from the dense run's weights
     output:
-        summary=f"{RUN_DIR}/{RUN_PATTERN}/summary.json",
+        summary=f"{RUN_DIR}/{RUN_PATTERN}/{paths.SUMMARY}",
     params:
         args=train_args,
         out=lambda wildcards, output: os.path.dirname(output.summary),
@@ -32,5 +32,5 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         "{params.launch} train {params.args} --threads {threads} --out {params.out:q}"
-        ' --mlflow-env "$CTRLSPARSE_MLFLOW_ENV"'  # workflow/rules/tracking.smk
+        ' --tracking-env "$CTRLSPARSE_MLFLOW_ENV"'  # workflow/rules/tracking.smk
         " > {log:q} 2>&1"

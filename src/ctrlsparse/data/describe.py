@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
 from ctrlsparse.data.layouts import LAYOUTS, data_root
 from ctrlsparse.hparams import HParams
+from ctrlsparse.plumbing import paths
 
 
 def source_of(hparams: HParams) -> str:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctrlsparse.hparams import HParamError
+from ctrlsparse.errors import HParamError
 
 ENV = "CTRLSPARSE_DATA"
 DEFAULT_ROOT = "data"

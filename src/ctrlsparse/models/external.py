@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ctrlsparse.hparams import HParamError
+from ctrlsparse.errors import HParamError
 from ctrlsparse.models.autogate import KeepParameterFreeModules, gate
 from ctrlsparse.models.factory import LayerFactory
 

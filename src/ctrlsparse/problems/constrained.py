@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from ctrlsparse.cost import ExpectedCost
-from ctrlsparse.hparams import HParams, layer_targets
+from ctrlsparse.density_targets import layer_targets
+from ctrlsparse.hparams import HParams
 from ctrlsparse.problems.base import L0Problem
 
 CONSTRAINT_TYPES = {"le": cooper.ConstraintType.INEQUALITY, "eq": cooper.ConstraintType.EQUALITY}

@@ -18,9 +18,11 @@ import cooper
 import torch
 from torch import Tensor, nn
 
-from ctrlsparse import paths
-from ctrlsparse.hparams import HParamError, HParams, layer_targets
+from ctrlsparse.density_targets import layer_targets
+from ctrlsparse.errors import HParamError
+from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import GatedLayer, L0Conv2d
+from ctrlsparse.plumbing import paths
 from ctrlsparse.problems.base import L0Problem
 
 FIXED_LOG_ALPHA = 20.0  # |log alpha| at which every sample is exactly 0 or 1 (needs > 13.8 + 1.6)
@@ -59,7 +61,7 @@ class MagnitudePruningProblem(L0Problem):
 
 def load_dense_weights(model: nn.Module, hparams: HParams) -> None:
     """Copy the final weights of the dense run ``hparams.pretrained`` into the gated ``model``."""
-    from ctrlsparse.training.checkpoint import read
+    from ctrlsparse.plumbing.files import read_checkpoint
 
     if not hparams.pretrained:
         raise HParamError("pretrained", "magnitude pruning needs the dense run to start from: give its directory")
@@ -70,7 +72,7 @@ def load_dense_weights(model: nn.Module, hparams: HParams) -> None:
             f"{hparams.pretrained} holds no finished run ({paths.SUMMARY}, {paths.CHECKPOINT}); "
             "train the dense run first",
         )
-    state = read(Path(checkpoint), next(model.parameters()).device)
+    state = read_checkpoint(Path(checkpoint), next(model.parameters()).device)
     dense = state["hparams"]
     if (dense["method"], dense["dataset"], dense["arch"]) != ("dense", hparams.dataset, hparams.arch):
         raise HParamError(

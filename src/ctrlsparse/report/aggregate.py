@@ -18,8 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import feasibility, paths
+from ctrlsparse import feasibility
+from ctrlsparse.hparams import TARGETED_METHODS
+from ctrlsparse.plumbing import paths
 from ctrlsparse.report import spread
+from ctrlsparse.report.settings_table import markdown
 
 RUNS, SETTINGS, LAYERS, MARKDOWN = "runs.csv", "settings.csv", "layers.csv", "tables.md"
 SETTING = ["dataset", "arch", "method", "variant", "target_scope", "level"]
@@ -33,7 +36,6 @@ STATS = [
     "params_pct",
     "macs_pct",
 ]
-TARGETED = ("constrained", "magnitude")  # methods whose level is a density target
 FEASIBILITY_TOL = feasibility.DEFAULT_TOLERANCE  # for summaries written before runs recorded their own
 VARIANT_ORDER = [
     "constrained-model",
@@ -75,7 +77,9 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     # feasible, max_violation, ... as the run recorded them (summaries older than those fields: recomputed)
     verdict = {key: s[key] for key in feasibility.FIELDS} if "feasible" in s else feasibility.assess(s)
     row = {key: s.get(key) for key in ["run_key", *SETTING, "seed", "epochs", "hparams_hash"]}
-    targeted = s["method"] in TARGETED and s.get("target_scope") != "none"  # none: budgets only, no density target
+    targeted = (
+        s["method"] in TARGETED_METHODS and s.get("target_scope") != "none"
+    )  # none: budgets only, no density target
     row.update(
         target=",".join(f"{t:g}" for t in targets) if targeted else "",
         target_value=sum(targets) / len(targets) if targeted and targets else math.nan,
@@ -105,7 +109,7 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     evaluated = s.get("layer_eval_density") or {}
     layer_rows = []
     for index, layer in enumerate(expected):
-        if s["method"] in TARGETED and s.get("target_scope") == "layer":
+        if s["method"] in TARGETED_METHODS and s.get("target_scope") == "layer":
             layer_target = targets[index] if len(targets) == len(expected) else targets[0]
         else:
             layer_target = math.nan
@@ -189,114 +193,6 @@ def aggregate(summary_files: list[Path], benchmarks: str | Path | None = None) -
     settings["density_gap"] = settings["expected_density_mean"] - settings["target_value"]
     runs = runs.drop(columns=["_level"])
     return runs, settings, layers
-
-
-def fmt(value: Any, digits: int = 3, percent: bool = False) -> str:
-    """A number as text for tables; NaN/None become an em dash."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    if isinstance(value, float):
-        return f"{100 * value:.1f}" if percent else f"{value:.{digits}f}"
-    return str(value)
-
-
-def setting_label(row: Any) -> str:
-    """Short label of a setting, e.g. ``constrained-model ε=0.5`` / ``penalized-model λ=0.01`` / ``dense``."""
-    if row["method"] in TARGETED:
-        return f"{row['variant']} ε={row['level']}"
-    if row["method"] == "penalized":
-        return f"{row['variant']} λ={row['level']}"
-    return str(row["variant"])
-
-
-MD_COLUMNS = [
-    "setting",
-    "seeds",
-    "target",
-    "expected density",
-    "eval density",
-    "Par %",
-    "MAC %",
-    "accuracy %",
-    "feasible",
-]
-
-
-def feasible_cell(row: Any) -> str:
-    """Seeds that met their targets, ``2/2``, marked ``missed`` when any did not, and seeds with fractional
-    gates (``frac. 1``); an em dash for settings without a target."""
-    satisfied, seeds = row["satisfied"], int(row["seeds"])
-    met = isinstance(satisfied, int | float) and math.isfinite(satisfied)
-    cell = "—" if not met else f"{int(satisfied)}/{seeds}" + (" missed" if satisfied < seeds else "")
-    fractional = row.get("fractional_gates", math.nan)
-    if isinstance(fractional, int | float) and math.isfinite(fractional) and fractional > 0:
-        cell += f", frac. {int(fractional)}"
-    return cell
-
-
-def missed_line(settings: Any) -> str:
-    """One sentence for the report: the constrained settings where a seed missed its target, then those with
-    fractional gates, or that every constrained run met its target."""
-    if settings.empty or not (settings["method"] == "constrained").any():
-        return "No constrained runs in this grid."
-    constrained = settings[settings["method"] == "constrained"]
-    missed = constrained[constrained["satisfied"] < constrained["seeds"]]
-    if len(missed):
-        listed = "; ".join(
-            f"{r['dataset']} / {r['arch']} {setting_label(r)} ({int(r['satisfied'])}/{int(r['seeds'])} seeds met)"
-            for _, r in missed.iterrows()
-        )
-        text = f"Missed targets in {len(missed)} of {len(constrained)} constrained settings: {listed}."
-    else:
-        text = f"Every constrained run met its target ({len(constrained)} settings)."
-    fractional = settings[settings["fractional_gates"].fillna(0) > 0]
-    if len(fractional):
-        listed = "; ".join(f"{r['dataset']} / {r['arch']} {setting_label(r)}" for _, r in fractional.iterrows())
-        text += (
-            f" Fractional gates (eval density more than {feasibility.FRACTIONAL_GAP} above the expected one, "
-            f"which purging keeps) in {len(fractional)} settings: {listed}."
-        )
-    return text
-
-
-def spread_text(row: Any, stat: str, digits: int = 3, percent: bool = False) -> str:
-    """``stat`` of a settings row as a table cell with its seed spread (:func:`ctrlsparse.report.spread.text`)."""
-    values = [float(row[f"{stat}_{part}"]) for part in ("mean", "ci95", "min", "max")]
-    return spread.text(*values, int(row["seeds"]), 1 if percent else digits, 100.0 if percent else 1.0)
-
-
-def settings_rows(settings: Any) -> list[list[str]]:
-    """Rows (as text) of the settings table: one per setting, with the seed spread of :mod:`spread`."""
-    out = []
-    for _, r in settings.iterrows():
-        feasible = feasible_cell(r)
-        target = r["target"] if isinstance(r["target"], str) and r["target"] else "—"
-        out.append(
-            [
-                setting_label(r),
-                str(int(r["seeds"])),
-                target,
-                spread_text(r, "expected_density"),
-                fmt(r["eval_density_mean"]),
-                fmt(r["params_pct_mean"], 1),
-                fmt(r["macs_pct_mean"], 1),
-                spread_text(r, "test_accuracy", percent=True),
-                feasible,
-            ]
-        )
-    return out
-
-
-def markdown(settings: Any) -> str:
-    """``tables.md``: one settings table per dataset/arch."""
-    lines = ["# Results by setting", "", f"Mean over seeds of the last epoch; {spread.RULE}.", ""]
-    lines += [missed_line(settings), ""]
-    for (dataset, arch), part in settings.groupby(["dataset", "arch"], sort=False):
-        lines += [f"## {dataset} / {arch}", "", "| " + " | ".join(MD_COLUMNS) + " |"]
-        lines.append("|" + "---|" * len(MD_COLUMNS))
-        lines += ["| " + " | ".join(row) + " |" for row in settings_rows(part)]
-        lines.append("")
-    return "\n".join(lines)
 
 
 def write_tables(summary_files: list[Path], out: str | Path, benchmarks: str | Path | None = None) -> dict[str, Path]:

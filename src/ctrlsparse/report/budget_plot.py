@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctrlsparse.report.canvas import empty, grid, panels, pyplot
+
 MARKERS = {"macs": "o", "params": "s"}
 COLORS = {"macs": "tab:blue", "params": "tab:orange"}
 
@@ -33,14 +35,12 @@ def budget_figure(tables: dict[str, Any]) -> Any:
     """Achieved vs budget share of the dense MACs / params (purged: filled; expected: open), per data set/arch."""
     import pandas as pd
 
-    from ctrlsparse.report.plots import _empty, _grid, _panels, _plt
-
-    plt = _plt()
-    panels = _panels(pd.DataFrame(budget_points(tables["runs"])))
-    if not panels:
-        return _empty(plt, "no MAC / parameter budget runs in this grid")
-    fig, axes = _grid(plt, len(panels))
-    for ax, panel in zip(axes[0], panels, strict=False):
+    plt = pyplot()
+    found = panels(pd.DataFrame(budget_points(tables["runs"])))
+    if not found:
+        return empty(plt, "no MAC / parameter budget runs in this grid")
+    fig, axes = grid(plt, len(found))
+    for ax, panel in zip(axes[0], found, strict=False):
         _draw_panel(ax, *panel)
     fig.tight_layout()
     return fig

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import feasibility
-from ctrlsparse.report import aggregate, paper, spread
+from ctrlsparse.plumbing.provenance import git_commit
+from ctrlsparse.report import paper, settings_table, spread
 from ctrlsparse.report.layout import Builder, escape
 from ctrlsparse.report.plots import FIGURES, load_tables
-from ctrlsparse.tracking.store import git_commit
 
 SECTIONS = [
     ("control", "Control: achieved vs target density"),
@@ -92,12 +92,12 @@ def percentages(parts: list[float]) -> list[int]:
 
 
 def control_rows(settings: Any) -> list[list[str]]:
-    fmt = aggregate.fmt
+    fmt = settings_table.fmt
     rows = []
     for _, r in settings[settings["method"] == "constrained"].iterrows():
-        density = aggregate.spread_text(r, "expected_density")
-        acc = aggregate.spread_text(r, "test_accuracy", percent=True)
-        feasible = aggregate.feasible_cell(r)
+        density = settings_table.spread_text(r, "expected_density")
+        acc = settings_table.spread_text(r, "test_accuracy", percent=True)
+        feasible = settings_table.feasible_cell(r)
         rows.append(
             [
                 f"{r['dataset']} / {r['arch']}",
@@ -164,7 +164,7 @@ def build_report(
                 f"{feasibility.FRACTIONAL_GAP} above the expected one).",
                 "caption",
             )
-            b.para(f"<b>{escape(aggregate.missed_line(settings))}</b>")
+            b.para(f"<b>{escape(settings_table.missed_line(settings))}</b>")
             b.table(CONTROL_COLUMNS, control_rows(settings), widths=[2.2, 1, 1.5, 1.1, 2.2, 1.3, 1.4, 1.3, 1.1])
             b.space(10)
 
@@ -178,7 +178,9 @@ def build_report(
     if not settings.empty:
         for (dataset, arch), part in settings.groupby(["dataset", "arch"], sort=False):
             b.para(f"<b>{dataset} / {arch}</b>")
-            b.table(aggregate.MD_COLUMNS, aggregate.settings_rows(part), widths=[3, 0.8, 1, 2, 1.3, 1, 1, 1.7, 1])
+            b.table(
+                settings_table.MD_COLUMNS, settings_table.settings_rows(part), widths=[3, 0.8, 1, 2, 1.3, 1, 1, 1.7, 1]
+            )
             b.space(8)
 
     b.heading(f"{len(SECTIONS) + 2}. The paper's numbers beside ours")

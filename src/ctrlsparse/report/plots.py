@@ -12,65 +12,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 from ctrlsparse.report import spread
 from ctrlsparse.report.aggregate import LAYERS, RUNS, SETTINGS
 from ctrlsparse.report.budget_plot import budget_figure
+from ctrlsparse.report.canvas import empty, grid, legend_entries, of_method, one_legend, pyplot
+from ctrlsparse.report.canvas import panels as panels_of
 from ctrlsparse.report.seeds import COLORS, MARKERS, accuracy_vs, mean_and_seeds
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(context="paper", style="whitegrid", rc={"figure.dpi": 150, "font.size": 9, "grid.alpha": 0.5})
-    return plt
-
-
-def _panels(frame: Any) -> list[tuple[str, Any]]:
-    """(title, rows) per dataset/arch, in table order."""
-    if frame.empty:
-        return []
-    return [(f"{d} / {a}", part) for (d, a), part in frame.groupby(["dataset", "arch"], sort=False)]
-
-
-def _of_method(frame: Any, method: str) -> Any:
-    """The rows of one method (an empty frame stays empty)."""
-    return frame[frame["method"] == method] if not frame.empty else frame
-
-
-def _grid(plt: Any, n: int, rows: int = 1, height: float = 3.4) -> tuple[Any, Any]:
-    fig, axes = plt.subplots(rows, max(n, 1), figsize=(3.8 * max(n, 1) + 0.6, height * rows), squeeze=False)
-    return fig, axes
-
-
-def _empty(plt: Any, text: str) -> Any:
-    fig, ax = plt.subplots(figsize=(6, 2))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center")
-    return fig
-
-
-def _one_legend(axes: Any, **legend: Any) -> None:
-    """The legend on the first panel only (seaborn gives every panel one)."""
-    for ax in list(axes.flat)[1:]:
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    axes.flat[0].legend(fontsize=7, **legend)
 
 
 def control_figure(tables: dict[str, Any]) -> Any:
     """Achieved vs target density of the constrained runs, with the diagonal (the paper's "control" plot)."""
-    plt = _plt()
-    runs = _of_method(tables["runs"], "constrained")
+    plt = pyplot()
+    runs = of_method(tables["runs"], "constrained")
     single = runs["target"].astype(str).str.match(r"^[0-9.e-]+$") if not runs.empty else None
-    panels = _panels(runs[single] if single is not None else runs)
+    panels = panels_of(runs[single] if single is not None else runs)
     if not panels:
-        return _empty(plt, "no constrained runs with a single target in this grid")
-    fig, axes = _grid(plt, len(panels))
+        return empty(plt, "no constrained runs with a single target in this grid")
+    fig, axes = grid(plt, len(panels))
     for ax, (title, part) in zip(axes[0], panels, strict=False):
         ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="achieved = target")
         for variant, rows in part.groupby("variant", sort=False):
@@ -121,22 +80,13 @@ def mark_missed(ax: Any, runs: Any) -> None:
     )
 
 
-def legend_entries(axes: Any) -> tuple[list[Any], list[str]]:
-    """Legend handles and labels of all panels, each label once (a mark may appear in one panel only)."""
-    entries: dict[str, Any] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            entries.setdefault(label, handle)
-    return list(entries.values()), list(entries)
-
-
 def accuracy_figure(tables: dict[str, Any]) -> Any:
     """Test accuracy vs achieved density per method; seeds as dots, bars their spread (see spread.py)."""
-    plt = _plt()
-    panels = _panels(tables["runs"])
+    plt = pyplot()
+    panels = panels_of(tables["runs"])
     if not panels:
-        return _empty(plt, "no runs")
-    fig, axes = _grid(plt, len(panels))
+        return empty(plt, "no runs")
+    fig, axes = grid(plt, len(panels))
     for ax, (title, part) in zip(axes[0], panels, strict=False):
         dense = 100 * part.loc[part["variant"] == "dense", "test_accuracy"]
         if not dense.empty:
@@ -145,37 +95,37 @@ def accuracy_figure(tables: dict[str, Any]) -> Any:
             ax.axhspan(low, high, color="black", alpha=0.08)
         accuracy_vs(ax, part[part["variant"] != "dense"], "expected_density")
         ax.set(title=title, xlabel="achieved expected density", ylabel="test accuracy (%)", xlim=(0, 1.05))
-    _one_legend(axes, loc="best")
+    one_legend(axes, loc="best")
     fig.tight_layout()
     return fig
 
 
 def size_figure(tables: dict[str, Any]) -> Any:
     """What sparsity buys: test accuracy vs the purged model's parameters and MACs (% of dense), per method."""
-    plt = _plt()
+    plt = pyplot()
     runs = tables["runs"]
     if runs.empty or "params_pct" not in runs or runs["params_pct"].isna().all():
-        return _empty(plt, "no purged runs (the purge step adds params_pct / macs_pct to the summaries)")
-    panels = _panels(runs)
-    fig, axes = _grid(plt, len(panels), rows=2)
+        return empty(plt, "no purged runs (the purge step adds params_pct / macs_pct to the summaries)")
+    panels = panels_of(runs)
+    fig, axes = grid(plt, len(panels), rows=2)
     for col, (title, part) in enumerate(panels):
         for row, (column, label) in enumerate((("params_pct", "parameters"), ("macs_pct", "MACs"))):
             ax = axes[row][col]
             accuracy_vs(ax, part, column)
             ax.set_xscale("log")
             ax.set(title=title, xlabel=f"purged {label} (% of dense)", ylabel="test accuracy (%)")
-    _one_legend(axes, loc="best")
+    one_legend(axes, loc="best")
     fig.tight_layout()
     return fig
 
 
 def penalty_figure(tables: dict[str, Any]) -> Any:
     """Penalized baseline: λ vs achieved density (one dot per seed, line through the means, band the spread)."""
-    plt = _plt()
-    panels = _panels(_of_method(tables["runs"], "penalized"))
+    plt = pyplot()
+    panels = panels_of(of_method(tables["runs"], "penalized"))
     if not panels:
-        return _empty(plt, "no penalized runs in this grid")
-    fig, axes = _grid(plt, len(panels))
+        return empty(plt, "no penalized runs in this grid")
+    fig, axes = grid(plt, len(panels))
     for ax, (title, part) in zip(axes[0], panels, strict=False):
         for variant, rows in part.groupby("variant", sort=False):
             mean_and_seeds(
@@ -190,22 +140,22 @@ def penalty_figure(tables: dict[str, Any]) -> Any:
             )
         ax.set_xscale("symlog", linthresh=1e-5) if (part["penalty"] <= 0).any() else ax.set_xscale("log")
         ax.set(title=title, xlabel="penalty λ", ylabel="achieved expected density", ylim=(0, 1.05))
-    _one_legend(axes)
+    one_legend(axes)
     fig.tight_layout()
     return fig
 
 
 def layer_figure(tables: dict[str, Any]) -> Any:
     """Per-layer eval density of the constrained runs (mean over seeds, band the spread), model- vs layer-wise."""
-    plt = _plt()
-    layers = _of_method(tables["layers"], "constrained")
-    panels = _panels(layers)
+    plt = pyplot()
+    layers = of_method(tables["layers"], "constrained")
+    panels = panels_of(layers)
     if not panels:
-        return _empty(plt, "no constrained runs in this grid")
+        return empty(plt, "no constrained runs in this grid")
     scopes = [s for s in ("model", "layer") if s in set(layers["target_scope"])]
     if not scopes:  # budget runs only (target scope none)
-        return _empty(plt, "no density-constrained runs in this grid")
-    fig, axes = _grid(plt, len(panels), rows=len(scopes), height=3.0)
+        return empty(plt, "no density-constrained runs in this grid")
+    fig, axes = grid(plt, len(panels), rows=len(scopes), height=3.0)
     cmap = plt.get_cmap("viridis")
     for col, (title, part) in enumerate(panels):
         names = part.drop_duplicates("layer_index").sort_values("layer_index")["layer"].astype(str).tolist()
@@ -237,15 +187,15 @@ def _metrics(run_dir: str | Path) -> Any:
 
 def dynamics_figure(tables: dict[str, Any]) -> Any:
     """Training dynamics of the constrained runs (first seed): density and Lagrange multiplier per epoch."""
-    plt = _plt()
-    runs = _of_method(tables["runs"], "constrained")
+    plt = pyplot()
+    runs = of_method(tables["runs"], "constrained")
     if runs.empty:
-        return _empty(plt, "no constrained runs in this grid")
+        return empty(plt, "no constrained runs in this grid")
     runs = runs[runs["seed"] == runs["seed"].min()]
-    panels = _panels(runs)
+    panels = panels_of(runs)
     scopes = [s for s in ("model", "layer") if s in set(runs["target_scope"])]
     if not scopes:
-        return _empty(plt, "no density-constrained runs in this grid")
+        return empty(plt, "no density-constrained runs in this grid")
     fig, axes = plt.subplots(
         2 * len(panels), len(scopes), figsize=(4.2 * len(scopes) + 0.6, 2.3 * 2 * len(panels)), squeeze=False
     )
@@ -294,7 +244,7 @@ def load_tables(tables_dir: str | Path) -> dict[str, Any]:
 
 
 def write_figures(tables_dir: str | Path, out: str | Path) -> dict[str, Path]:
-    plt = _plt()
+    plt = pyplot()
     tables = load_tables(tables_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 
 
 def plot_run_dynamics(run_dir: str | Path, out: str | Path) -> Path:

@@ -2,7 +2,8 @@
 
 A run directory (``hparams.json``, ``metrics.csv``, ``summary.json``) is the source of truth; this module copies
 it into an MLflow experiment: run name = run key, tags for every grid axis plus the git commit, all hparams as
-params, every ``metrics.csv`` column as a per-epoch metric, and the files plus a dynamics plot as artifacts.
+params, every ``metrics.csv`` column as a per-epoch metric, and the files plus the run's dynamics figure (drawn
+by the train job, ``dynamics.png``) as artifacts.
 
 - **Idempotent.** Runs are indexed by the tag ``run_key``: mirroring a finished run again replaces the previous
   MLflow run (deleted, and purged on SQL stores), so reruns never leave duplicates. The id lands in
@@ -17,15 +18,17 @@ params, every ``metrics.csv`` column as a per-epoch metric, and the files plus a
 ``mlflow`` is imported lazily (it costs seconds); nothing here imports torch.
 """
 
-from ctrlsparse.tracking.cli import main_init, main_track, read_env_file
+from ctrlsparse.tracking.cli import main_init, main_track
 from ctrlsparse.tracking.mirror import end_run, find_runs, mirror_run, open_run, read_metrics, read_record, run_tags
-from ctrlsparse.tracking.store import default_uri, git_commit, init_store, sqlite_path, with_retries
+from ctrlsparse.tracking.store import default_uri, init_store, sqlite_path, with_retries
+from ctrlsparse.tracking.target import TrackingTarget, add_tracking_flags, read_env_file, tracking_target
 
 __all__ = [
+    "TrackingTarget",
+    "add_tracking_flags",
     "default_uri",
     "end_run",
     "find_runs",
-    "git_commit",
     "init_store",
     "main_init",
     "main_track",
@@ -36,5 +39,6 @@ __all__ = [
     "read_record",
     "run_tags",
     "sqlite_path",
+    "tracking_target",
     "with_retries",
 ]

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
 from ctrlsparse.data.describe import read as read_dataset
+from ctrlsparse.plumbing import paths
 
 
 def training_times(run_dir: Path, summary: dict[str, Any] | None) -> tuple[int, int | None]:

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import feasibility, paths
-from ctrlsparse.atomic import write_json
-from ctrlsparse.cluster import slurm_job
+from ctrlsparse import feasibility
+from ctrlsparse.plumbing import paths
+from ctrlsparse.plumbing.files import write_json
+from ctrlsparse.plumbing.provenance import git_commit, slurm_job
 from ctrlsparse.tracking.from_files import log_dataset, training_times
-from ctrlsparse.tracking.store import _client, _experiment_id, git_commit, with_retries
+from ctrlsparse.tracking.store import experiment_id, store_client, with_retries
 
 # Summary keys that become tags (the grid axes and identity); numbers in the summary become final metrics.
 AXIS_TAGS = ("dataset", "arch", "method", "variant", "target_scope", "level", "seed", "run_key", "hparams_hash")
@@ -124,14 +125,14 @@ def _begin(
     from mlflow.entities import Param, RunTag
 
     identity, summary, hparams = _identity(run_dir)
-    experiment_id = _experiment_id(client, tracking_uri, experiment)
+    found_id = experiment_id(client, tracking_uri, experiment)
     record = read_record(run_dir) if keep else None
     run = _continuable(client, record, tracking_uri, experiment)
     continued = run is not None
     if not continued:
         start_ms = training_times(run_dir, summary)[0] if summary else int(time.time() * 1000)
         name, run_tag_values = identity["run_key"], run_tags(identity, tags)
-        run = client.create_run(experiment_id, start_time=start_ms, run_name=name, tags=run_tag_values)
+        run = client.create_run(found_id, start_time=start_ms, run_name=name, tags=run_tag_values)
         record = {"run_id": run.info.run_id, "started_ms": start_ms}
         logged: dict[str, str] = {}
     else:
@@ -145,7 +146,7 @@ def _begin(
     log_dataset(client, run.info.run_id, run_dir)
     record = {
         "run_id": run.info.run_id,
-        "experiment_id": experiment_id,
+        "experiment_id": found_id,
         "experiment": experiment,
         "tracking_uri": tracking_uri,
         "started_ms": record.get("started_ms", int(time.time() * 1000)),
@@ -160,14 +161,14 @@ def _mirror(
 ) -> str:
     identity, summary, _ = _identity(run_dir)
     key = identity["run_key"]
-    client = _client(tracking_uri)
+    client = store_client(tracking_uri)
     record = _begin(client, run_dir, tracking_uri, experiment, tags, keep)
     run_id = record["run_id"]
     for batch in _metric_batches(run_dir, summary, record["started_ms"]):
         client.log_batch(run_id, metrics=batch)
-    plot = _dynamics_plot(run_dir) if keep else paths.dynamics_plot_path(run_dir)
-    for path in (paths.summary_path(run_dir), paths.metrics_path(run_dir), paths.hparams_path(run_dir), plot):
-        if path is not None and path.exists():
+    figure = paths.dynamics_plot_path(run_dir)  # drawn by the train job that ended the run, if any
+    for path in (paths.summary_path(run_dir), paths.metrics_path(run_dir), paths.hparams_path(run_dir), figure):
+        if path.exists():
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status, end_time=training_times(run_dir, summary)[1])
     _drop_others(client, record["experiment_id"], key, run_id)
@@ -201,16 +202,6 @@ def _purge(client: Any, run: Any) -> None:
             shutil.rmtree(Path(unquote(uri.path)).parent, ignore_errors=True)
 
 
-def _dynamics_plot(run_dir: Path) -> Path | None:
-    try:
-        from ctrlsparse.report.run_plot import plot_run_dynamics
-
-        return plot_run_dynamics(run_dir, paths.dynamics_plot_path(run_dir))
-    except Exception as error:  # a missing plot must not block the mirror
-        print(f"ctrlsparse: warning: no dynamics plot for {run_dir}: {error}", file=sys.stderr)
-        return None
-
-
 def mirror_run(
     run_dir: str | Path,
     *,
@@ -225,7 +216,8 @@ def mirror_run(
     Continues the directory's own unfinished MLflow run (see :func:`open_run`) under the same id, else creates
     one; any other run of the same run key is purged. Returns the run id, or None (with a warning) on failure.
     ``keep=False`` copies a finished run into one more experiment (a run that another grid trained) and leaves
-    its directory alone: no ``mlflow_run.json`` (it keeps naming the run's own experiment), the existing plot.
+    its directory alone: no ``mlflow_run.json`` (it keeps naming the run's own experiment). The run's dynamics
+    figure is logged when its directory holds one (``dynamics.png``, drawn by the train job); nothing is drawn here.
     """
     run_dir = Path(run_dir)
     action = lambda: _mirror(run_dir, tracking_uri, experiment, tags, status, keep)  # noqa: E731
@@ -243,7 +235,7 @@ def open_run(
     run_dir = Path(run_dir)
 
     def begin() -> str:
-        return _begin(_client(tracking_uri), run_dir, tracking_uri, experiment, tags)["run_id"]
+        return _begin(store_client(tracking_uri), run_dir, tracking_uri, experiment, tags)["run_id"]
 
     return _never_fatal(begin, f"open the MLflow run of {run_dir}", tracking_uri)
 
@@ -255,7 +247,7 @@ def end_run(run_dir: str | Path, status: str) -> str | None:
         return None
 
     def end() -> str:
-        _client(record["tracking_uri"]).set_terminated(record["run_id"], status)
+        store_client(record["tracking_uri"]).set_terminated(record["run_id"], status)
         return record["run_id"]
 
     return _never_fatal(end, f"mark the MLflow run of {run_dir} {status}", record["tracking_uri"])

@@ -1,10 +1,9 @@
-"""The tracking store: URIs, creating the store and experiment once, retries, the git commit."""
+"""The tracking store: URIs, creating the store and experiment once, retries."""
 
 from __future__ import annotations
 
 import os
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-DEFAULT_EXPERIMENT = "ctrlsparse"
 RETRIES = 6
 
 
@@ -49,7 +47,8 @@ def with_retries(action: Callable[[], T], *, what: str, tries: int = RETRIES) ->
     raise AssertionError("unreachable")
 
 
-def _client(tracking_uri: str) -> Any:
+def store_client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` of the store (HTTP retries kept short: a job must not wait minutes on a server)."""
     _quiet_http()
     from mlflow.tracking import MlflowClient
 
@@ -61,7 +60,7 @@ def _client(tracking_uri: str) -> Any:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def _experiment_id(client: Any, tracking_uri: str, experiment: str) -> str:
+def experiment_id(client: Any, tracking_uri: str, experiment: str) -> str:
     """Get the experiment by name, creating it (artifacts next to a SQLite file, tagged
     :data:`EXPERIMENT_KIND`) if missing; an existing one without a kind gets the tag."""
     found = client.get_experiment_by_name(experiment)
@@ -88,30 +87,5 @@ def init_store(tracking_uri: str, experiment: str) -> str:
     db = sqlite_path(tracking_uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-    client = _client(tracking_uri)
-    return with_retries(lambda: _experiment_id(client, tracking_uri, experiment), what="mlflow init")
-
-
-def git_commit() -> str | None:
-    """Commit of the project checkout (``-dirty`` if tracked files changed); ``$CTRLSPARSE_GIT_COMMIT`` wins."""
-    if os.environ.get("CTRLSPARSE_GIT_COMMIT"):
-        return os.environ["CTRLSPARSE_GIT_COMMIT"]
-    for where in (Path(__file__).resolve().parents[2], Path.cwd()):
-        try:
-            commit = subprocess.run(
-                ["git", "-C", str(where), "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-            dirty = subprocess.run(
-                ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            continue
-        return commit + ("-dirty" if dirty else "")
-    return None
+    client = store_client(tracking_uri)
+    return with_retries(lambda: experiment_id(client, tracking_uri, experiment), what="mlflow init")

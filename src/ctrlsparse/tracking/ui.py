@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 
-from ctrlsparse.tracking.store import _client, sqlite_path
+from ctrlsparse.tracking.store import sqlite_path, store_client
 
 RUNS_VIEW = "workflowType=machine_learning"
 
 
 def links(tracking_uri: str, url: str) -> list[tuple[str, str]]:
     """(experiment name, link to its runs table) for every active experiment that has runs."""
-    client = _client(tracking_uri)
+    client = store_client(tracking_uri)
     found = []
     for experiment in client.search_experiments():
         if client.search_runs([experiment.experiment_id], max_results=1):

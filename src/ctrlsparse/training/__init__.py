@@ -1,1 +1,3 @@
-"""Training: build a run from its hyperparameters, then a short loop with small hooks."""
+"""Training: build a run from its hyperparameters (``setup``), the short loop (``loop``) and its hooks
+(evaluation, checkpoints, the summary, the step budget, the run lock, DDP), the ``train`` CLI and the ``purge``
+CLI that turns a finished run into its small model (``purge_cli``)."""

@@ -2,7 +2,8 @@
 
 Model, both optimizers (cooper's state holds the primal and the dual one), multipliers, the data-order
 generator and torch's RNG (gate noise), plus the metrics rows so far. The learning-rate schedule is a pure
-function of the epoch, so it needs no state. Loads with ``torch.load(weights_only=True)``.
+function of the epoch, so it needs no state. Loads with ``torch.load(weights_only=True)``
+(:func:`ctrlsparse.plumbing.files.read_checkpoint`).
 
 Each save keeps the checkpoint it replaces as ``checkpoint.prev.pt``. A checkpoint that cannot be read
 (truncated, overwritten, copied half-way) is moved aside to ``checkpoint.pt.corrupt`` with one line on stderr,
@@ -11,19 +12,17 @@ and the run resumes from the previous one, or starts afresh (saying so) when tha
 
 from __future__ import annotations
 
-import pickle
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ctrlsparse import paths
-from ctrlsparse.atomic import save_torch, write_csv
 from ctrlsparse.hparams import HParams
+from ctrlsparse.plumbing import paths
+from ctrlsparse.plumbing.files import UnreadableCheckpoint, read_checkpoint, save_torch, write_csv
 from ctrlsparse.training.setup import Run
 
 
@@ -58,39 +57,6 @@ def save(run: Run, progress: Progress, out_dir: Path) -> None:
     progress.last_save = time.monotonic()
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded safely (e.g. a pickle that would run code); the message says what to do."""
-
-
-class UnreadableCheckpoint(CheckpointError):
-    """A checkpoint that is not a complete torch archive (truncated, corrupt): a run falls back to its previous
-    checkpoint (:func:`read_latest`); elsewhere (a dense run to prune) it is a one-line error."""
-
-
-def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)``; the only non-tensor class allowed is cooper's nuPI init enum.
-
-    A file that needs anything else to unpickle (code to run, foreign classes) is refused, never executed
-    (:class:`CheckpointError`); one that is not a complete archive raises :class:`UnreadableCheckpoint`.
-    """
-    from cooper.optim.torch_optimizers.nupi_optimizer import nuPIInitType
-
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one has no central directory
-        raise UnreadableCheckpoint(f"{path} is not a complete checkpoint archive (truncated?)")
-    try:
-        with torch.serialization.safe_globals([nuPIInitType]):
-            return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0]
-        raise CheckpointError(
-            f"{path} is not a weights-only checkpoint and was not loaded ({reason}); "
-            "delete it if you want the run to start afresh"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:  # a damaged archive member
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise UnreadableCheckpoint(f"{path} cannot be read ({reason})") from None
-
-
 def read_latest(out_dir: Path, device: torch.device | str, main: bool = True) -> dict[str, Any] | None:
     """The newest readable checkpoint state in ``out_dir`` (``checkpoint.pt``, else ``checkpoint.prev.pt``),
     or None when there is none. An unreadable ``checkpoint.pt`` is moved aside (by the main process: DDP's
@@ -98,7 +64,7 @@ def read_latest(out_dir: Path, device: torch.device | str, main: bool = True) ->
     current, previous = paths.checkpoint_path(out_dir), paths.previous_checkpoint_path(out_dir)
     if current.exists():
         try:
-            return read(current, device)
+            return read_checkpoint(current, device)
         except UnreadableCheckpoint as error:
             problem = str(error)
             if main:
@@ -111,7 +77,7 @@ def read_latest(out_dir: Path, device: torch.device | str, main: bool = True) ->
     fallback = None
     if previous.exists():
         try:
-            fallback = read(previous, device)
+            fallback = read_checkpoint(previous, device)
         except UnreadableCheckpoint as error:
             problem += f", and {error}"
     if main:

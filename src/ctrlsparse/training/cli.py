@@ -11,8 +11,12 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ctrlsparse.errors import HParamError
 from ctrlsparse.feasibility import verdict_lines
-from ctrlsparse.hparams import DATASET_DEFAULTS, HParamError, HParams, format_number
+from ctrlsparse.hparams import HParams, format_number
+from ctrlsparse.hparams.defaults import DATASET_DEFAULTS
+from ctrlsparse.plumbing import paths
+from ctrlsparse.tracking.target import DEFAULT_EXPERIMENT, add_tracking_flags, off, tracking_target
 
 
 def _number_list(cast: type) -> Any:
@@ -49,11 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", required=True, type=Path, help="run directory (created; resumed if it has a checkpoint)"
     )
-    parser.add_argument("--mlflow-uri", help="mirror the finished run to this MLflow tracking URI")
-    parser.add_argument("--mlflow-experiment", default="ctrlsparse", help="MLflow experiment name")
-    parser.add_argument(
-        "--mlflow-env", type=Path, help="file of MLFLOW_URI=/MLFLOW_EXPERIMENT= lines (ctrlsparse mlflow-init)"
-    )
+    add_tracking_flags(parser, default="none: the run is not tracked")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     group = parser.add_argument_group("hyperparameters")
     for spec in fields(HParams):
@@ -118,8 +118,8 @@ def main(argv: list[str]) -> int:
     except HParamError as error:
         parser.error(f"{flag(error.key)}: {error.message}")
     main = os.environ.get("RANK", "0") == "0"  # under torchrun (DDP) only rank 0 talks to MLflow
-    tracking = Tracking.from_args(args) if main else Tracking(None, args.mlflow_experiment)
-    from ctrlsparse.training.checkpoint import CheckpointError  # torch only for valid flags
+    tracking = Tracking.from_args(args) if main else Tracking(None, DEFAULT_EXPERIMENT)
+    from ctrlsparse.plumbing.files import CheckpointError  # torch only for valid flags
     from ctrlsparse.training.job_time import JobTime
     from ctrlsparse.training.loop import DivergenceError, Interrupted, print_progress, train
     from ctrlsparse.training.run_lock import RunBusy
@@ -209,14 +209,8 @@ class Tracking:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Tracking:
-        uri, experiment = args.mlflow_uri, args.mlflow_experiment
-        if args.mlflow_env:  # written by `ctrlsparse mlflow-init`; read as data, never sourced
-            from ctrlsparse.tracking.cli import read_env_file
-
-            values = read_env_file(args.mlflow_env)
-            uri = uri if uri is not None else values.get("MLFLOW_URI")
-            experiment = values.get("MLFLOW_EXPERIMENT") or experiment
-        return cls(uri or None, experiment)
+        target = tracking_target(args, off)  # the flags > the tracking env file > not tracked
+        return cls(target.uri or None, target.experiment)
 
     def open(self, out: Path) -> None:
         if self.uri:
@@ -232,4 +226,15 @@ class Tracking:
         if status == "KILLED":  # the metrics follow when the resumed run ends
             end_run(out, status)
         else:
+            draw_dynamics(out)
             mirror_run(out, tracking_uri=self.uri, experiment=self.experiment, status=status)
+
+
+def draw_dynamics(out: Path) -> None:
+    """Draw the run's curves into ``dynamics.png`` (the MLflow artifact, which the mirror logs as it finds it)."""
+    try:
+        from ctrlsparse.report.run_plot import plot_run_dynamics
+
+        plot_run_dynamics(out, paths.dynamics_plot_path(out))
+    except Exception as error:  # a missing figure must not block the mirror
+        print(f"ctrlsparse: warning: no dynamics plot for {out}: {error}", file=sys.stderr)

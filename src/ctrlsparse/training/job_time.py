@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
-from ctrlsparse.atomic import write_json
+from ctrlsparse.plumbing import paths
+from ctrlsparse.plumbing.files import write_json
 
 
 @dataclass

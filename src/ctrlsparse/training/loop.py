@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from ctrlsparse import paths
-from ctrlsparse.atomic import write_csv, write_json
 from ctrlsparse.data.describe import describe
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import hparams_hash, pretrained_key, run_key
+from ctrlsparse.plumbing import paths
+from ctrlsparse.plumbing.files import write_csv, write_json
 from ctrlsparse.training import checkpoint, distributed, run_lock
 from ctrlsparse.training.evaluate import evaluate
 from ctrlsparse.training.setup import Run, build_run, set_learning_rates, weights_lr

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
 
 
 class RunBusy(RuntimeError):

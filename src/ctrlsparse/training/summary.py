@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-import ctrlsparse
-from ctrlsparse.cluster import slurm_job
 from ctrlsparse.feasibility import assess
-from ctrlsparse.training.checkpoint import Progress
-from ctrlsparse.training.setup import Run
+from ctrlsparse.plumbing.provenance import slurm_job, versions
+
+if TYPE_CHECKING:
+    from ctrlsparse.hparams import HParams
+    from ctrlsparse.training.checkpoint import Progress
+    from ctrlsparse.training.setup import Run
 
 COST_KEYS = ("expected_macs", "expected_params", "eval_macs", "eval_params")  # budget runs (evaluate.cost_metrics)
+LAST_KEYS = ("expected_density", "eval_density", "test_accuracy", "test_loss", "train_loss")  # from the last row
 
 
 def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, float]:
     return {key[len(prefix) :]: value for key, value in row.items() if key.startswith(prefix)}
 
 
-def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dict[str, Any]:
-    hp, last = run.hparams, progress.rows[-1]
-    summary = {
+def final_numbers(hp: HParams, identity: dict[str, Any], last: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The summary's schema up to the per-layer numbers: the run's identity and setting, then its last metrics
+    row (``last``, as ``metrics.csv`` holds it) after ``epochs`` epochs. Torch-free: the tests' synthetic runs
+    (tests/synthetic.py) write their summaries with it too."""
+    return {
         "run_key": identity["run_key"],
         "hparams_hash": identity["hparams_hash"],
         "dataset": hp.dataset,
@@ -38,16 +40,19 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "penalty": hp.penalty,
         "level": hp.level,
         "seed": hp.seed,
-        "epochs": progress.epoch,
-        "expected_density": last["expected_density"],
-        "eval_density": last["eval_density"],
-        "test_accuracy": last["test_accuracy"],
-        "test_loss": last["test_loss"],
-        "train_loss": last["train_loss"],
+        "epochs": epochs,
+        **{key: last[key] for key in LAST_KEYS},
         "layer_expected_density": _prefixed(last, "expected_density/"),
         "layer_eval_density": _prefixed(last, "eval_density/"),
         "multipliers": _prefixed(last, "multiplier/"),
         "violations": _prefixed(last, "violation/"),
+    }
+
+
+def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dict[str, Any]:
+    hp, last = run.hparams, progress.rows[-1]
+    summary = {
+        **final_numbers(hp, identity, last, progress.epoch),
         "sparsifiable_params": int(run.problem.density.total),
         "total_params": sum(p.numel() for name, p in run.model.named_parameters() if not name.endswith("log_alpha")),
         "steps": run.rates.steps,  # the step budget; the gates' and multipliers' rates below follow from it
@@ -56,10 +61,6 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "wall_seconds": progress.wall_seconds,
         "device": str(run.device),
         "slurm": slurm_job(),  # the job that finished training ({} outside SLURM); resumed runs name the last one
-        "versions": {
-            "torch": torch.__version__,
-            "cooper": version("cooper-optim"),
-            "ctrlsparse": ctrlsparse.__version__,
-        },
+        "versions": versions(),
     }
     return summary | assess(summary, hp.feasibility_tolerance)  # feasible, max_violation, eval_density_gap, ...

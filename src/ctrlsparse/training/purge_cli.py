@@ -3,7 +3,11 @@
 Writes ``purged.pt2`` (torch.export; plain torch loads it) and ``purge.json``, and adds ``params``, ``macs``,
 ``params_pct``, ``macs_pct`` (% of the dense model), ``dense_params``, ``dense_macs`` and
 ``purged_test_accuracy`` (the purged model's own test accuracy, which must equal the run's) to
-``summary.json``; with ``--mlflow-uri`` the run is mirrored again so MLflow has them too.
+``summary.json``; with a tracking target (``--tracking-uri`` or ``--tracking-env``) the run is mirrored again so
+MLflow has them too.
+
+It lives with training, not in :mod:`ctrlsparse.purge`: it rebuilds a finished training run (its setup and
+checkpoint) and hands the model to the purge, which knows nothing of runs.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
+from ctrlsparse.plumbing import paths
+from ctrlsparse.tracking.target import add_tracking_flags, off, tracking_target
 
 
 def purge_run(run_dir: Path) -> dict[str, Any]:
     """Purge the finished run in ``run_dir``; return the keys added to its summary."""
     import torch
 
-    from ctrlsparse.atomic import write_json
     from ctrlsparse.hparams import HParams
+    from ctrlsparse.plumbing.files import write_json
     from ctrlsparse.purge import count, purge, save_purged, size_report
     from ctrlsparse.training.checkpoint import load
     from ctrlsparse.training.setup import build_run
@@ -63,9 +68,7 @@ def accuracy(model: Any, data: Any, batch_size: int = 1024) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ctrlsparse purge", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished run directory (holds summary.json and checkpoint.pt)")
-    parser.add_argument("--mlflow-uri", help="mirror the run (with its new summary) to this MLflow tracking URI")
-    parser.add_argument("--mlflow-experiment", default="ctrlsparse", help="MLflow experiment name")
-    parser.add_argument("--mlflow-env", type=Path, help="file of MLFLOW_URI=/MLFLOW_EXPERIMENT= lines (mlflow-init)")
+    add_tracking_flags(parser, default="none: the run is not mirrored")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     for required in (paths.summary_path(args.run), paths.checkpoint_path(args.run), paths.hparams_path(args.run)):
@@ -79,16 +82,13 @@ def main(argv: list[str]) -> int:
         sizes = purge_run(args.run)
     except (ValueError, RuntimeError) as error:  # RuntimeError: no finished, readable checkpoint
         parser.exit(2, f"ctrlsparse purge: error: {args.run}: {error}\n")
-    uri, experiment = args.mlflow_uri, args.mlflow_experiment
-    if args.mlflow_env:
-        from ctrlsparse.tracking.cli import read_env_file
-
-        values = read_env_file(args.mlflow_env)
-        uri, experiment = values.get("MLFLOW_URI") or uri, values.get("MLFLOW_EXPERIMENT") or experiment
-    if uri:
+    target = tracking_target(args, off)  # the flags > the tracking env file > not mirrored
+    if target.enabled:
         from ctrlsparse.tracking import mirror_run
 
-        mirror_run(args.run, tracking_uri=uri, experiment=experiment)  # a failure only warns: the files stand
+        mirror_run(
+            args.run, tracking_uri=target.uri, experiment=target.experiment
+        )  # a failure only warns: the files stand
     print(
         f"{args.run}: {sizes['params']} params ({sizes['params_pct']:.2f}% of dense), {sizes['macs']} MACs "
         f"({sizes['macs_pct']:.2f}%), test accuracy {100 * sizes['purged_test_accuracy']:.2f}%",

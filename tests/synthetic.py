@@ -1,6 +1,7 @@
-"""Synthetic run directories that follow the train command's file schema exactly (no torch, no training).
+"""Synthetic run directories that follow the train command's file schema exactly (no training): a test fixture.
 
-For tests and benchmarks of the aggregation, plots, report and MLflow mirror:
+The summary is written with the train command's own :func:`ctrlsparse.training.summary.final_numbers`. For tests
+and benchmarks of the aggregation, plots, report and MLflow mirror:
 ``write_synthetic_run(root, dataset="digits", arch="mlp", method="constrained", target=(0.5,), seed=0)``.
 """
 
@@ -13,11 +14,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ctrlsparse import paths
 from ctrlsparse.data.describe import with_digest
 from ctrlsparse.feasibility import assess, worst_violation
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import STARTS_FROM_A_RUN, hparams_hash, run_key
+from ctrlsparse.plumbing import paths
+from ctrlsparse.training.summary import final_numbers
 
 # Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100;
 # LeNet5 at its MNIST sizes).
@@ -105,28 +107,8 @@ def write_synthetic_run(
         writer.writerows(rows)
 
     last = rows[-1]
-
-    def prefixed(prefix: str) -> dict[str, float]:
-        return {k[len(prefix) :]: v for k, v in last.items() if k.startswith(prefix)}
-
     summary = {
-        **identity,
-        "dataset": hp.dataset,
-        "arch": hp.arch,
-        "method": hp.method,
-        "variant": hp.variant,
-        "target_scope": hp.target_scope,
-        "constraint": hp.constraint,
-        "target": list(hp.target),
-        "penalty": hp.penalty,
-        "level": hp.level,
-        "seed": hp.seed,
-        "epochs": epochs,
-        **{k: last[k] for k in ("expected_density", "eval_density", "test_accuracy", "test_loss", "train_loss")},
-        "layer_expected_density": prefixed("expected_density/"),
-        "layer_eval_density": prefixed("eval_density/"),
-        "multipliers": prefixed("multiplier/"),
-        "violations": prefixed("violation/"),
+        **final_numbers(hp, identity, last, epochs),
         "sparsifiable_params": sum(SIZES.get(hp.arch, [2])),
         "total_params": sum(SIZES.get(hp.arch, [2])) + 500,
         "wall_seconds": 0.05 * epochs,

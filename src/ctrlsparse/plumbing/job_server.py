@@ -1,4 +1,4 @@
-"""A warm job server: run ``ctrlsparse train|purge|track`` commands as forks of one process that has already
+"""The warm job server: run ``ctrlsparse train|purge|track`` commands as forks of one process that has already
 imported torch, torch._dynamo, cooper and mlflow (about 10 s of CPU per process on the 2-core VMs).
 
 ``ctrlsparse serve --socket PATH`` imports once and listens on a Unix socket. A command whose environment
@@ -13,6 +13,10 @@ The Snakemake workflow starts a server for local execution only (never for clust
 would escape the job's allocation) and stops it when the workflow ends; the server also exits when the
 process that started it dies. Fork safety: the server never starts threads, OpenMP pools or CUDA, so each
 child starts from a clean single-threaded image and sets its own thread count (``--threads``).
+
+The commands a child runs come from the table handed to :func:`main` (``ctrlsparse.cli.dispatch``): the
+server never imports the command line, and the client (:mod:`ctrlsparse.plumbing.job_client`) never imports
+the server.
 """
 
 from __future__ import annotations
@@ -24,14 +28,13 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-ENV_VAR = "CTRLSPARSE_SERVER"
-# Subcommands a server runs; the others (report, plots, ...) are torch-free and start fast on their own.
-SERVED = frozenset({"train", "purge", "track"})
+from ctrlsparse.plumbing.job_client import ENV_VAR, HEADER, identity, kill
+
 # What the children would import anyway; the train CLI imports torch only once its flags are valid.
 PRELOAD = (
     "torch",
@@ -45,74 +48,23 @@ PRELOAD = (
     "ctrlsparse.problems.constrained",
     "ctrlsparse.problems.penalized",
     "ctrlsparse.problems.magnitude",
-    "ctrlsparse.purge.cli",
+    "ctrlsparse.training.purge_cli",
     "ctrlsparse.tracking.mirror",
 )
-HEADER = struct.Struct("!I")  # length of the JSON request that follows
-
-
-def identity() -> dict[str, str]:
-    """A client and a server must run the same interpreter and library to swap one for the other."""
-    from ctrlsparse import __version__
-
-    return {"prefix": sys.prefix, "executable": sys.executable, "version": __version__}
-
-
-# --- client side (stdlib only: a served command costs a connect, not an import of torch) ---
-
-
-def run_served(command: str, argv: list[str]) -> int | None:
-    """Run ``ctrlsparse COMMAND ARGV`` in the server named by $CTRLSPARSE_SERVER and return its exit code;
-    None when there is no usable server (the caller then runs the command itself)."""
-    address = os.environ.get(ENV_VAR)
-    if not address or command not in SERVED or "LOCAL_RANK" in os.environ:  # torchrun workers run themselves
-        return None
-    try:
-        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        connection.connect(address)
-    except OSError:
-        return None
-    with connection:
-        request = {"argv": [command, *argv], "cwd": os.getcwd(), "env": dict(os.environ), **identity()}
-        payload = json.dumps(request).encode()
-        try:
-            socket.send_fds(connection, [HEADER.pack(len(payload))], [0, 1, 2])
-            connection.sendall(payload)
-            reader = connection.makefile("r")
-            first = reader.readline().split()
-        except OSError:
-            return None
-        if first[:1] != ["pid"]:  # "refused <why>": another environment; run here
-            return None
-        child = int(first[1])
-        forward = {sig: signal.signal(sig, lambda signum, frame: _kill(child, signum)) for sig in FORWARDED}
-        try:
-            last = reader.readline().split()
-        finally:
-            for sig, previous in forward.items():
-                signal.signal(sig, previous)
-        if last[:1] != ["exit"]:
-            print(f"ctrlsparse: the job server ({address}) went away while running the command", file=sys.stderr)
-            return 1
-        return int(last[1])
-
-
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-def _kill(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
-
-# --- server side ---
 
 
 class Server:
     """One listening socket, one forked child per request; single-threaded (selectors + SIGCHLD wake-ups)."""
 
-    def __init__(self, address: Path, parent: int | None = None, idle_seconds: float = 3600.0):
+    def __init__(
+        self,
+        address: Path,
+        dispatch: Callable[[list[str]], int],
+        parent: int | None = None,
+        idle_seconds: float = 3600.0,
+    ):
         self.address = address
+        self.dispatch = dispatch  # runs one command line (argv) in this process: the CLI's command table
         self.parent = parent
         self.idle_seconds = idle_seconds
         self.children: dict[int, socket.socket] = {}  # pid -> the client's connection
@@ -145,7 +97,7 @@ class Server:
                     elif key.data == "signal":
                         _drain(wake_read)
                     else:  # a client hung up before its child ended (killed): stop the child
-                        _kill(key.data, signal.SIGTERM)
+                        kill(key.data, signal.SIGTERM)
                         self.selector.unregister(key.fileobj)
                 self._reap()
                 if self.children:
@@ -156,7 +108,7 @@ class Server:
                     break
         finally:
             for pid in self.children:
-                _kill(pid, signal.SIGTERM)
+                kill(pid, signal.SIGTERM)
             listener.close()
             self.address.unlink(missing_ok=True)
 
@@ -189,7 +141,7 @@ class Server:
                 listener.close()
                 for other in (*private, *self.children.values()):
                     other.close()
-                _run_child(request, fds, connection)
+                _run_child(request, fds, connection, self.dispatch)
             self.children[pid] = connection
             connection.sendall(f"pid {pid}\n".encode())
             self.selector.register(connection, selectors.EVENT_READ, pid)
@@ -218,7 +170,7 @@ class Server:
             connection.close()
 
 
-def _run_child(request: dict, fds: list[int], connection: socket.socket) -> None:
+def _run_child(request: dict, fds: list[int], connection: socket.socket, dispatch: Callable[[list[str]], int]) -> None:
     """In the forked child: become the command (cwd, environment, stdio, argv), run it, exit with its code."""
     code = 1
     try:
@@ -234,8 +186,6 @@ def _run_child(request: dict, fds: list[int], connection: socket.socket) -> None
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = ["ctrlsparse", *request["argv"]]
-        from ctrlsparse.cli import dispatch
-
         code = dispatch(request["argv"])
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
@@ -293,7 +243,8 @@ def preload() -> None:
     torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3).zero_grad()
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], dispatch: Callable[[list[str]], int]) -> int:
+    """``ctrlsparse serve``: serve the commands that ``dispatch`` runs (handed in by :mod:`ctrlsparse.cli`)."""
     parser = argparse.ArgumentParser(
         prog="ctrlsparse serve",
         description="Run served commands (train, purge, track) as forks of one warm process; clients find it "
@@ -306,5 +257,5 @@ def main(argv: list[str]) -> int:
     if len(str(args.socket)) > 100:  # AF_UNIX paths are limited to ~107 bytes
         parser.error(f"--socket: {str(args.socket)!r} is longer than 100 characters; choose a shorter path")
     preload()
-    Server(args.socket, parent=args.parent, idle_seconds=args.idle_seconds).serve_forever()
+    Server(args.socket, dispatch, parent=args.parent, idle_seconds=args.idle_seconds).serve_forever()
     return 0

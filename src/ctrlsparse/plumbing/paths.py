@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The directory under a results directory that holds every run (``results/runs/<run key>/``), shared by grids.
+RUN_ROOT = "runs"
+
 # Files inside one run directory.
 METRICS = "metrics.csv"  # one row per epoch
 HPARAMS = "hparams.json"  # fully resolved hyperparameters
@@ -19,6 +22,11 @@ CORRUPT_SUFFIX = ".corrupt"  # an unreadable file moved aside (e.g. summary.json
 TRAIN_JOB = "train_job.json"  # where the last train job's time went (its epochs, its MLflow mirror)
 MLFLOW_RUN = "mlflow_run.json"  # id of the MLflow run that mirrors this directory
 DYNAMICS_PLOT = "dynamics.png"  # per-run training-dynamics figure (MLflow artifact)
+
+
+def runs_root(results: str | Path) -> Path:
+    """The directory of every run under a results directory: ``<results>/runs``."""
+    return Path(results) / RUN_ROOT
 
 
 def run_dir(root: str | Path, run_key: str) -> Path:

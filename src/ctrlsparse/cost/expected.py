@@ -1,0 +1,118 @@
+"""Closed-form expected MACs and parameters of a gated model (see :mod:`ctrlsparse.cost` for the rules)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ctrlsparse import gates as hc
+from ctrlsparse.cost.expr import Expr, vector
+from ctrlsparse.cost.terms import cost_terms
+from ctrlsparse.layers import GatedLayer, gated_layers
+from ctrlsparse.purge.count import count
+from ctrlsparse.purge.graph import trace
+
+
+class ExpectedCost:
+    """Closed-form expected MACs and parameters of ``model`` (traced once on ``example``), see the module doc."""
+
+    def __init__(self, model: nn.Module, example: Tensor):
+        named = gated_layers(model)
+        unstructured = [name for name, layer in named if not layer.structured]
+        if unstructured:
+            raise ValueError(f"layer {unstructured[0]} is gated per weight; MAC/param budgets need structured gates")
+        self.layers: list[GatedLayer] = [layer for _, layer in named]
+        self.log_alphas = [layer.log_alpha for layer in self.layers]
+        self.counts = [layer.n_gates for layer in self.layers]
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                traced = trace(model, example[:1])
+                dense = count(model, example[:1])
+        finally:
+            model.train(training)
+        index = {id(layer): i for i, layer in enumerate(self.layers)}
+        self.terms = cost_terms(traced, index)
+        self.dense_macs, self.dense_params = float(dense.macs), float(dense.params)
+        self._compile(len(self.layers))
+        self.unmodelled_macs = 0.0
+        all_open = self.costs(torch.ones(sum(self.counts), dtype=torch.float64))
+        self.unmodelled_macs = self.dense_macs - float(all_open["macs"])  # ops outside the walk (full width)
+
+    def _compile(self, n_layers: int) -> None:
+        """The terms as one small program: a vector s of sums (s[0] = 1, then each layer's sum of P, then the sum
+        of every other expression), and per term two indices into s and a coefficient for MACs and params, so
+        that a call costs a handful of tensor ops whatever the number of terms."""
+        slots: dict[int, int] = {}
+        self._vectors: list[Expr] = []
+
+        def slot(expr: Expr | None) -> tuple[int, float]:  # (index into s, constant factor)
+            if expr is None or expr.op == "one":
+                return 0, 1.0 if expr is None else float(expr.width)
+            if expr.op == "gates":
+                return 1 + expr.arg, 1.0
+            if id(expr) not in slots:
+                slots[id(expr)] = 1 + n_layers + len(self._vectors)
+                self._vectors.append(expr)
+            return slots[id(expr)], 1.0
+
+        first, second, weights = [], [], []
+        for term in self.terms:
+            if term.a.op == "zero" or (term.b is not None and term.b.op == "zero"):
+                continue
+            (a, factor_a), (b, factor_b) = slot(term.a), slot(term.b)
+            first.append(a)
+            second.append(b)
+            coefficient = term.coefficient * factor_a * factor_b
+            weights.append([coefficient if term.quantity == quantity else 0.0 for quantity in ("macs", "params")])
+        self._first, self._second = torch.tensor(first, dtype=torch.long), torch.tensor(second, dtype=torch.long)
+        self._weights = torch.tensor(weights, dtype=torch.float64).reshape(-1, 2).T.contiguous()
+        self._layer_of_gate = torch.repeat_interleave(
+            torch.arange(n_layers), torch.tensor(self.counts, dtype=torch.long)
+        )
+        self._n_layers = n_layers
+        self._cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
+
+    def _constants(self, p: Tensor) -> tuple[Tensor, ...]:
+        key = (p.device, p.dtype)
+        if key not in self._cache:
+            self._cache[key] = (
+                self._first.to(p.device),
+                self._second.to(p.device),
+                self._weights.to(p.device, p.dtype),
+                self._layer_of_gate.to(p.device),
+                torch.tensor([1.0, 0.0], device=p.device, dtype=p.dtype),
+                torch.tensor([1.0 / self.dense_macs, 1.0 / self.dense_params], device=p.device, dtype=p.dtype),
+            )
+        return self._cache[key]
+
+    def costs(self, p: Tensor) -> dict[str, Tensor]:
+        """Expected ``macs`` and ``params`` given every gate's P(active), all layers concatenated in order."""
+        totals = self._totals(p)
+        return {"macs": totals[0], "params": totals[1]}
+
+    def _totals(self, p: Tensor) -> Tensor:
+        first, second, weights, layer_of_gate, macs_only, _ = self._constants(p)
+        sums = [p.new_ones(1), p.new_zeros(self._n_layers).index_add(0, layer_of_gate, p)]
+        if self._vectors:
+            parts, memo = p.split(self.counts), {}
+            sums.append(torch.stack([vector(expr, parts, memo).sum() for expr in self._vectors]))
+        s = torch.cat(sums)
+        return weights @ (s[first] * s[second]) + self.unmodelled_macs * macs_only
+
+    def share_vector(self, p: Tensor | None = None) -> Tensor:
+        """[expected MAC share, expected param share] of the dense model, at ``p`` (default: the gates' P)."""
+        if p is None:
+            p = hc.prob_active(torch.cat(self.log_alphas)) if self.layers else torch.zeros(0)
+        return self._totals(p) * self._constants(p)[5]
+
+    def expected(self) -> dict[str, Tensor]:
+        """Expected MACs and params at the gates' current P(active) (differentiable in log alpha)."""
+        p = hc.prob_active(torch.cat(self.log_alphas)) if self.layers else torch.zeros(0)
+        return self.costs(p)
+
+    def shares(self) -> dict[str, Tensor]:
+        """Expected MACs and params as fractions of the dense model's."""
+        shares = self.share_vector()
+        return {"macs": shares[0], "params": shares[1]}

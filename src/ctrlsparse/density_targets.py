@@ -1,0 +1,23 @@
+"""The density targets of a run's gated layers: one for all, or one each (torch-free, beside :mod:`ctrlsparse.density`,
+which they constrain; the workflow checks a config's layer-wise lists with it before any job starts)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ctrlsparse.errors import HParamError
+
+
+def layer_targets(targets: Sequence[float], layer_names: Sequence[str], arch: str, shown: str = "given") -> list[float]:
+    """One density target per gated layer: a single target applies to every layer, else one target each.
+
+    ``shown`` is how the error message shows the targets (the config check shows the list itself).
+    """
+    n = len(layer_names)
+    if len(targets) in (1, n):
+        return list(targets) * (n // len(targets))
+    raise HParamError(
+        "target",
+        f"{len(targets)} layer-wise targets {shown}, but arch {arch!r} has {n} gated layers "
+        f"({', '.join(layer_names)}); give one target or {n}",
+    )

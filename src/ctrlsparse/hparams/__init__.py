@@ -1,0 +1,16 @@
+"""Typed hyperparameters of one run: the :class:`HParams` type (``fields``), the checks it passes when made
+(``checks``), the per-data-set, per-arch and per-method presets it resolves from (``defaults``), and how its
+numbers are written (``text``). Run identity is computed from them in :mod:`ctrlsparse.identity`.
+
+Torch-free: the CLI derives its flags from :class:`HParams` and the Snakemake workflow resolves them to name
+output directories, without paying for ``import torch``.
+
+Resolution order (later wins): field defaults < ``DATASET_DEFAULTS`` for the dataset < ``ARCH_DEFAULTS`` for
+the arch < ``LAYERWISE_DEFAULTS`` for the dataset (layer-wise runs only) < ``METHOD_DEFAULTS`` (fine-tuning
+recipes) < values given.
+"""
+
+from ctrlsparse.hparams.fields import EXECUTION, TARGETED_METHODS, HParams
+from ctrlsparse.hparams.text import format_number
+
+__all__ = ["EXECUTION", "TARGETED_METHODS", "HParams", "format_number"]

@@ -1,0 +1,121 @@
+"""The checks every :class:`~ctrlsparse.hparams.HParams` passes when it is made: names against their
+registries, choices, ranges, the budget's form; each failure is one :class:`~ctrlsparse.errors.HParamError`
+that names the field and says what to give instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ctrlsparse.errors import HParamError, UnknownNameError
+from ctrlsparse.hparams.text import format_number
+from ctrlsparse.registry import ARCHS, DATASETS, METHODS
+
+TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,=+-")
+SCOPES = ("model", "layer", "none")
+BUDGET_KINDS = ("macs", "params")  # budget kinds, in the order a budget is written
+OPTIMIZERS = ("adam", "sgd")
+DUAL_OPTIMIZERS = ("sgd", "nupi")
+CONSTRAINTS = ("le", "eq")
+VIOLATIONS = ("absolute", "relative")
+GATINGS = ("structured", "unstructured")
+
+
+def check(hparams: Any) -> str:
+    """Raise :class:`HParamError` for the first bad value of ``hparams`` (an HParams being made); return its
+    budget written one way (:func:`_canonical_budget`)."""
+    for key, registry in (("dataset", DATASETS), ("arch", ARCHS), ("method", METHODS)):
+        try:
+            registry.check(getattr(hparams, key))
+        except UnknownNameError as error:
+            raise HParamError(key, str(error)) from None
+    _choice(hparams, "target_scope", SCOPES)
+    _choice(hparams, "optimizer", OPTIMIZERS)
+    _choice(hparams, "dual_optimizer", DUAL_OPTIMIZERS)
+    _choice(hparams, "constraint", CONSTRAINTS)
+    _choice(hparams, "violation", VIOLATIONS)
+    _choice(hparams, "gating", GATINGS)
+    budget = _canonical_budget(hparams)
+    if not hparams.target:
+        raise HParamError("target", "no value given; give a density fraction such as 0.5")
+    for value in hparams.target:
+        if not 0.0 < value <= 1.0:
+            raise HParamError("target", f"{value:g} is outside (0, 1]; give a density fraction such as 0.5")
+    if len(hparams.target) > 1 and hparams.target_scope != "layer":
+        raise HParamError("target", "a list of targets needs target_scope 'layer' (one target per gated layer)")
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if getattr(hparams, key) < 1:
+            raise HParamError(key, f"{getattr(hparams, key)} must be a positive integer")
+    for key in ("lr", "gates_lr", "dual_lr"):
+        if not getattr(hparams, key) > 0:
+            raise HParamError(key, f"{getattr(hparams, key)} must be > 0")
+    for key in (
+        "penalty",
+        "weight_decay",
+        "momentum",
+        "threads",
+        "checkpoint_seconds",
+        "reference_steps",
+        "feasibility_tolerance",
+        "gates_polarization",
+    ):
+        if getattr(hparams, key) < 0:
+            raise HParamError(key, f"{getattr(hparams, key)} must be >= 0")
+    if hparams.data_workers < -1:
+        raise HParamError("data_workers", f"{hparams.data_workers} must be >= -1 (-1: choose from the threads)")
+    if not set(hparams.tag) <= TAG_CHARACTERS:
+        raise HParamError("tag", f"{hparams.tag!r} may hold only letters, digits and _ . , = + -")
+    if not 0.0 < hparams.alpha_min < 1.0:
+        raise HParamError("alpha_min", f"{hparams.alpha_min} must lie in (0, 1), e.g. 0.01 (the paper)")
+    if not 0.0 <= hparams.gates_beta2 < 1.0:
+        raise HParamError("gates_beta2", f"{hparams.gates_beta2} must lie in [0, 1), e.g. 0.999 (torch's Adam)")
+    if not 0.0 < hparams.droprate_init < 1.0:
+        raise HParamError("droprate_init", f"{hparams.droprate_init} must lie in (0, 1)")
+    _check_external(hparams)
+    return budget
+
+
+def _check_external(hparams: Any) -> None:
+    """The fields of external archs (torchvision:, module:) and of the imagefolder data set."""
+    external = hparams.arch.startswith(("torchvision:", "module:"))
+    for key, unset in (("arch_weights", ""), ("arch_input_size", 0)):
+        if getattr(hparams, key) != unset and not external:
+            raise HParamError(key, f"applies to torchvision:/module: archs only, not {hparams.arch!r}; leave it unset")
+    if hparams.arch_input_size < 0 or hparams.image_size < 1:
+        key = "arch_input_size" if hparams.arch_input_size < 0 else "image_size"
+        raise HParamError(key, f"{getattr(hparams, key)} must be a positive number of pixels")
+    for key in ("image_mean", "image_std"):
+        if len(getattr(hparams, key)) != 3:
+            raise HParamError(key, f"{getattr(hparams, key)} must hold 3 numbers (R,G,B)")
+    if min(hparams.image_std) <= 0:
+        raise HParamError("image_std", f"{hparams.image_std} must be > 0")
+
+
+def _canonical_budget(hparams: Any) -> str:
+    """The budget checked and written one way (kinds in :data:`BUDGET_KINDS` order, shortest numbers)."""
+    values: dict[str, float] = {}
+    for part in (p.strip() for p in hparams.budget.split(",") if p.strip()):
+        kind, sign, text = part.partition("=")
+        try:
+            value = float(text) if sign else None
+        except ValueError:
+            value = None
+        if kind not in BUDGET_KINDS or value is None or kind in values:
+            raise HParamError(
+                "budget",
+                f"{part!r} is not kind=fraction with one of: {', '.join(BUDGET_KINDS)} (once each), e.g. macs=0.3",
+            )
+        if not 0.0 < value <= 1.0:
+            raise HParamError("budget", f"{part!r}: the fraction must lie in (0, 1], e.g. macs=0.3")
+        values[kind] = value
+    if values and hparams.method != "constrained":
+        raise HParamError("budget", f"budgets are constraints: give method constrained, not {hparams.method!r}")
+    if values and hparams.gating != "structured":
+        raise HParamError("budget", "MAC/parameter budgets need structured gates (--gating structured)")
+    if hparams.target_scope == "none" and not values:
+        raise HParamError("target_scope", "'none' leaves no constraint: give a --budget such as macs=0.3")
+    return ",".join(f"{kind}={format_number(values[kind])}" for kind in BUDGET_KINDS if kind in values)
+
+
+def _choice(hparams: Any, key: str, choices: tuple[str, ...]) -> None:
+    if getattr(hparams, key) not in choices:
+        raise HParamError(key, f"unknown value {getattr(hparams, key)!r}; choose one of: {', '.join(choices)}")
