@@ -54,7 +54,8 @@ def finished_one(job: dict[str, Any]) -> dict[str, Any] | None:
     """The summary of a job whose run already finished under --root (with its errors' inputs); None if not."""
     import json
 
-    from ctrlsparse.hparams import HParams, run_key
+    from ctrlsparse.hparams import HParams
+    from ctrlsparse.identity import run_key
     from ctrlsparse.tracking.mirror import read_metrics
 
     job = dict(job)
@@ -96,7 +97,7 @@ def jobs_for(args: argparse.Namespace) -> list[dict[str, Any]]:
         for budget in args.budgets:
             base = {"dataset": dataset, "epochs": max(1, round(budget / per_epoch)), "budget": budget}
             base |= {"root": str(args.root)}
-            for arch in ARCHS[dataset]:
+            for arch in [a for a in ARCHS[dataset] if not args.archs or a in args.archs]:
                 reduced = {} if args.full else REDUCED.get(arch, {})
                 if budget not in reduced.get("budgets", (budget,)):
                     continue
@@ -166,6 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     numbers = lambda cast: lambda text: [cast(x) for x in text.split(",") if x]  # noqa: E731
     parser.add_argument("--datasets", type=numbers(str), default=list(ARCHS))
+    parser.add_argument("--archs", type=numbers(str), default=[], help="only these archs (default: every one)")
     parser.add_argument("--budgets", type=numbers(int), default=list(BUDGETS), help="optimizer steps per run")
     parser.add_argument("--targets", type=numbers(float), default=list(TARGETS))
     parser.add_argument("--scopes", type=numbers(str), default=["model", "layer"])
