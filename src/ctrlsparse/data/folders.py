@@ -109,3 +109,22 @@ class StreamedImages:
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         return self._batches(self._loader(self.test, batch_size=batch_size, shuffle=False))
+
+
+def image_folder_pair(name: str, folder: Path, train_transform, test_transform) -> tuple[Dataset, Dataset]:
+    """torchvision ImageFolders over ``folder/train`` and ``folder/val`` (RGB); a class folder without images is
+    one line naming data set ``name`` and the folder."""
+    from torchvision import datasets
+
+    try:
+        train = datasets.ImageFolder(str(folder / "train"), transform=train_transform, loader=rgb_image)
+        test = datasets.ImageFolder(str(folder / "val"), transform=test_transform, loader=rgb_image)
+    except FileNotFoundError as error:
+        raise fail(name, folder, str(error).splitlines()[0]) from None
+    return train, test
+
+
+def rgb_image(path: str) -> Image.Image:
+    """ImageFolder's loader (module level, so worker processes can pickle it)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")

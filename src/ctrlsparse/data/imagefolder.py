@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctrlsparse.data.folders import StreamedImages
-from ctrlsparse.data.imagenet import _rgb, class_folders
+from ctrlsparse.data.folders import StreamedImages, image_folder_pair
+from ctrlsparse.data.imagenet import class_folders
 from ctrlsparse.data.layouts import fail, locate
 
 
@@ -29,7 +29,7 @@ def load_imagefolder(
     image_std: tuple[float, ...] = (0.229, 0.224, 0.225),
 ) -> StreamedImages:
     """Streamed images (3, image_size, image_size), labels 0..classes-1. ``download`` is refused (your data)."""
-    from torchvision import datasets, transforms
+    from torchvision import transforms
     from torchvision.transforms import InterpolationMode
 
     if download:
@@ -47,10 +47,6 @@ def load_imagefolder(
             transforms.PILToTensor(),
         ]
     )
-    try:
-        train = datasets.ImageFolder(str(folder / "train"), transform=transform, loader=_rgb)
-        test = datasets.ImageFolder(str(folder / "val"), transform=transform, loader=_rgb)
-    except FileNotFoundError as error:  # a class folder without images
-        raise fail("imagefolder", folder, str(error).splitlines()[0]) from None
+    train, test = image_folder_pair("imagefolder", folder, transform, transform)
     shape = (3, image_size, image_size)
     return StreamedImages(train, test, len(train_classes), shape, tuple(image_mean), tuple(image_std), workers=workers)

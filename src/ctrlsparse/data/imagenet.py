@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
 from ctrlsparse.data.download import ensure
-from ctrlsparse.data.folders import StreamedImages
+from ctrlsparse.data.folders import StreamedImages, image_folder_pair
 from ctrlsparse.data.layouts import fail, locate
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -27,7 +25,7 @@ def class_folders(split: Path) -> list[str]:
 
 def load_imagenet(root: Path, download: bool = False, workers: int = 0) -> StreamedImages:
     """Streamed images (3, 224, 224), labels 0..999 (as many as there are class folders)."""
-    from torchvision import datasets, transforms
+    from torchvision import transforms
     from torchvision.transforms import InterpolationMode
 
     ensure("imagenet", root, download)
@@ -51,15 +49,5 @@ def load_imagenet(root: Path, download: bool = False, workers: int = 0) -> Strea
             transforms.PILToTensor(),
         ]
     )
-    try:
-        train = datasets.ImageFolder(str(folder / "train"), transform=train_transform, loader=_rgb)
-        test = datasets.ImageFolder(str(folder / "val"), transform=test_transform, loader=_rgb)
-    except FileNotFoundError as error:  # a class folder without images
-        raise fail("imagenet", folder, str(error).splitlines()[0]) from None
+    train, test = image_folder_pair("imagenet", folder, train_transform, test_transform)
     return StreamedImages(train, test, len(train_classes), (3, CROP, CROP), MEAN, STD, workers=workers)
-
-
-def _rgb(path: str) -> Image.Image:
-    """ImageFolder's loader (module level, so worker processes can pickle it)."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
