@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ctrlsparse.gates import prob_active
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import run_key
 from ctrlsparse.plumbing.files import read_checkpoint
@@ -41,5 +42,9 @@ def test_two_gloo_processes_train_like_one(tmp_path):
     # Same init, same gate samples, the average of the two halves' gradients. 1,437 digits never split evenly:
     # each epoch's last batch (29) gives 15/14 examples, whose mean of means differs from the mean by ~1e-3.
     for name in theirs:
+        if name.endswith("log_alpha"):  # compare what a gate means, P(active): a saturated gate's gradient is so
+            # small that the 1e-3 moves Adam's normalised step (measured: an open fc3 gate at log alpha 4.33 vs 3.91,
+            # P(active) 0.997 vs 0.996)
+            ours[name], theirs[name] = prob_active(ours[name]), prob_active(theirs[name])
         assert torch.allclose(ours[name], theirs[name], atol=1e-2), name
     assert any(not torch.equal(ours[name], theirs[name]) for name in theirs)  # two real processes, not one
