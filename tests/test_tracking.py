@@ -186,7 +186,8 @@ def test_experiments_are_created_or_tagged_as_model_development_so_the_ui_opens_
     client = mlflow.tracking.MlflowClient(store)
     assert tracking.main_init(["--tracking-uri", store, "--experiment", "fresh"]) == 0
     assert client.get_experiment_by_name("fresh").tags["mlflow.experimentKind"] == "custom_model_development"
-    old = client.create_experiment("created elsewhere")  # e.g. by an older ctrlsparse: no kind
+    # e.g. by an older ctrlsparse: no kind (artifacts under tmp_path: MLflow's default is ./mlruns in the cwd)
+    old = client.create_experiment("created elsewhere", artifact_location=(tmp_path / "elsewhere").as_uri())
     assert "mlflow.experimentKind" not in client.get_experiment(old).tags
     run_dir = write_synthetic_run(tmp_path / "runs", dataset="digits", arch="mlp", method="dense")
     assert tracking.mirror_run(run_dir, tracking_uri=store, experiment="created elsewhere") is not None
