@@ -38,32 +38,37 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from ctrlsparse.hparams import HParams
-    from ctrlsparse.identity import run_key
-    from ctrlsparse.tracking.mirror import read_metrics
     from ctrlsparse.training.loop import train
 
-    root, budget = Path(job.pop("root")), job.pop("budget")
-    hparams = HParams.resolve(**job)
-    out = root / run_key(hparams)
-    summary = train(hparams, out, on_epoch=None)
-    return summary | {"budget": budget, "reached": reached(summary, read_metrics(out / "metrics.csv"))}
+    hparams, out, budget = locate(job)
+    return with_reach(train(hparams, out, on_epoch=None), out, budget)
 
 
 def finished_one(job: dict[str, Any]) -> dict[str, Any] | None:
     """The summary of a job whose run already finished under --root (with its errors' inputs); None if not."""
     import json
 
+    from ctrlsparse.plumbing import paths
+
+    _, out, budget = locate(job)
+    if not paths.summary_path(out).exists():
+        return None
+    return with_reach(json.loads(paths.summary_path(out).read_text()), out, budget)
+
+
+def locate(job: dict[str, Any]) -> tuple[Any, Path, int]:
+    """(hparams, run directory under the job's root, budget) of a job (the job itself is left as it is)."""
     from ctrlsparse.hparams import HParams
     from ctrlsparse.identity import run_key
+
+    given = {key: value for key, value in job.items() if key not in ("root", "budget")}
+    hparams = HParams.resolve(**given)
+    return hparams, Path(job["root"]) / run_key(hparams), job["budget"]
+
+
+def with_reach(summary: dict[str, Any], out: Path, budget: int) -> dict[str, Any]:
     from ctrlsparse.tracking.mirror import read_metrics
 
-    job = dict(job)
-    root, budget = Path(job.pop("root")), job.pop("budget")
-    out = root / run_key(HParams.resolve(**job))
-    if not (out / "summary.json").exists():
-        return None
-    summary = json.loads((out / "summary.json").read_text())
     return summary | {"budget": budget, "reached": reached(summary, read_metrics(out / "metrics.csv"))}
 
 
