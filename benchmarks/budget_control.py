@@ -5,9 +5,11 @@
 
 Each budget run (``--budget macs=B --target-scope none``, the field defaults otherwise) is purged with
 ``ctrlsparse purge``'s own function; the table gives the purged share of the dense MACs / params against the
-budget (goal: within 1 point) and, beside it, a density-constrained run at the density the budget run ended at
-("the same size" in the gated groups), with its purged share and accuracy. Runs go to --out (default: a fresh
-temporary directory) and print one Markdown row each as they finish.
+budget (goal: within 1 point) and, beside it, a density-constrained run of the same size: the density target
+that buys the same purged share, found the way a user without budgets would, by trial: first the density the
+budget run ended at, then (if that run's share is more than a point off) one secant step,
+target x budget / share. The row shows the try whose share came closest, and how many tries it took. Runs go to
+--out (default: a fresh temporary directory) and print one Markdown row each as they finish.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 
 BUDGETS = "macs=0.2,macs=0.35,macs=0.5,params=0.2,params=0.5"
 HEADER = (
-    "| data | arch | budget | purged share | gap (pts) | accuracy | density run: target | its share | accuracy |\n"
+    "| data | arch | budget | purged share | gap (pts) | accuracy | same-size density run: target | its share | "
+    "accuracy |\n"
     "|---|---|---|---|---|---|---|---|---|"
 )
 
@@ -38,19 +41,27 @@ def train_and_purge(given: dict, out: Path) -> dict:
 
 def one_budget(dataset: str, arch: str, budget: str, epochs: int | None, seed: int, root: Path, compare: bool) -> str:
     kind, _, share = budget.partition("=")
+    goal = 100 * float(share)
     common = {"dataset": dataset, "arch": arch, "seed": seed, "epochs": epochs, "threads": 1}
     ours = train_and_purge({**common, "budget": budget, "target_scope": "none"}, root / dataset / arch / budget)
     achieved = ours[f"{kind}_pct"]
-    target = round(ours["expected_density"], 3)
+    row = (
+        f"| {dataset} | {arch} | {budget} | {achieved:.2f}% | {achieved - goal:+.2f} | "
+        f"{100 * ours['test_accuracy']:.2f}% |"
+    )
     if not compare:
-        return (
-            f"| {dataset} | {arch} | {budget} | {achieved:.2f}% | {achieved - 100 * float(share):+.2f} | "
-            f"{100 * ours['test_accuracy']:.2f}% | {target:g} | - | - |"
-        )
-    density = train_and_purge({**common, "target": (target,)}, root / dataset / arch / f"density={target}")
-    return (
-        f"| {dataset} | {arch} | {budget} | {achieved:.2f}% | {achieved - 100 * float(share):+.2f} | "
-        f"{100 * ours['test_accuracy']:.2f}% | {target:g} | {density[f'{kind}_pct']:.2f}% | "
+        return row + " - | - | - |"
+    tries = []
+    target = round(ours["expected_density"], 3)
+    for _ in range(2):  # the budget run's density, then one secant step towards the same purged share
+        density = train_and_purge({**common, "target": (target,)}, root / dataset / arch / f"density={target}")
+        tries.append((abs(density[f"{kind}_pct"] - goal), target, density))
+        if tries[-1][0] <= 1.0:
+            break
+        target = round(min(0.999, max(0.005, target * goal / density[f"{kind}_pct"])), 3)
+    _, target, density = min(tries, key=lambda item: item[0])
+    return row + (
+        f" {target:g} ({len(tries)} {'try' if len(tries) == 1 else 'tries'}) | {density[f'{kind}_pct']:.2f}% | "
         f"{100 * density['test_accuracy']:.2f}% |"
     )
 

@@ -54,22 +54,27 @@ class Density:
         if self.layers:
             sample_all_gates_(self.layers, self.log_alphas, self.counts)
 
-    def expected_active(self) -> Tensor:
+    def prob_active(self) -> Tensor:
+        """Every gate's P(active), all layers concatenated in order (differentiable); the methods below take it
+        as ``p`` so that one step computes it once for the density, the tie-breaker and the cost model."""
+        return hc.prob_active(torch.cat(self.log_alphas))
+
+    def expected_active(self, p: Tensor | None = None) -> Tensor:
         """Expected number of non-zero sparsifiable parameters per layer (differentiable), shape (n_layers,)."""
-        return self._per_layer(hc.prob_active(torch.cat(self.log_alphas)))
+        return self._per_layer(self.prob_active() if p is None else p)
 
-    def layer_expected(self) -> Tensor:
+    def layer_expected(self, p: Tensor | None = None) -> Tensor:
         """Per-layer expected density (differentiable), shape (n_layers,)."""
-        return self.expected_active() / self.sizes
+        return self.expected_active(p) / self.sizes
 
-    def model_expected(self) -> Tensor:
+    def model_expected(self, p: Tensor | None = None) -> Tensor:
         """Model-wise expected density (differentiable), a scalar."""
-        return self.expected_active().sum() / self.total
+        return self.expected_active(p).sum() / self.total
 
-    def polarization(self) -> Tensor:
+    def polarization(self, p: Tensor | None = None) -> Tensor:
         """Mean of P(active) x P(inactive) over the sparsifiable parameters (differentiable): 0 when every gate
         is open or closed, 0.25 when every gate is a coin flip."""
-        p = hc.prob_active(torch.cat(self.log_alphas))
+        p = self.prob_active() if p is None else p
         return self._per_layer(p * (1.0 - p)).sum() / self.total
 
     @torch.no_grad()

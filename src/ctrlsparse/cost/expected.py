@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ctrlsparse import gates as hc
-from ctrlsparse.cost.expr import Expr, vector
+from ctrlsparse.cost.expr import Expr, signature, vector
 from ctrlsparse.cost.terms import cost_terms
 from ctrlsparse.layers import GatedLayer, gated_layers
 from ctrlsparse.purge.count import count
@@ -44,7 +44,7 @@ class ExpectedCost:
         """The terms as one small program: a vector s of sums (s[0] = 1, then each layer's sum of P, then the sum
         of every other expression), and per term two indices into s and a coefficient for MACs and params, so
         that a call costs a handful of tensor ops whatever the number of terms."""
-        slots: dict[int, int] = {}
+        slots: dict[tuple, int] = {}
         self._vectors: list[Expr] = []
 
         def slot(expr: Expr | None) -> tuple[int, float]:  # (index into s, constant factor)
@@ -52,10 +52,11 @@ class ExpectedCost:
                 return 0, 1.0 if expr is None else float(expr.width)
             if expr.op == "gates":
                 return 1 + expr.arg, 1.0
-            if id(expr) not in slots:
-                slots[id(expr)] = 1 + n_layers + len(self._vectors)
+            key = signature(expr)  # the same expression reached twice (two terms, two paths) is summed once
+            if key not in slots:
+                slots[key] = 1 + n_layers + len(self._vectors)
                 self._vectors.append(expr)
-            return slots[id(expr)], 1.0
+            return slots[key], 1.0
 
         first, second, weights = [], [], []
         for term in self.terms:

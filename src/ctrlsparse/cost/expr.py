@@ -66,6 +66,11 @@ class Term:
     b: Expr | None = None
 
 
+def signature(expr: Expr) -> tuple:
+    """A hashable key equal for structurally equal expressions (the trace builds equal ones as new objects)."""
+    return (expr.op, expr.width, expr.arg, tuple(signature(part) for part in expr.parts))
+
+
 def vector(expr: Expr, parts: list[Tensor] | tuple[Tensor, ...], memo: dict[int, Tensor]) -> Tensor:
     if id(expr) in memo:
         return memo[id(expr)]

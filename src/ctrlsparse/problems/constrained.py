@@ -74,29 +74,29 @@ class ConstrainedL0Problem(L0Problem):
         order = {"macs": 0, "params": 1}  # ExpectedCost.share_vector
         self.budget_kinds = torch.tensor([order[kind] for kind in self.hparams.budgets], device=self.device)
 
-    def constraint_value(self) -> Tensor:
-        """g: the expected density, shaped like the targets."""
+    def constraint_value(self, p: Tensor | None = None) -> Tensor:
+        """g: the expected density, shaped like the targets (``p``: the gates' P(active), if already taken)."""
         if self.hparams.target_scope == "model":
-            return self.density.model_expected().unsqueeze(0)
+            return self.density.model_expected(p).unsqueeze(0)
         if self.hparams.target_scope == "layer":
-            return self.density.layer_expected()
+            return self.density.layer_expected(p)
         return self.targets  # no density constraint: an empty vector
 
-    def budget_violations(self) -> Tensor:
+    def budget_violations(self, p: Tensor | None = None) -> Tensor:
         """Expected share of the dense MACs / params minus each budget, in ``hparams.budgets`` order."""
         if self.cost is None:
             return self.targets.new_zeros(0)
-        return self.cost.share_vector()[self.budget_kinds] - self.budget_targets
+        return self.cost.share_vector(p)[self.budget_kinds] - self.budget_targets
 
-    def _observed(self) -> dict[cooper.Constraint, Tensor]:
+    def _observed(self, p: Tensor | None) -> dict[cooper.Constraint, Tensor]:
         """Each constraint's violation (one cost-model evaluation for all budget kinds)."""
         relative = self.hparams.violation == "relative"  # the multipliers see violation / target
         observed = {}
         if len(self.targets):
-            violation = self.constraint_value() - self.targets
+            violation = self.constraint_value(p) - self.targets
             observed[self.density_constraint] = violation / self.targets if relative else violation
         if self.budget_constraints:
-            budgets = self.budget_violations()
+            budgets = self.budget_violations(p)
             if relative:
                 budgets = budgets / self.budget_targets
             for index, constraint in enumerate(self.budget_constraints.values()):
@@ -105,12 +105,13 @@ class ConstrainedL0Problem(L0Problem):
 
     def compute_cmp_state(self, inputs: Tensor, labels: Tensor) -> cooper.CMPState:
         loss, logits = self.objective(inputs, labels)
-        if self.hparams.gates_polarization and len(self.density):
+        p = self.density.prob_active() if len(self.density) else None  # once for every term below
+        if self.hparams.gates_polarization and p is not None:
             # The tie-breaker between gates the loss is indifferent to (misc's objective stays the loss).
-            loss = loss + self.hparams.gates_polarization * self.density.polarization()
+            loss = loss + self.hparams.gates_polarization * self.density.polarization(p)
         return cooper.CMPState(
             loss=loss,
-            observed_constraints={c: cooper.ConstraintState(violation=v) for c, v in self._observed().items()},
+            observed_constraints={c: cooper.ConstraintState(violation=v) for c, v in self._observed(p).items()},
             misc={"objective": loss.detach(), "logits": logits.detach()},
         )
 
