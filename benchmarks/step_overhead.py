@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/step_overhead.py                      # digits MLP/CNN + WRN-16-4 at 32x32, CPU
     python benchmarks/step_overhead.py --archs wrn28_10 --big-batch 128 --device cuda --amp --channels-last
 
-Each repeat times a block of dense steps and then a block of gated (constrained, model-wise) steps on the same
-fixed minibatch; the printed ratio is the median of the per-repeat ratios, so machine noise hits both sides
-alike. Goal (issue 8): gated step <= 1.10 x dense step. The ``constrained+budget`` rows (issue 17: MAC and
+Each repeat times a block of dense steps and a block of gated (constrained, model-wise) steps on the same
+fixed minibatch (at least 10 steps, about 0.5 s of dense steps; the order alternates between repeats); the
+printed ratio is the median of the per-repeat ratios, so machine noise hits both sides alike. Goal (issue 8): gated step <= 1.10 x dense step. The ``constrained+budget`` rows (issue 17: MAC and
 parameter budgets beside the density constraint, ``--budget macs=0.5,params=0.5``) are timed against the plain
-constrained step instead, interleaved the same way. Goal: <= 1.05.
+constrained step instead, on the same model (both steps train it in turn, so both see the same gates: max
+pooling's speed on CPU depends on how many channels the sampled gates zero), interleaved the same way.
+Goal: <= 1.05.
 """
 
 from __future__ import annotations
@@ -30,14 +32,17 @@ SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28)}  # others: 
 BUDGET = "macs=0.5,params=0.5"  # the constrained+budget rows: both cost terms, each its own constraint
 
 
-def make_step(arch: str, method: str, batch: int, device: torch.device, **given):
+def make_step(arch: str, method: str, batch: int, device: torch.device, model: torch.nn.Module | None = None, **given):
+    """One training step of ``method`` (``constrained+budget``: with both budgets) on a fixed minibatch; on
+    ``model`` if given (the budget rows train the constrained row's model, so that both time the same gates)."""
     dataset = "digits" if arch in SHAPES else "cifar10"  # each arch with its data set's preset (optimizer, L2)
     method, _, budget = method.partition("+")
     budget = BUDGET if budget else ""
     hparams = HParams.resolve(dataset=dataset, arch=arch, method=method, target=(0.5,), budget=budget, **given)
     shape = SHAPES.get(arch, (3, 32, 32))
     torch.manual_seed(0)
-    model = forward.prepare_model(build_model(hparams, shape, 10), hparams, device)
+    if model is None:
+        model = forward.prepare_model(build_model(hparams, shape, 10), hparams, device)
     problem = METHODS[method](model, hparams)
     if budget:
         problem.add_budgets(shape)
@@ -50,6 +55,7 @@ def make_step(arch: str, method: str, batch: int, device: torch.device, **given)
         rollout = optimizer.roll(compute_cmp_state_kwargs={"inputs": inputs, "labels": labels})
         problem.after_step(rollout.cmp_state)
 
+    step.model = model
     return step
 
 
@@ -64,6 +70,16 @@ def seconds(step, n: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / n
 
 
+def timed_pair(base, gated, n: int, device: torch.device, first: int) -> tuple[float, float]:
+    """(base, gated) seconds per step over blocks of n steps, the order alternating between repeats (ABBA), so
+    that a drift of the machine during a repeat does not land on one side."""
+    if first:
+        gated_s = seconds(gated, n, device)
+        return seconds(base, n, device), gated_s
+    base_s = seconds(base, n, device)
+    return base_s, seconds(gated, n, device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", default="mlp,cnn,wrn16_4")
@@ -74,7 +90,7 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=128, help="minibatch of the digits-sized archs")
     parser.add_argument("--big-batch", type=int, default=16, help="minibatch of the 32x32 archs (WRN, ResNet)")
-    parser.add_argument("--steps", type=int, default=0, help="steps per block (0: about 0.2 s of dense steps)")
+    parser.add_argument("--steps", type=int, default=0, help="steps per block (0: about 0.5 s of dense steps)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -90,17 +106,20 @@ def main() -> None:
         dense = make_step(arch, "dense", batch, device, **speed)
         for _ in range(3):
             dense()
-        n = args.steps or max(3, int(0.2 / seconds(dense, 3, device)))
+        n = args.steps or max(3, int(0.5 / seconds(dense, 3, device)))
         constrained = None
         for method in args.methods.split(","):
-            gated = make_step(arch, method, batch, device, **speed)
+            budgeted = "+" in method
+            if budgeted:  # against the constrained step on the same model: the same gates, the same work but the cost
+                base = constrained or make_step(arch, "constrained", batch, device, **speed)
+                gated = make_step(arch, method, batch, device, model=base.model, **speed)
+            else:
+                base, gated = dense, make_step(arch, method, batch, device, **speed)
             for _ in range(3):
                 gated()
             if method == "constrained":
                 constrained = gated
-            budgeted = "+" in method
-            base = (constrained or make_step(arch, "constrained", batch, device, **speed)) if budgeted else dense
-            pairs = [(seconds(base, n, device), seconds(gated, n, device)) for _ in range(args.repeats)]
+            pairs = [timed_pair(base, gated, max(n, 10), device, first=repeat % 2) for repeat in range(args.repeats)]
             ratio = statistics.median(g / d for d, g in pairs)
             d_ms = 1e3 * statistics.median(d for d, _ in pairs)
             g_ms = 1e3 * statistics.median(g for _, g in pairs)

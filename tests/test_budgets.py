@@ -65,37 +65,38 @@ def problem_for(**given) -> tuple[ConstrainedL0Problem, cooper.optim.CooperOptim
     return problem, problem.build_optimizer(build_primal_optimizer(hparams, model))
 
 
-def test_each_budget_is_one_more_constraint_with_its_own_multiplier():
+def test_each_budget_is_one_more_constraint_entry_with_its_own_multiplier():
     problem, optimizer = problem_for(budget="macs=0.3,params=0.5", target=(0.6,))
     assert problem.constraint_names == ["model", "macs", "params"]
-    assert len(list(problem.constraints())) == 3
-    assert len(list(problem.dual_parameters())) == 3  # the dual optimizer steps all three multipliers
+    constraint = problem.density_constraint  # the checkpoints' key of density runs, budgets appended
+    assert list(problem.constraints()) == [constraint] and constraint.multiplier.weight.shape == (3,)
+    assert [p.shape for p in problem.dual_parameters()] == [(3,)]  # the dual optimizer steps all three
     inputs, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     shares = problem.cost.shares()  # before the step moves the gates
+    density = problem.density.model_expected().item()
     rollout = optimizer.roll(compute_cmp_state_kwargs={"inputs": inputs, "labels": labels})
-    observed = rollout.cmp_state.observed_constraints
+    observed = rollout.cmp_state.observed_constraints[constraint].violation
     relative = problem.hparams.violation == "relative"  # the multipliers see what the density one sees
-    for constraint, kind, budget in (
-        (problem.macs_constraint, "macs", 0.3),
-        (problem.params_constraint, "params", 0.5),
+    for index, (value, goal) in enumerate(
+        ((density, 0.6), (shares["macs"].item(), 0.3), (shares["params"].item(), 0.5))
     ):
-        expected = (shares[kind].item() - budget) / (budget if relative else 1.0)
-        assert observed[constraint].violation.item() == pytest.approx(expected)
+        assert observed[index].item() == pytest.approx((value - goal) / (goal if relative else 1.0))
     assert problem.violations()[1].item() == pytest.approx(problem.cost.shares()["macs"].item() - 0.3)  # absolute
     assert problem.multiplier_values().shape == (3,) and bool((problem.multiplier_values() != 0).all())
 
 
 def test_a_budget_alone_has_no_density_constraint_and_restarts_like_it():
-    problem, _ = problem_for(budget="params=0.4", target_scope="none", constraint="le")
-    assert problem.constraint_names == ["params"] and len(problem.violations()) == 1
-    constraint = problem.params_constraint
+    problem, _ = problem_for(budget="params=0.4,macs=0.5", target_scope="none", constraint="le")
+    assert problem.constraint_names == ["macs", "params"] and len(problem.violations()) == 2
+    assert "density_constraint" not in dict(problem.named_constraints())
+    constraint = problem.budget_constraint
     constraint.multiplier.weight.data.fill_(0.3)
     state = cooper.CMPState(
         loss=torch.tensor(0.0),
-        observed_constraints={constraint: cooper.ConstraintState(violation=torch.tensor([-0.1]))},
+        observed_constraints={constraint: cooper.ConstraintState(violation=torch.tensor([-0.1, 0.2]))},
     )
     problem.after_step(state)
-    assert constraint.multiplier.weight.item() == 0.0  # strictly satisfied: restarted
+    assert constraint.multiplier.weight.tolist() == pytest.approx([0.0, 0.3])  # restarted where strictly satisfied
 
 
 def test_feasibility_reads_budget_violations():

@@ -36,14 +36,15 @@ class ExpectedCost:
         self.terms = cost_terms(traced, index)
         self.dense_macs, self.dense_params = float(dense.macs), float(dense.params)
         self._compile(len(self.layers))
-        self.unmodelled_macs = 0.0
         all_open = self.costs(torch.ones(sum(self.counts), dtype=torch.float64))
         self.unmodelled_macs = self.dense_macs - float(all_open["macs"])  # ops outside the walk (full width)
+        self._form[0, 0, 0] += self.unmodelled_macs  # s[0] = 1: a constant term of the MACs
+        self._cache.clear()
 
     def _compile(self, n_layers: int) -> None:
-        """The terms as one small program: a vector s of sums (s[0] = 1, then each layer's sum of P, then the sum
-        of every other expression), and per term two indices into s and a coefficient for MACs and params, so
-        that a call costs a handful of tensor ops whatever the number of terms."""
+        """The terms as one quadratic form per quantity: a vector s of sums (s[0] = 1, then each layer's sum of
+        P, then the sum of every other expression) and a matrix A_k with cost_k = s^T A_k s, so that a call is
+        two matrix-vector products whatever the number of terms (and its gradient two more)."""
         slots: dict[tuple, int] = {}
         self._vectors: list[Expr] = []
 
@@ -58,17 +59,16 @@ class ExpectedCost:
                 self._vectors.append(expr)
             return slots[key], 1.0
 
-        first, second, weights = [], [], []
+        entries = []
         for term in self.terms:
             if term.a.op == "zero" or (term.b is not None and term.b.op == "zero"):
                 continue
             (a, factor_a), (b, factor_b) = slot(term.a), slot(term.b)
-            first.append(a)
-            second.append(b)
-            coefficient = term.coefficient * factor_a * factor_b
-            weights.append([coefficient if term.quantity == quantity else 0.0 for quantity in ("macs", "params")])
-        self._first, self._second = torch.tensor(first, dtype=torch.long), torch.tensor(second, dtype=torch.long)
-        self._weights = torch.tensor(weights, dtype=torch.float64).reshape(-1, 2).T.contiguous()
+            entries.append((("macs", "params").index(term.quantity), a, b, term.coefficient * factor_a * factor_b))
+        size = 1 + n_layers + len(self._vectors)
+        self._form = torch.zeros(2, size, size, dtype=torch.float64)
+        for quantity, a, b, coefficient in entries:
+            self._form[quantity, a, b] += coefficient
         self._layer_of_gate = torch.repeat_interleave(
             torch.arange(n_layers), torch.tensor(self.counts, dtype=torch.long)
         )
@@ -76,37 +76,59 @@ class ExpectedCost:
         self._cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 
     def _constants(self, p: Tensor) -> tuple[Tensor, ...]:
+        """(A in MACs / params, A in shares of the dense model, gate -> layer index, [1]) on p's device and dtype."""
         key = (p.device, p.dtype)
         if key not in self._cache:
+            dense = torch.tensor([self.dense_macs, self.dense_params], dtype=torch.float64).view(2, 1, 1)
             self._cache[key] = (
-                self._first.to(p.device),
-                self._second.to(p.device),
-                self._weights.to(p.device, p.dtype),
+                self._form.to(p.device, p.dtype),
+                (self._form / dense).to(p.device, p.dtype),
                 self._layer_of_gate.to(p.device),
-                torch.tensor([1.0, 0.0], device=p.device, dtype=p.dtype),
-                torch.tensor([1.0 / self.dense_macs, 1.0 / self.dense_params], device=p.device, dtype=p.dtype),
+                torch.ones(1, device=p.device, dtype=p.dtype),
             )
         return self._cache[key]
 
-    def costs(self, p: Tensor) -> dict[str, Tensor]:
-        """Expected ``macs`` and ``params`` given every gate's P(active), all layers concatenated in order."""
-        totals = self._totals(p)
-        return {"macs": totals[0], "params": totals[1]}
-
-    def _totals(self, p: Tensor) -> Tensor:
-        first, second, weights, layer_of_gate, macs_only, _ = self._constants(p)
-        sums = [p.new_ones(1), p.new_zeros(self._n_layers).index_add(0, layer_of_gate, p)]
+    def _sums(self, p: Tensor) -> Tensor:
+        _, _, layer_of_gate, one = self._constants(p)
+        sums = [one, p.new_zeros(self._n_layers).index_add(0, layer_of_gate, p)]
         if self._vectors:
             parts, memo = p.split(self.counts), {}
             sums.append(torch.stack([vector(expr, parts, memo).sum() for expr in self._vectors]))
-        s = torch.cat(sums)
-        return weights @ (s[first] * s[second]) + self.unmodelled_macs * macs_only
+        return torch.cat(sums)
+
+    @staticmethod
+    def _quadratic(form: Tensor, s: Tensor) -> Tensor:
+        return (form @ s) @ s
+
+    def costs(self, p: Tensor) -> dict[str, Tensor]:
+        """Expected ``macs`` and ``params`` given every gate's P(active), all layers concatenated in order."""
+        totals = self._quadratic(self._constants(p)[0], self._sums(p))
+        return {"macs": totals[0], "params": totals[1]}
 
     def share_vector(self, p: Tensor | None = None) -> Tensor:
         """[expected MAC share, expected param share] of the dense model, at ``p`` (default: the gates' P)."""
         if p is None:
             p = hc.prob_active(torch.cat(self.log_alphas)) if self.layers else torch.zeros(0)
-        return self._totals(p) * self._constants(p)[5]
+        return self._quadratic(self._constants(p)[1], self._sums(p))
+
+    def set_budgets(self, budgets: dict[str, float], relative: bool) -> None:
+        """Fold budgets into the form: :meth:`violations` then returns, per kind in order, share - budget
+        (relative: (share - budget) / budget) in the same two products as the shares, no op more per step."""
+        rows = []
+        for kind, budget in budgets.items():
+            quantity = ("macs", "params").index(kind)
+            row = self._form[quantity] / (self.dense_macs, self.dense_params)[quantity]
+            row[0, 0] -= budget  # s[0] = 1
+            rows.append(row / budget if relative else row)
+        self._budget_form = torch.stack(rows)
+        self._budget_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def violations(self, p: Tensor) -> Tensor:
+        """The budgets' violations at ``p`` (see :meth:`set_budgets`), differentiable."""
+        key = (p.device, p.dtype)
+        if key not in self._budget_cache:
+            self._budget_cache[key] = self._budget_form.to(p.device, p.dtype)
+        return self._quadratic(self._budget_cache[key], self._sums(p))
 
     def expected(self) -> dict[str, Tensor]:
         """Expected MACs and params at the gates' current P(active) (differentiable in log alpha)."""

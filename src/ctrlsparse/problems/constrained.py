@@ -20,6 +20,8 @@ presets).
 Budgets (``--budget macs=0.3,params=0.25``, :meth:`add_budgets`): each kind is one more constraint, expected
 share of the dense model's MACs / parameters (:class:`ctrlsparse.cost.ExpectedCost`) - budget, with its own
 multiplier, the same eq/le choice and the same restarts; ``--target-scope none`` drops the density constraint.
+All of them are entries of one cooper constraint (one multiplier vector), which is cheaper per step than one
+cooper constraint per kind and changes nothing else: the multipliers, their updates and restarts are per entry.
 """
 
 from __future__ import annotations
@@ -48,31 +50,45 @@ class ConstrainedL0Problem(L0Problem):
         self.device = next(model.parameters()).device
         self.targets = torch.tensor(targets, device=self.device)
         self.cost: ExpectedCost | None = None
-        self.budget_constraints: dict[str, cooper.Constraint] = {}
+        self.budget_targets = self.targets.new_zeros(0)
         if targets:
-            self.multiplier = self._multiplier(len(targets))
-            self.density_constraint = self._constraint(self.multiplier)
+            self._register(len(targets))
 
-    def _multiplier(self, n: int) -> cooper.multipliers.DenseMultiplier:
-        return cooper.multipliers.DenseMultiplier(num_constraints=n, device=self.device)
-
-    def _constraint(self, multiplier: cooper.multipliers.DenseMultiplier) -> cooper.Constraint:
-        return cooper.Constraint(
-            constraint_type=CONSTRAINT_TYPES[self.hparams.constraint],
-            formulation_type=cooper.formulations.Lagrangian,
-            multiplier=multiplier,
+    def _register(self, n: int) -> None:
+        """The one cooper constraint: ``n`` entries (the density target(s), then the budget kinds), one multiplier
+        each. One constraint object, not one per kind: every cooper constraint costs a multiplier call, two inner
+        products and a restart pass per step (+0.9 ms a step on the digits MLP for two budgets, 17%). Its name
+        stays ``density_constraint`` when there is a density target (the checkpoints' key since the first runs)."""
+        name = "density_constraint" if len(self.targets) else "budget_constraint"
+        if name in self._constraints:
+            delattr(self, name)
+        multiplier = cooper.multipliers.DenseMultiplier(num_constraints=n, device=self.device)
+        setattr(  # cooper registers a constraint by its attribute name
+            self,
+            name,
+            cooper.Constraint(
+                constraint_type=CONSTRAINT_TYPES[self.hparams.constraint],
+                formulation_type=cooper.formulations.Lagrangian,
+                multiplier=multiplier,
+            ),
         )
+        self.multiplier = multiplier
+
+    @property
+    def constraint(self) -> cooper.Constraint | None:
+        """The one constraint (None: nothing to constrain)."""
+        return next(iter(self._constraints.values()), None)
 
     def add_budgets(self, input_shape: tuple[int, ...]) -> None:
-        """One constraint per ``hparams.budgets`` kind on the expected share of the dense model's MACs / params
-        (the cost model is traced once here on a zero input of ``input_shape``); before the optimizer is built."""
+        """One more constraint entry (with its own multiplier) per ``hparams.budgets`` kind, on the expected share
+        of the dense model's MACs / params (the cost model is traced once here on a zero input of
+        ``input_shape``); before the optimizer is built."""
         self.cost = ExpectedCost(self.model, torch.zeros(1, *input_shape, device=self.device))
-        for kind in self.hparams.budgets:
-            self.budget_constraints[kind] = self._constraint(self._multiplier(1))
-            setattr(self, f"{kind}_constraint", self.budget_constraints[kind])  # cooper registers it by name
+        self.cost.set_budgets(self.hparams.budgets, relative=self.hparams.violation == "relative")
         self.budget_targets = torch.tensor(list(self.hparams.budgets.values()), device=self.device)
         order = {"macs": 0, "params": 1}  # ExpectedCost.share_vector
         self.budget_kinds = torch.tensor([order[kind] for kind in self.hparams.budgets], device=self.device)
+        self._register(len(self.targets) + len(self.budget_targets))
 
     def constraint_value(self, p: Tensor | None = None) -> Tensor:
         """g: the expected density, shaped like the targets (``p``: the gates' P(active), if already taken)."""
@@ -89,19 +105,17 @@ class ConstrainedL0Problem(L0Problem):
         return self.cost.share_vector(p)[self.budget_kinds] - self.budget_targets
 
     def _observed(self, p: Tensor | None) -> dict[cooper.Constraint, Tensor]:
-        """Each constraint's violation (one cost-model evaluation for all budget kinds)."""
-        relative = self.hparams.violation == "relative"  # the multipliers see violation / target
-        observed = {}
-        if len(self.targets):
-            violation = self.constraint_value(p) - self.targets
-            observed[self.density_constraint] = violation / self.targets if relative else violation
-        if self.budget_constraints:
-            budgets = self.budget_violations(p)
-            if relative:
-                budgets = budgets / self.budget_targets
-            for index, constraint in enumerate(self.budget_constraints.values()):
-                observed[constraint] = budgets[index : index + 1]
-        return observed
+        """The constraint's violation vector, density entries then budget entries (one cost-model evaluation);
+        with ``violation`` relative the multipliers see violation / target."""
+        if self.constraint is None:
+            return {}
+        violation = self.constraint_value(p) - self.targets
+        if self.hparams.violation == "relative":
+            violation = violation / self.targets
+        if self.cost is not None:  # the budgets' violations, relative or not, come out of the cost's form
+            budgets = self.cost.violations(self.density.prob_active() if p is None else p)
+            violation = torch.cat([violation, budgets]) if len(self.targets) else budgets
+        return {self.constraint: violation}
 
     def compute_cmp_state(self, inputs: Tensor, labels: Tensor) -> cooper.CMPState:
         loss, logits = self.objective(inputs, labels)
@@ -140,11 +154,10 @@ class ConstrainedL0Problem(L0Problem):
     def constraint_names(self) -> list[str]:
         """``model`` or the gated layers' names (none with ``target_scope`` none), then the budget kinds."""
         names = {"model": ["model"], "layer": list(self.density.names), "none": []}[self.hparams.target_scope]
-        return names + list(self.budget_constraints)
+        return names + (list(self.hparams.budgets) if self.cost is not None else [])
 
     def multiplier_values(self) -> Tensor:
-        constraints = list(self.constraints())
-        return torch.cat([c.multiplier.weight.detach() for c in constraints]) if constraints else self.targets
+        return self.targets if self.constraint is None else self.constraint.multiplier.weight.detach()
 
     @torch.no_grad()
     def violations(self) -> Tensor:
