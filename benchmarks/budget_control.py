@@ -54,7 +54,8 @@ def one_budget(dataset: str, arch: str, budget: str, epochs: int | None, seed: i
     tries = []
     target = round(ours["expected_density"], 3)
     for _ in range(2):  # the budget run's density, then one secant step towards the same purged share
-        density = train_and_purge({**common, "target": (target,)}, root / dataset / arch / f"density={target}")
+        out = root / dataset / arch / f"{budget}-density={target}"  # per row: rows run in parallel
+        density = train_and_purge({**common, "target": (target,)}, out)
         tries.append((abs(density[f"{kind}_pct"] - goal), target, density))
         if tries[-1][0] <= 1.0:
             break
