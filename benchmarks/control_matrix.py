@@ -3,8 +3,8 @@
 No setting can game it: every run takes the library's defaults but for its grid point and its number of epochs,
 which is chosen so that the step budget (epochs x minibatches per epoch) is the same on every data set:
 
-    .venv/bin/python benchmarks/control_matrix.py                     # the acceptance matrix: 154 runs, ~1 h
-    .venv/bin/python benchmarks/control_matrix.py --targets 0.1,0.3,0.5,0.7,0.9              # 226 runs, ~1.5 h
+    .venv/bin/python benchmarks/control_matrix.py                     # the acceptance matrix: 154 runs, ~1-1.25 h
+    .venv/bin/python benchmarks/control_matrix.py --targets 0.1,0.3,0.5,0.7,0.9              # 226 runs, ~1.5-2 h
     .venv/bin/python benchmarks/control_matrix.py --seeds 0 --targets 0.1,0.9 --budgets 600   # a quick look
 
 Per budget it prints the share of constrained settings whose final expected density is within 0.01 of the target
@@ -26,7 +26,7 @@ from typing import Any
 
 ARCHS = {"digits": ("mlp", "cnn"), "mnist5k": ("mlp", "lenet5")}
 BUDGETS = (600, 2000, 6400)  # optimizer steps: 10.7x from the shortest to the longest
-TARGETS = (0.1, 0.5, 0.9)  # the ends and the middle: the hour on 2 cores (--targets for more)
+TARGETS = (0.1, 0.5, 0.9)  # the ends and the middle: about the hour on 2 cores (--targets for more)
 EXPECTED_TOLERANCE, EVAL_TOLERANCE = 0.01, 0.02
 # LeNet5 costs ~90 ms a step on one CPU thread (30x the MLP): within the hour it gets three targets and the two
 # shorter budgets; its 6,400-step runs are the acceptance runs (README: "Density control").
