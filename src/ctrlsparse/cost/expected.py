@@ -73,10 +73,12 @@ class ExpectedCost:
             torch.arange(n_layers), torch.tensor(self.counts, dtype=torch.long)
         )
         self._n_layers = n_layers
+        self._budget_form = torch.zeros(0, size, size, dtype=torch.float64)  # set_budgets
         self._cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 
     def _constants(self, p: Tensor) -> tuple[Tensor, ...]:
-        """(A in MACs / params, A in shares of the dense model, gate -> layer index, [1]) on p's device and dtype."""
+        """(A in MACs / params, A in shares of the dense model, gate -> layer index, [1], the budgets' form or an
+        empty tensor) on p's device and dtype."""
         key = (p.device, p.dtype)
         if key not in self._cache:
             dense = torch.tensor([self.dense_macs, self.dense_params], dtype=torch.float64).view(2, 1, 1)
@@ -85,11 +87,12 @@ class ExpectedCost:
                 (self._form / dense).to(p.device, p.dtype),
                 self._layer_of_gate.to(p.device),
                 torch.ones(1, device=p.device, dtype=p.dtype),
+                self._budget_form.to(p.device, p.dtype),
             )
         return self._cache[key]
 
     def _sums(self, p: Tensor) -> Tensor:
-        _, _, layer_of_gate, one = self._constants(p)
+        _, _, layer_of_gate, one, _ = self._constants(p)
         sums = [one, p.new_zeros(self._n_layers).index_add(0, layer_of_gate, p)]
         if self._vectors:
             parts, memo = p.split(self.counts), {}
@@ -121,19 +124,11 @@ class ExpectedCost:
             row[0, 0] -= budget  # s[0] = 1
             rows.append(row / budget if relative else row)
         self._budget_form = torch.stack(rows)
-        self._budget_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self._cache.clear()
 
     def violations(self, p: Tensor) -> Tensor:
         """The budgets' violations at ``p`` (see :meth:`set_budgets`), differentiable."""
-        key = (p.device, p.dtype)
-        if key not in self._budget_cache:
-            self._budget_cache[key] = self._budget_form.to(p.device, p.dtype)
-        return self._quadratic(self._budget_cache[key], self._sums(p))
-
-    def expected(self) -> dict[str, Tensor]:
-        """Expected MACs and params at the gates' current P(active) (differentiable in log alpha)."""
-        p = hc.prob_active(torch.cat(self.log_alphas)) if self.layers else torch.zeros(0)
-        return self.costs(p)
+        return self._quadratic(self._constants(p)[4], self._sums(p))
 
     def shares(self) -> dict[str, Tensor]:
         """Expected MACs and params as fractions of the dense model's."""
