@@ -7,8 +7,9 @@ Each budget run (``--budget macs=B --target-scope none``, the field defaults oth
 ``ctrlsparse purge``'s own function; the table gives the purged share of the dense MACs / params against the
 budget (goal: within 1 point) and, beside it, a density-constrained run of the same size: the density target
 that buys the same purged share, found the way a user without budgets would, by trial: first the density the
-budget run ended at, then (if that run's share is more than a point off) one secant step,
-target x budget / share. The row shows the try whose share came closest, and how many tries it took. Runs go to
+budget run ended at, then, while the share is more than a point off (at most --tries runs), a step that
+scales the target by budget / share or, once tries lie on both sides, interpolates between the closest two.
+The row shows the try whose share came closest, and how many tries it took. Runs go to
 --out (default: a fresh temporary directory) and print one Markdown row each as they finish.
 """
 
@@ -39,7 +40,9 @@ def train_and_purge(given: dict, out: Path) -> dict:
     return summary | purge_run(out)
 
 
-def one_budget(dataset: str, arch: str, budget: str, epochs: int | None, seed: int, root: Path, compare: bool) -> str:
+def one_budget(
+    dataset: str, arch: str, budget: str, epochs: int | None, seed: int, root: Path, tries_at_most: int
+) -> str:
     kind, _, share = budget.partition("=")
     goal = 100 * float(share)
     common = {"dataset": dataset, "arch": arch, "seed": seed, "epochs": epochs, "threads": 1}
@@ -49,22 +52,38 @@ def one_budget(dataset: str, arch: str, budget: str, epochs: int | None, seed: i
         f"| {dataset} | {arch} | {budget} | {achieved:.2f}% | {achieved - goal:+.2f} | "
         f"{100 * ours['test_accuracy']:.2f}% |"
     )
-    if not compare:
+    if not tries_at_most:
         return row + " - | - | - |"
-    tries = []
+    tries: list[tuple[float, float, dict]] = []  # (density target, purged share, summary)
     target = round(ours["expected_density"], 3)
-    for _ in range(2):  # the budget run's density, then one secant step towards the same purged share
+    for _ in range(tries_at_most):
         out = root / dataset / arch / f"{budget}-density={target}"  # per row: rows run in parallel
         density = train_and_purge({**common, "target": (target,)}, out)
-        tries.append((abs(density[f"{kind}_pct"] - goal), target, density))
-        if tries[-1][0] <= 1.0:
+        tries.append((target, density[f"{kind}_pct"], density))
+        if abs(tries[-1][1] - goal) <= 1.0:
             break
-        target = round(min(0.999, max(0.005, target * goal / density[f"{kind}_pct"])), 3)
-    _, target, density = min(tries, key=lambda item: item[0])
+        target = next_target(tries, goal)
+    target, share, density = min(tries, key=lambda item: abs(item[1] - goal))
     return row + (
-        f" {target:g} ({len(tries)} {'try' if len(tries) == 1 else 'tries'}) | {density[f'{kind}_pct']:.2f}% | "
+        f" {target:g} ({len(tries)} {'try' if len(tries) == 1 else 'tries'}) | {share:.2f}% | "
         f"{100 * density['test_accuracy']:.2f}% |"
     )
+
+
+def next_target(tries: list[tuple[float, float, dict]], goal: float) -> float:
+    """The next density target to try for a purged share of ``goal``: interpolated between the closest tries
+    below and above the goal once there are both (regula falsi), else scaled from the closest try
+    (share grows with the density, roughly in proportion)."""
+    below = [(t, s) for t, s, _ in tries if s < goal]
+    above = [(t, s) for t, s, _ in tries if s > goal]
+    if below and above:
+        (t0, s0), (t1, s1) = max(below, key=lambda ts: ts[1]), min(above, key=lambda ts: ts[1])
+        target = t0 + (goal - s0) * (t1 - t0) / (s1 - s0)
+    else:
+        t, s = min(((t, s) for t, s, _ in tries), key=lambda ts: abs(ts[1] - goal))
+        target = t * goal / s
+    target = round(min(0.999, max(0.005, target)), 3)
+    return target if target not in {t for t, _, _ in tries} else round(min(0.999, target + 0.002), 3)
 
 
 def main() -> None:
@@ -74,7 +93,9 @@ def main() -> None:
     parser.add_argument("--budgets", default=BUDGETS, help="comma-separated kind=share")
     parser.add_argument("--epochs", default="", help="per-arch epochs, e.g. lenet5=20 (others: the dataset's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-density", action="store_true", help="skip the density-constrained comparison runs")
+    parser.add_argument(
+        "--tries", type=int, default=4, help="density runs at most per budget to match its size (0: none)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
     parser.add_argument("--out", type=Path, help="run directory root (default: a temporary directory)")
     args = parser.parse_args()
@@ -84,7 +105,7 @@ def main() -> None:
     print(f"runs in {root}\n\n{HEADER}", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = [
-            pool.submit(one_budget, args.dataset, arch, budget, epochs.get(arch), args.seed, root, not args.no_density)
+            pool.submit(one_budget, args.dataset, arch, budget, epochs.get(arch), args.seed, root, args.tries)
             for arch, budget in jobs
         ]
         for future in futures:

@@ -34,9 +34,8 @@ def test_budget_has_one_written_form_and_names_the_run():
     assert readable(run_key(alone)) == "digits/mlp/constrained-budget~macs=0.2/seed~0"
     plain = HParams.resolve()
     assert plain.budgets == {} and readable(run_key(plain)) == "digits/mlp/constrained-model~0.5/seed~0"
-    assert (
-        run_key(HParams.resolve(budget="macs=0.3")).split("/")[3] == run_key(plain).split("/")[3]
-    )  # an axis: same hash
+    same_knobs = HParams.resolve(budget="macs=0.3", gates_polarization=plain.gates_polarization)
+    assert run_key(same_knobs).split("/")[3] == run_key(plain).split("/")[3]  # an axis: the budget is not hashed
 
 
 @pytest.mark.parametrize(
@@ -85,6 +84,20 @@ def test_each_budget_is_one_more_constraint_entry_with_its_own_multiplier():
     assert problem.multiplier_values().shape == (3,) and bool((problem.multiplier_values() != 0).all())
 
 
+@pytest.mark.parametrize("violation", ["relative", "absolute"])
+def test_layer_wise_density_entries_come_out_of_the_cost_form_like_the_density_does(violation):
+    problem, _ = problem_for(budget="params=0.4", target=(0.6,), target_scope="layer", violation=violation)
+    with torch.no_grad():  # gates away from their init, each layer differently
+        for i, log_alpha in enumerate(problem.density.log_alphas):
+            log_alpha.copy_(torch.linspace(-3.0, 3.0, len(log_alpha)) + 0.5 * i)
+    state = problem.compute_cmp_state(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))
+    observed = state.observed_constraints[problem.density_constraint].violation
+    targets = problem.targets
+    density = (problem.density.layer_expected() - targets) / (targets if violation == "relative" else 1.0)
+    share = (problem.cost.shares()["params"] - 0.4) / (0.4 if violation == "relative" else 1.0)
+    assert observed.tolist() == pytest.approx(density.tolist() + [share.item()], abs=1e-6)
+
+
 def test_a_budget_alone_has_no_density_constraint_and_restarts_like_it():
     problem, _ = problem_for(budget="params=0.4,macs=0.5", target_scope="none", constraint="le")
     assert problem.constraint_names == ["macs", "params"] and len(problem.violations()) == 2
@@ -97,6 +110,30 @@ def test_a_budget_alone_has_no_density_constraint_and_restarts_like_it():
     )
     problem.after_step(state)
     assert constraint.multiplier.weight.tolist() == pytest.approx([0.0, 0.3])  # restarted where strictly satisfied
+
+
+def test_a_budget_weighs_the_tie_breaker_by_each_gates_cost():
+    """The polarization tie-breaker of a budget run weighs a gate by what it costs in the constrained quantities
+    (mean of the density's and each budget's per-gate shares); without a budget, by its parameter count."""
+    plain = ConstrainedL0Problem(build_model(HParams.resolve(arch="cnn"), (1, 8, 8), 10), HParams.resolve(arch="cnn"))
+    assert plain.tie_weights is None
+    problem, _ = problem_for(budget="macs=0.3", target_scope="none")
+    density, costs = problem.density, problem.cost.gate_shares()
+    assert problem.tie_weights.sum().item() == pytest.approx(1.0)
+    assert problem.tie_weights.tolist() == pytest.approx(costs["macs"].tolist())
+    conv1 = density.layer_of_gate == density.names.index("conv1")
+    assert (problem.tie_weights[conv1] > 20 * density.gate_shares[conv1]).all()  # a conv1 channel: ~2.6% of MACs
+    both, _ = problem_for(budget="macs=0.3", target=(0.5,))
+    assert both.tie_weights.tolist() == pytest.approx(((density.gate_shares + costs["macs"].float()) / 2).tolist())
+    p = torch.full((len(density.gate_shares),), 0.5)
+    p[conv1] = 0.9  # the conv1 channels decided-ish: the cost-weighted term drops by far more
+    assert density.polarization(p, problem.tie_weights) < 0.2 < density.polarization(p)  # 0.18 vs 0.25
+
+
+def test_budget_runs_resolve_their_own_tie_breaker_default():
+    assert HParams.resolve(arch="cnn").gates_polarization == 0.02
+    assert HParams.resolve(arch="cnn", budget="macs=0.3").gates_polarization == 0.05
+    assert HParams.resolve(arch="cnn", budget="macs=0.3", gates_polarization=0.0).gates_polarization == 0.0
 
 
 def test_feasibility_reads_budget_violations():

@@ -92,6 +92,21 @@ def test_gradient_matches_finite_differences(arch):
         assert torch.autograd.gradcheck(lambda q, key=quantity: cost.costs(q)[key], (p,), eps=1e-6, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "lenet5"])
+def test_gate_shares_are_what_closing_each_gate_alone_saves(arch):
+    """gate_shares: per kind, d share / d P at all-open, normalised; the cost is multilinear in gates of
+    different layers, so that is exactly the share one gate saves when it alone closes."""
+    model, example = build(arch)
+    cost = ExpectedCost(model, example)
+    n = sum(cost.counts)
+    dense = cost.share_vector(torch.ones(n, dtype=torch.float64))
+    saved = torch.stack([dense - cost.share_vector(1.0 - torch.eye(n, dtype=torch.float64)[i]) for i in range(n)])
+    for quantity, kind in enumerate(("macs", "params")):
+        shares = cost.gate_shares()[kind]
+        assert shares.sum().item() == pytest.approx(1.0)
+        assert shares.tolist() == pytest.approx((saved[:, quantity] / saved[:, quantity].sum()).tolist(), rel=1e-9)
+
+
 def test_gradient_reaches_the_log_alphas():
     model, example = build("cnn")
     cost = ExpectedCost(model, example)

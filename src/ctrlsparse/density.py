@@ -33,6 +33,8 @@ class Density:
             torch.arange(len(self.layers)), torch.tensor(self.counts, dtype=torch.long)
         )
         self.group_sizes = torch.tensor([float(layer.group_size) for layer in self.layers])
+        # Each gate's share of the sparsifiable parameters: the tie-breaker's default weights (they sum to 1).
+        self.gate_shares = self.group_sizes[self.layer_of_gate] / max(self.total, 1.0)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -42,6 +44,7 @@ class Density:
             self.sizes = self.sizes.to(device)
             self.layer_of_gate = self.layer_of_gate.to(device)
             self.group_sizes = self.group_sizes.to(device)
+            self.gate_shares = self.gate_shares.to(device)
 
     def _per_layer(self, per_gate: Tensor) -> Tensor:
         """Sum a per-gate quantity (all layers' gates concatenated) within each layer."""
@@ -71,11 +74,14 @@ class Density:
         """Model-wise expected density (differentiable), a scalar."""
         return self.expected_active(p).sum() / self.total
 
-    def polarization(self, p: Tensor | None = None) -> Tensor:
-        """Mean of P(active) x P(inactive) over the sparsifiable parameters (differentiable): 0 when every gate
-        is open or closed, 0.25 when every gate is a coin flip."""
+    def polarization(self, p: Tensor | None = None, weights: Tensor | None = None) -> Tensor:
+        """Weighted mean of P(active) x P(inactive) over the gates (differentiable): 0 when every gate is open or
+        closed, 0.25 when every gate is a coin flip. ``weights`` (one per gate, summing to 1) default to each
+        gate's share of the sparsifiable parameters, the mean over parameters; a budget run weights each gate by
+        what it costs instead (:meth:`ctrlsparse.problems.ConstrainedL0Problem.add_budgets`)."""
         p = self.prob_active() if p is None else p
-        return self._per_layer(p * (1.0 - p)).sum() / self.total
+        self._on(p.device)
+        return (p * (1.0 - p)) @ (self.gate_shares if weights is None else weights)
 
     @torch.no_grad()
     def eval_active(self) -> Tensor:

@@ -69,35 +69,39 @@ class ExpectedCost:
         self._form = torch.zeros(2, size, size, dtype=torch.float64)
         for quantity, a, b, coefficient in entries:
             self._form[quantity, a, b] += coefficient
-        self._layer_of_gate = torch.repeat_interleave(
-            torch.arange(n_layers), torch.tensor(self.counts, dtype=torch.long)
-        )
-        self._n_layers = n_layers
-        self._budget_form = torch.zeros(0, size, size, dtype=torch.float64)  # set_budgets
+        # s = one index_add of [P, each expression's entries] into [1, 0, ...]: entry -> slot of s
+        layer_of_gate = torch.repeat_interleave(torch.arange(n_layers), torch.tensor(self.counts, dtype=torch.long))
+        slot_of_entry = [1 + layer_of_gate] + [
+            torch.full((expr.width,), 1 + n_layers + i, dtype=torch.long) for i, expr in enumerate(self._vectors)
+        ]
+        self._slot_of_entry = torch.cat(slot_of_entry)
+        self._size, self._n_layers = size, n_layers
+        self._constraint_form = torch.zeros(0, size, size, dtype=torch.float64)  # set_constraints
         self._cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 
     def _constants(self, p: Tensor) -> tuple[Tensor, ...]:
-        """(A in MACs / params, A in shares of the dense model, gate -> layer index, [1], the budgets' form or an
-        empty tensor) on p's device and dtype."""
+        """(A in MACs / params, A in shares of the dense model, entry -> slot of s, s's constant part [1, 0, ...],
+        the constraints' form or an empty tensor) on p's device and dtype."""
         key = (p.device, p.dtype)
         if key not in self._cache:
             dense = torch.tensor([self.dense_macs, self.dense_params], dtype=torch.float64).view(2, 1, 1)
+            base = torch.zeros(self._size, device=p.device, dtype=p.dtype)
+            base[0] = 1.0
             self._cache[key] = (
                 self._form.to(p.device, p.dtype),
                 (self._form / dense).to(p.device, p.dtype),
-                self._layer_of_gate.to(p.device),
-                torch.ones(1, device=p.device, dtype=p.dtype),
-                self._budget_form.to(p.device, p.dtype),
+                self._slot_of_entry.to(p.device),
+                base,
+                self._constraint_form.to(p.device, p.dtype),
             )
         return self._cache[key]
 
     def _sums(self, p: Tensor) -> Tensor:
-        _, _, layer_of_gate, one, _ = self._constants(p)
-        sums = [one, p.new_zeros(self._n_layers).index_add(0, layer_of_gate, p)]
+        _, _, slot_of_entry, base, _ = self._constants(p)
         if self._vectors:
             parts, memo = p.split(self.counts), {}
-            sums.append(torch.stack([vector(expr, parts, memo).sum() for expr in self._vectors]))
-        return torch.cat(sums)
+            p = torch.cat([p] + [vector(expr, parts, memo) for expr in self._vectors])
+        return base.index_add(0, slot_of_entry, p)
 
     @staticmethod
     def _quadratic(form: Tensor, s: Tensor) -> Tensor:
@@ -114,21 +118,51 @@ class ExpectedCost:
             p = hc.prob_active(torch.cat(self.log_alphas)) if self.layers else torch.zeros(0)
         return self._quadratic(self._constants(p)[1], self._sums(p))
 
-    def set_budgets(self, budgets: dict[str, float], relative: bool) -> None:
-        """Fold budgets into the form: :meth:`violations` then returns, per kind in order, share - budget
-        (relative: (share - budget) / budget) in the same two products as the shares, no op more per step."""
+    def set_constraints(
+        self,
+        budgets: dict[str, float],
+        relative: bool,
+        density_rows: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> None:
+        """Fold a run's constraints into the form: :meth:`violations` then returns, in order, each density entry's
+        g - target, g = ``density_rows[i] . (per-layer sums of P)`` (a density is linear in them), then per
+        budget kind share - budget (relative: both divided by their target), in the same two products as the
+        shares: the whole violation vector of a budget run costs no op more than its budgets."""
         rows = []
+        for row, target in zip(
+            [] if density_rows is None else density_rows.double().cpu(),
+            [] if targets is None else targets.double().cpu().tolist(),
+            strict=True,
+        ):
+            form = torch.zeros(self._size, self._size, dtype=torch.float64)
+            form[0, 1 : 1 + self._n_layers] = row
+            form[0, 0] = -target
+            rows.append(form / target if relative else form)
         for kind, budget in budgets.items():
             quantity = ("macs", "params").index(kind)
-            row = self._form[quantity] / (self.dense_macs, self.dense_params)[quantity]
-            row[0, 0] -= budget  # s[0] = 1
-            rows.append(row / budget if relative else row)
-        self._budget_form = torch.stack(rows)
+            form = self._form[quantity] / (self.dense_macs, self.dense_params)[quantity]
+            form[0, 0] -= budget  # s[0] = 1
+            rows.append(form / budget if relative else form)
+        self._constraint_form = torch.stack(rows) if rows else torch.zeros(0, self._size, self._size)
         self._cache.clear()
 
     def violations(self, p: Tensor) -> Tensor:
-        """The budgets' violations at ``p`` (see :meth:`set_budgets`), differentiable."""
+        """The constraints' violations at ``p`` (see :meth:`set_constraints`), differentiable."""
         return self._quadratic(self._constants(p)[4], self._sums(p))
+
+    def gate_shares(self) -> dict[str, Tensor]:
+        """Per kind, each gate's share of what the gates decide in the dense model: d share / d P(active) at
+        all-open, normalised to sum to 1 (what closing that gate alone saves, as a fraction of what closing
+        every gate would). A conv channel that feeds the next conv's every position weighs hundreds of times a
+        classifier input. Float64, on the CPU."""
+        ones = torch.ones(sum(self.counts), dtype=torch.float64, requires_grad=True)
+        shares = self.share_vector(ones)
+        rows = {}
+        for quantity, kind in enumerate(("macs", "params")):
+            (grad,) = torch.autograd.grad(shares[quantity], ones, retain_graph=True)
+            rows[kind] = grad / grad.sum() if grad.sum() > 0 else grad
+        return rows
 
     def shares(self) -> dict[str, Tensor]:
         """Expected MACs and params as fractions of the dense model's."""

@@ -6,8 +6,8 @@ Torch-free: the CLI derives its flags from :class:`HParams` and the Snakemake wo
 output directories, without paying for ``import torch``.
 
 Resolution order (later wins): field defaults < ``DATASET_DEFAULTS`` for the dataset < ``ARCH_DEFAULTS`` for
-the arch < ``LAYERWISE_DEFAULTS`` for the dataset (layer-wise runs only) < ``METHOD_DEFAULTS`` (fine-tuning
-recipes) < values given.
+the arch < ``LAYERWISE_DEFAULTS`` for the dataset (layer-wise runs only) < ``BUDGET_DEFAULTS`` (runs with a
+MAC / parameter budget) < ``METHOD_DEFAULTS`` (fine-tuning recipes) < values given.
 """
 
 from ctrlsparse.hparams.fields import EXECUTION, TARGETED_METHODS, HParams

@@ -9,7 +9,13 @@ from typing import Any
 
 from ctrlsparse.errors import HParamError
 from ctrlsparse.hparams.checks import check
-from ctrlsparse.hparams.defaults import ARCH_DEFAULTS, DATASET_DEFAULTS, LAYERWISE_DEFAULTS, method_defaults
+from ctrlsparse.hparams.defaults import (
+    ARCH_DEFAULTS,
+    BUDGET_DEFAULTS,
+    DATASET_DEFAULTS,
+    LAYERWISE_DEFAULTS,
+    method_defaults,
+)
 from ctrlsparse.hparams.text import format_number
 
 
@@ -210,10 +216,11 @@ class HParams:
     # --- construction ---
     @classmethod
     def resolve(cls, **given: Any) -> HParams:
-        """Field defaults < dataset defaults < arch defaults < layer-wise defaults < ``given``.
+        """Field defaults < dataset defaults < arch defaults < layer-wise defaults < budget defaults < ``given``.
 
         ``DATASET_DEFAULTS[dataset]``, then ``ARCH_DEFAULTS[arch]``, then, for ``target_scope == "layer"``,
-        ``LAYERWISE_DEFAULTS[dataset]``; ``None`` values in ``given`` count as not given.
+        ``LAYERWISE_DEFAULTS[dataset]``, then, with a ``budget``, ``BUDGET_DEFAULTS``; ``None`` values in
+        ``given`` count as not given.
         """
         unknown = sorted(set(given) - {f.name for f in fields(cls)})
         if unknown:
@@ -223,7 +230,8 @@ class HParams:
         given = {key: value for key, value in given.items() if value is not None}
         dataset, arch = given.get("dataset", cls.dataset), given.get("arch", cls.arch)
         layerwise = LAYERWISE_DEFAULTS.get(dataset, {}) if given.get("target_scope") == "layer" else {}
-        merged = {**DATASET_DEFAULTS.get(dataset, {}), **ARCH_DEFAULTS.get(arch, {}), **layerwise}
+        budget = BUDGET_DEFAULTS if given.get("budget") else {}
+        merged = {**DATASET_DEFAULTS.get(dataset, {}), **ARCH_DEFAULTS.get(arch, {}), **layerwise, **budget}
         merged |= method_defaults(given.get("method", cls.method), dataset) | given
         return cls(**{key: _coerce(cls, key, value) for key, value in merged.items()})
 
