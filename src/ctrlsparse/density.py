@@ -74,6 +74,17 @@ class Density:
         """Model-wise expected density (differentiable), a scalar."""
         return self.expected_active(p).sum() / self.total
 
+    def coefficients(self, scope: str) -> Tensor:
+        """The density entries of ``scope`` as a matrix over the per-layer sums of P(active): ``model`` one row
+        (group sizes / total), ``layer`` one row per layer (group size / layer size), ``none`` no row; so
+        that the entries are ``coefficients @ sums`` (how a budget run folds them into its cost form)."""
+        group_sizes, sizes = self.group_sizes.cpu(), self.sizes.cpu()
+        if scope == "model":
+            return (group_sizes / self.total).unsqueeze(0)
+        if scope == "layer":
+            return torch.diag(group_sizes / sizes)
+        return group_sizes.new_zeros(0, len(self.layers))
+
     def polarization(self, p: Tensor | None = None, weights: Tensor | None = None) -> Tensor:
         """Weighted mean of P(active) x P(inactive) over the gates (differentiable): 0 when every gate is open or
         closed, 0.25 when every gate is a coin flip. ``weights`` (one per gate, summing to 1) default to each

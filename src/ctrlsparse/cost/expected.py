@@ -100,7 +100,7 @@ class ExpectedCost:
         _, _, slot_of_entry, base, _ = self._constants(p)
         if self._vectors:
             parts, memo = p.split(self.counts), {}
-            p = torch.cat([p] + [vector(expr, parts, memo) for expr in self._vectors])
+            p = torch.cat([p] + [vector(expr, parts, memo) for expr in self._vectors])  # every entry of s's sums
         return base.index_add(0, slot_of_entry, p)
 
     @staticmethod
@@ -118,23 +118,14 @@ class ExpectedCost:
             p = hc.prob_active(torch.cat(self.log_alphas)) if self.layers else torch.zeros(0)
         return self._quadratic(self._constants(p)[1], self._sums(p))
 
-    def set_constraints(
-        self,
-        budgets: dict[str, float],
-        relative: bool,
-        density_rows: Tensor | None = None,
-        targets: Tensor | None = None,
-    ) -> None:
+    def set_constraints(self, density_rows: Tensor, targets: Tensor, budgets: dict[str, float], relative: bool) -> None:
         """Fold a run's constraints into the form: :meth:`violations` then returns, in order, each density entry's
-        g - target, g = ``density_rows[i] . (per-layer sums of P)`` (a density is linear in them), then per
-        budget kind share - budget (relative: both divided by their target), in the same two products as the
-        shares: the whole violation vector of a budget run costs no op more than its budgets."""
+        g - target, g = ``density_rows[i] . (per-layer sums of P)`` (a density is linear in them; no row: no
+        density entry), then per budget kind share - budget (relative: both divided by their target), in the
+        same two products as the shares: the whole violation vector of a budget run costs no op more than its
+        budgets."""
         rows = []
-        for row, target in zip(
-            [] if density_rows is None else density_rows.double().cpu(),
-            [] if targets is None else targets.double().cpu().tolist(),
-            strict=True,
-        ):
+        for row, target in zip(density_rows.double().cpu(), targets.double().cpu().tolist(), strict=True):
             form = torch.zeros(self._size, self._size, dtype=torch.float64)
             form[0, 1 : 1 + self._n_layers] = row
             form[0, 0] = -target

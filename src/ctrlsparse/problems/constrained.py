@@ -89,13 +89,11 @@ class ConstrainedL0Problem(L0Problem):
         of the dense model's MACs / params (the cost model is traced once here on a zero input of
         ``input_shape``); before the optimizer is built."""
         self.cost = ExpectedCost(self.model, torch.zeros(1, *input_shape, device=self.device))
-        density_rows = {  # each density entry as coefficients of the per-layer sums of P (ExpectedCost)
-            "model": lambda d: (d.group_sizes / d.total).unsqueeze(0),
-            "layer": lambda d: torch.diag(d.group_sizes / d.sizes),
-            "none": lambda d: None,
-        }[self.hparams.target_scope](self.density)
         self.cost.set_constraints(
-            self.hparams.budgets, self.hparams.violation == "relative", density_rows, self.targets
+            self.density.coefficients(self.hparams.target_scope),
+            self.targets,
+            self.hparams.budgets,
+            relative=self.hparams.violation == "relative",
         )
         self.budget_targets = torch.tensor(list(self.hparams.budgets.values()), device=self.device)
         order = {"macs": 0, "params": 1}  # ExpectedCost.share_vector
