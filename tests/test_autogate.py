@@ -12,9 +12,9 @@ import ctrlsparse
 from ctrlsparse.errors import HParamError
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import hparams_hash
-from ctrlsparse.layers import L0BatchNorm2d, L0Conv2d, L0Linear, gated_layers
+from ctrlsparse.layers import gated_layers
 from ctrlsparse.models.factory import LayerFactory
-from ctrlsparse.purge import count
+from ctrlsparse.purge import count, purge
 from ctrlsparse.registry import ARCHS
 from ctrlsparse.training.setup import build_model
 
@@ -83,30 +83,35 @@ class Toy(nn.Module):
         return self.fc(nn.functional.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def test_gating_rules_adds_stay_ungated_and_depthwise_follows_its_input():
+def test_gating_couples_the_residual_stream_the_depthwise_conv_and_the_multiply():
+    """stem, b (added to the stem) and c (multiplied with the stream) share the stream's gates; a's channels go
+    through the depthwise conv and its BatchNorm into b: one group of a's 8 channels."""
     model = randomise_batchnorms(Toy()).eval()
     x = torch.randn(2, 3, 8, 8)
     gated = ctrlsparse.gate(model, x).eval()
-    assert [name for name, _ in gated_layers(gated)] == ["a", "fc"]  # stem and b reach the add, c a multiply
-    assert isinstance(gated.a, L0Conv2d) and isinstance(gated.fc, L0Linear)
-    assert type(gated.dw) is nn.Conv2d and type(gated.b) is nn.Conv2d  # dense, follows a's gate
-    masked = sorted(name for name, m in gated.named_modules() if isinstance(m, L0BatchNorm2d))
-    assert masked == ["a_bn", "dw_bn"]
-    with torch.no_grad():  # close channels 0 and 5 of a: they are exactly zero after the depthwise BatchNorm
-        gated.a.log_alpha.copy_(torch.tensor([-9.0, 5, 5, 5, 5, -9, 5, 5]))
-        seen = {}
-        gated.dw_bn.register_forward_hook(lambda module, args, out: seen.update(out=out))
-        gated(x)
-    assert seen["out"][:, [0, 5]].abs().max() == 0 and seen["out"][:, 1].abs().max() > 0
+    assert {name: group.n_gates for name, group in gated_layers(gated)} == {"gates.stem": 8, "gates.a": 8}
+    assert [type(gated.get_submodule(n)) for n in ("stem", "a", "dw", "b", "c", "fc")] == [nn.Conv2d] * 5 + [nn.Linear]
+    with torch.no_grad():  # close a's channels 0 and 5 and stream channel 3
+        gated.get_submodule("gates.a").log_alpha.copy_(torch.tensor([-9.0, 5, 5, 5, 5, -9, 5, 5]))
+        gated.get_submodule("gates.stem").log_alpha.copy_(torch.tensor([5.0, 5, 5, -9, 5, 5, 5, 5]))
+    purged = purge(gated, x)
+    assert (purged.a.out_channels, purged.dw.groups, purged.b.in_channels) == (6, 6, 6)
+    assert (purged.stem.out_channels, purged.b.out_channels, purged.c.out_channels, purged.fc.in_features) == (7,) * 4
+    with torch.no_grad():
+        assert (purged(x) - gated(x)).abs().max() <= 1e-5
     open_all(gated)
     with torch.no_grad():
         assert torch.allclose(gated(x), model(x), rtol=0, atol=1e-6)
 
 
-def test_resnet18_gates_each_blocks_first_conv_and_the_classifier():
+def test_resnet18_has_one_group_per_stage_stream_and_one_per_block_inner_width():
     gated = ctrlsparse.gate(torchvision_model("resnet18"), torch.randn(1, 3, 32, 32))
-    blocks = [f"layer{s}.{b}.conv1" for s in range(1, 5) for b in range(2)]
-    assert [name for name, _ in gated_layers(gated)] == [*blocks, "fc"]
+    names = [name for name, _ in gated_layers(gated)]
+    streams = ["gates.conv1", "gates.layer2_0_conv2", "gates.layer3_0_conv2", "gates.layer4_0_conv2"]
+    inner = [f"gates.layer{s}_{b}_conv1" for s in range(1, 5) for b in range(2)]
+    assert sorted(names) == sorted(streams + inner)
+    widths = {name: group.n_gates for name, group in gated_layers(gated)}
+    assert [widths[name] for name in streams] == [64, 128, 256, 512]
 
 
 def test_gate_refuses_a_gated_model_and_keeps_the_mode():
@@ -118,10 +123,11 @@ def test_gate_refuses_a_gated_model_and_keeps_the_mode():
         ctrlsparse.gate(gated, x)
 
 
-def test_unstructured_gating_gates_the_same_layers_per_weight():
+def test_unstructured_gating_gates_every_plain_conv_and_linear_per_weight():
     model, x = Toy().eval(), torch.randn(2, 3, 8, 8)
     gated = ctrlsparse.gate(model, x, structured=False)
-    assert {name: layer.n_gates for name, layer in gated_layers(gated)} == {"a": 64, "fc": 32 + 4}
+    sizes = {name: layer.n_gates for name, layer in gated_layers(gated)}
+    assert sizes == {"stem": 3 * 8 * 9 + 8, "a": 64, "b": 64, "c": 64 + 8, "fc": 32 + 4}  # not the depthwise conv
 
 
 def test_torchvision_and_module_names_pass_the_registry_without_torchvision_building():
@@ -187,7 +193,7 @@ def test_module_builder_of_your_own(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     model = ARCHS["module:my_nets:build"]((1, 8, 8), 10, LayerFactory())
-    assert [(name, layer.n_gates) for name, layer in gated_layers(model)] == [("1", 64), ("3", 32)]
+    assert [layer.n_gates for _, layer in gated_layers(model)] == [64, 32]  # the pixels, the hidden units
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 

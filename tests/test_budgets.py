@@ -174,3 +174,38 @@ def test_a_budget_run_through_the_train_and_purge_clis(tmp_path):
     purged = json.loads(paths.summary_path(out).read_text())
     assert purged["macs_pct"] == pytest.approx(100 * summary["eval_macs"], abs=1e-9)  # eval shares = the purge's
     assert purged["params_pct"] == pytest.approx(100 * summary["eval_params"], abs=1e-9)
+
+
+def test_a_budget_is_judged_on_the_purged_model_once_it_is_measured():
+    """The cost model said 0.5, the purge measured 27.6%: not feasible, naming the purged share."""
+    summary = {
+        "method": "constrained",
+        "target_scope": "none",
+        "constraint": "eq",
+        "target": [0.5],
+        "budgets": {"macs": 0.5},
+        "violations": {"macs": 0.001},
+        "expected_density": 0.7,
+        "eval_density": 0.7,
+        "layer_expected_density": {"fc1": 0.7},
+        "layer_eval_density": {"fc1": 0.7},
+    }
+    assert feasibility.assess(summary)["feasible"] is True  # before the purge: the expected share only
+    purged = summary | {"macs_pct": 27.6, "params_pct": 40.0}
+    verdict = feasibility.assess(purged)
+    assert verdict["feasible"] is False and verdict["max_violation"] == pytest.approx(-0.224)
+    assert feasibility.describe_missed(purged | verdict) == "purged macs at 0.276 < 0.5"
+    assert feasibility.assess(purged | {"macs_pct": 50.4})["feasible"] is True
+    assert feasibility.assess(purged | {"constraint": "le"})["feasible"] is True  # <= 0.5 allows ending smaller
+
+
+def test_a_budget_run_made_to_miss_says_so_after_the_purge(tmp_path):
+    out = tmp_path / "run"
+    flags = ["--arch", "mlp", "--budget", "macs=0.05", "--target-scope", "none", "--epochs", "1", "--threads", "1"]
+    assert ctrlsparse("train", *flags, "--quiet", "--out", str(out)).returncode == 0
+    result = ctrlsparse("purge", str(out))
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{out}: target missed: ") and "purged macs at " in last and " 0.05" in last
+    purged = json.loads(paths.summary_path(out).read_text())
+    assert purged["feasible"] is False and "purged macs" in feasibility.constraint_violations(purged)

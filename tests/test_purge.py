@@ -297,45 +297,7 @@ def test_purged_torchvision_model_computes_the_gated_eval_function(name):
     assert count(purged, x).params < count(dense, x).params
     if name == "mobilenet_v2":  # the depthwise convs lose the channels their expansion conv closed
         assert depthwise_channels(purged) < depthwise_channels(dense)
-    if name == "resnet18":
-        assert count(purged, x).params == resnet18_expected_params(dense, model)
-    if name == "vgg11_bn":
-        assert count(purged, x).params == vgg_expected_params(model)
 
 
 def depthwise_channels(model: nn.Module) -> int:
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1)
-
-
-def resnet18_expected_params(dense: nn.Module, model: nn.Module) -> int:
-    """Gated: every block's conv1 (by output channel) and fc (by input). A closed conv1 channel takes its filter,
-    its two BatchNorm entries and conv2's input column with it; a closed fc input its weight column, and the
-    last block's conv2 filter (and BatchNorm entries) of that channel, which nothing else reads."""
-    total = sum(p.numel() for p in dense.parameters())
-    for stage in range(1, 5):
-        for block in range(2):
-            conv1 = model.get_submodule(f"layer{stage}.{block}.conv1")
-            conv2 = model.get_submodule(f"layer{stage}.{block}.conv2")
-            closed = int((~open_count(conv1)).sum())
-            total -= closed * (conv1.in_channels * 9 + 2 + conv2.out_channels * 9)
-    last_conv1_open = int(open_count(model.get_submodule("layer4.1.conv1")).sum())
-    closed_fc = int((~open_count(model.fc)).sum())
-    return total - closed_fc * (model.fc.out_features + last_conv1_open * 9 + 2)
-
-
-def vgg_expected_params(model: nn.Module) -> int:
-    """VGG-11-BN: conv (bias) -> BN chains gated by output channel, then three Linears gated by input."""
-    convs = [m for _, m in gated_layers(model) if isinstance(m, L0Conv2d)]  # in graph order
-    total, previous = 0, 3
-    for conv in convs:
-        k = int(at_least_one(open_count(conv)).sum())
-        total += k * (previous * 9 + 1) + 2 * k
-        previous = k
-    last = at_least_one(open_count(convs[-1]))
-    fcs = [model.get_submodule(f"classifier.{i}") for i in (0, 3, 6)]
-    columns = int((open_count(fcs[0]) & last.repeat_interleave(49)).sum())  # 7x7 adaptive pool, flattened
-    rows = [int(open_count(fcs[1]).sum()), int(open_count(fcs[2]).sum()), fcs[2].out_features]
-    for fan_out in rows:
-        total += columns * fan_out + fan_out
-        columns = fan_out
-    return total

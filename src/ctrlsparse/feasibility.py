@@ -1,7 +1,9 @@
 """Did a run meet its density target(s)? A pure function of the run's ``summary.json`` and a tolerance.
 
 - A constrained run has one constraint (``model``) or one per gated layer (``--target-scope layer``); its
-  violation is expected density − target, the number the multipliers see.
+  violation is expected density − target, the number the multipliers see. A budget run has one per budget kind
+  (expected share − budget) and, once ``ctrlsparse purge`` has measured the purged model, one more per kind,
+  ``purged <kind>``: the purged model's share − budget, so that a budget is judged on what the user receives.
 - ``le`` (the paper's ``≤``) is met when every violation is at most the tolerance (ending sparser is allowed);
   ``eq`` when every violation lies within ± the tolerance. ``max_violation`` is the violation farthest from
   that (signed: under ``eq`` a negative value is a layer left below its target).
@@ -38,28 +40,46 @@ FIELDS = (
 )
 
 
+# A budget kind -> the purge's measurement of it (percent of the dense model), judged beside the expected share.
+PURGED = {"macs": "macs_pct", "params": "params_pct"}
+
+
+def purged_name(kind: str) -> str:
+    return f"purged {kind}"
+
+
 def constraint_targets(summary: dict[str, Any]) -> dict[str, float]:
-    """Target of each constraint of a constrained run: ``{"model": ε}`` or one per gated layer; ``{}`` otherwise."""
+    """Target of each constraint of a constrained run: ``{"model": ε}`` or one per gated layer, then each budget
+    (the expected share the multipliers see) and, once the run is purged, each budget again as ``purged <kind>``
+    (the share of the model the user receives); ``{}`` for other methods."""
     if summary.get("method") != "constrained":
         return {}
     targets = list(summary.get("target") or [])
     budgets = dict(summary.get("budgets") or {})  # macs / params budgets: constraints of their own
+    purged = {purged_name(kind): value for kind, value in budgets.items() if summary.get(PURGED[kind]) is not None}
     if summary.get("target_scope") == "none":
-        return budgets
+        return budgets | purged
     if summary.get("target_scope") != "layer":
-        return {"model": targets[0], **budgets}
+        return {"model": targets[0], **budgets, **purged}
     layers = list(summary.get("layer_expected_density") or {})
-    return dict(zip(layers, layer_targets(targets, layers, summary.get("arch", "")), strict=True)) | budgets
+    return dict(zip(layers, layer_targets(targets, layers, summary.get("arch", "")), strict=True)) | budgets | purged
 
 
 def constraint_violations(summary: dict[str, Any]) -> dict[str, float]:
-    """Final expected density − target of each constraint (the summary's ``violations``, else recomputed)."""
+    """Final value − target of each constraint (the summary's ``violations``, else recomputed; a purged budget:
+    the purged model's share of the dense one − the budget)."""
     targets = constraint_targets(summary)
+    purged = {purged_name(kind): kind for kind in PURGED}
     if summary.get("violations"):
-        return {name: summary["violations"][name] for name in targets if name in summary["violations"]}
-    expected = {"model": summary.get("expected_density"), **(summary.get("layer_expected_density") or {})}
-    expected |= {"macs": summary.get("expected_macs"), "params": summary.get("expected_params")}
-    return {name: expected[name] - target for name, target in targets.items()}
+        found = {name: summary["violations"][name] for name in targets if name in summary["violations"]}
+    else:
+        expected = {"model": summary.get("expected_density"), **(summary.get("layer_expected_density") or {})}
+        expected |= {"macs": summary.get("expected_macs"), "params": summary.get("expected_params")}
+        found = {name: expected[name] - target for name, target in targets.items() if name not in purged}
+    for name, target in targets.items():
+        if name in purged:
+            found[name] = summary[PURGED[purged[name]]] / 100.0 - target
+    return found
 
 
 def excess(violation: float, constraint: str) -> float:

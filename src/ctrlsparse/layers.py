@@ -1,4 +1,5 @@
-"""Gated layers: ``L0Linear``, ``L0Conv2d`` and ``L0BatchNorm2d``.
+"""Gated layers: ``L0Linear``, ``L0Conv2d`` and ``L0BatchNorm2d`` (the paper's), and ``Gates``, what every set of
+gates shares (the gated layers', and :class:`~ctrlsparse.group_gates.GateGroup`, gates shared across layers).
 
 Every gated layer holds one 1-D parameter ``log_alpha`` (one entry per gate) and a scalar ``group_size``:
 the number of sparsifiable parameters one gate switches off. Groups (paper.md §1):
@@ -23,24 +24,23 @@ from torch import Tensor, nn
 from ctrlsparse import gates as hc
 
 
-class GatedLayer(nn.Module):
-    """Mixin for a layer whose effective parameters are its weights times hard-concrete gates."""
+class Gates(nn.Module):
+    """A set of hard-concrete gates: ``log_alpha`` (one entry per gate) and ``group_size``, the sparsifiable
+    parameters one gate switches off. The gated layers below carry their own; a
+    :class:`~ctrlsparse.group_gates.GateGroup` is a set of gates shared by coupled channels across layers."""
 
     log_alpha: nn.Parameter
     group_size: int
     structured: bool
     droprate_init: float
 
-    def _init_gates(self, n_gates: int, group_size: int, droprate_init: float, structured: bool) -> None:
+    def _setup_gates(self, group_size: int, droprate_init: float, structured: bool) -> None:
         self.structured = structured
         self.group_size = group_size
         self.droprate_init = droprate_init
-        self.log_alpha = nn.Parameter(torch.empty(n_gates, device=self.weight.device))
         self.last_gates: Tensor | None = None
         self.next_gates: Tensor | None = None  # a sample drawn for this layer by sample_all_gates_, used once
         self.reset_gates()
-        with torch.no_grad():  # E[z] = 1 - d at initialisation: rescale so the expected signal is the dense one's
-            self.weight.mul_(1.0 / (1.0 - droprate_init))
 
     def reset_gates(self) -> None:
         nn.init.normal_(self.log_alpha, hc.initial_log_alpha(self.droprate_init), 0.01)
@@ -67,6 +67,20 @@ class GatedLayer(nn.Module):
 
     def prob_active(self) -> Tensor:
         return hc.prob_active(self.log_alpha)
+
+    def l2_tensors(self, root_p: Tensor) -> list[Tensor]:
+        """Tensors whose squared norms sum to the gated parameters' P-weighted squared norms (none here)."""
+        return []
+
+
+class GatedLayer(Gates):
+    """Mixin for a layer whose effective parameters are its weights times hard-concrete gates."""
+
+    def _init_gates(self, n_gates: int, group_size: int, droprate_init: float, structured: bool) -> None:
+        self.log_alpha = nn.Parameter(torch.empty(n_gates, device=self.weight.device))
+        self._setup_gates(group_size, droprate_init, structured)
+        with torch.no_grad():  # E[z] = 1 - d at initialisation: rescale so the expected signal is the dense one's
+            self.weight.mul_(1.0 / (1.0 - droprate_init))
 
     def gated_params(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
         """Weight and bias with the gates ``z`` applied."""
@@ -203,16 +217,16 @@ class L0BatchNorm2d(nn.BatchNorm2d):
         return normed if self.affine else torch.where(active.view(1, -1, 1, 1), normed, x)
 
 
-def gated_layers(model: nn.Module) -> list[tuple[str, GatedLayer]]:
-    """The model's gated layers with their qualified names, in registration order."""
-    return [(name, module) for name, module in model.named_modules() if isinstance(module, GatedLayer)]
+def gated_layers(model: nn.Module) -> list[tuple[str, Gates]]:
+    """The model's gate sets (gated layers and gate groups) with their qualified names, in registration order."""
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, Gates)]
 
 
 def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [layer.log_alpha for _, layer in gated_layers(model)]
 
 
-def sample_all_gates_(layers: list[GatedLayer], log_alphas: list[Tensor], counts: list[int]) -> None:
+def sample_all_gates_(layers: list[Gates], log_alphas: list[Tensor], counts: list[int]) -> None:
     """Draw the next training sample of every layer's gates in one pass over all gates (a handful of kernels
     instead of a handful per layer); each layer's next ``gates()`` call in training mode takes its part."""
     parts = hc.sample_gates(torch.cat(log_alphas)).split(counts)

@@ -6,11 +6,12 @@ import torch
 from torch import Tensor, nn
 
 from ctrlsparse import gates as hc
-from ctrlsparse.cost.expr import Expr, signature, vector
+from ctrlsparse.channels import trace
+from ctrlsparse.channels.algebra import Expr, Expressions, vector
+from ctrlsparse.channels.flow import Flow, gate_offsets
 from ctrlsparse.cost.terms import cost_terms
-from ctrlsparse.layers import GatedLayer, gated_layers
+from ctrlsparse.layers import Gates, gated_layers
 from ctrlsparse.purge.count import count
-from ctrlsparse.purge.graph import trace
 
 
 class ExpectedCost:
@@ -21,58 +22,72 @@ class ExpectedCost:
         unstructured = [name for name, layer in named if not layer.structured]
         if unstructured:
             raise ValueError(f"layer {unstructured[0]} is gated per weight; MAC/param budgets need structured gates")
-        self.layers: list[GatedLayer] = [layer for _, layer in named]
+        self.layers: list[Gates] = [layer for _, layer in named]
         self.log_alphas = [layer.log_alpha for layer in self.layers]
         self.counts = [layer.n_gates for layer in self.layers]
         training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                traced = trace(model, example[:1])
+                graph = trace(model, example[:1])
                 dense = count(model, example[:1])
         finally:
             model.train(training)
-        index = {id(layer): i for i, layer in enumerate(self.layers)}
-        self.terms = cost_terms(traced, index)
+        self.algebra = Expressions(sum(self.counts))
+        flow = Flow(graph, self.algebra, gate_offsets(self.layers))
+        self.terms = cost_terms(flow, model)
         self.dense_macs, self.dense_params = float(dense.macs), float(dense.params)
-        self._compile(len(self.layers))
+        self._compile()
         all_open = self.costs(torch.ones(sum(self.counts), dtype=torch.float64))
         self.unmodelled_macs = self.dense_macs - float(all_open["macs"])  # ops outside the walk (full width)
         self._form[0, 0, 0] += self.unmodelled_macs  # s[0] = 1: a constant term of the MACs
         self._cache.clear()
 
-    def _compile(self, n_layers: int) -> None:
-        """The terms as one quadratic form per quantity: a vector s of sums (s[0] = 1, then each layer's sum of
-        P, then the sum of every other expression) and a matrix A_k with cost_k = s^T A_k s, so that a call is
-        two matrix-vector products whatever the number of terms (and its gradient two more)."""
+    def _compile(self) -> None:
+        """The terms as one quadratic form per quantity: a vector s of sums (s[0] = 1, then each gate set's sum
+        of P, then the sum of every other expression) and a matrix A_k with cost_k = s^T A_k s, so that a call is
+        two matrix-vector products whatever the number of terms (and its gradient two more). A literal
+        expression's sum is a sum of entries of [P, 1, 0] (one gather); any other is evaluated per call."""
+        n_layers, algebra = len(self.layers), self.algebra
         slots: dict[tuple, int] = {}
+        self._literals: list[Tensor] = []  # ids of each literal slot beyond the gate sets' own sums
         self._vectors: list[Expr] = []
+        start = 0
+        for i, n in enumerate(self.counts):  # slot 1 + i: gate set i's own sum (the density's per-layer sums)
+            slots[algebra.lit(torch.arange(start, start + n)).key] = 1 + i
+            start += n
 
         def slot(expr: Expr | None) -> tuple[int, float]:  # (index into s, constant factor)
-            if expr is None or expr.op == "one":
-                return 0, 1.0 if expr is None else float(expr.width)
-            if expr.op == "gates":
-                return 1 + expr.arg, 1.0
-            key = signature(expr)  # the same expression reached twice (two terms, two paths) is summed once
-            if key not in slots:
-                slots[key] = 1 + n_layers + len(self._vectors)
-                self._vectors.append(expr)
-            return slots[key], 1.0
+            if expr is None:
+                return 0, 1.0
+            if expr.op == "lit" and bool((expr.ids >= algebra.one).all()):
+                return 0, float((expr.ids == algebra.one).sum())  # constants only
+            if expr.key not in slots:  # the same expression reached twice (two terms, two paths) is summed once
+                slots[expr.key] = -1 - len(slots)  # placeholder, numbered below
+                (self._literals if expr.op == "lit" else self._vectors).append(expr)
+            return slots[expr.key], 1.0
 
         entries = []
         for term in self.terms:
-            if term.a.op == "zero" or (term.b is not None and term.b.op == "zero"):
-                continue
             (a, factor_a), (b, factor_b) = slot(term.a), slot(term.b)
-            entries.append((("macs", "params").index(term.quantity), a, b, term.coefficient * factor_a * factor_b))
-        size = 1 + n_layers + len(self._vectors)
+            coefficient = term.coefficient * factor_a * factor_b
+            if coefficient:
+                entries.append((("macs", "params").index(term.quantity), term.a, term.b, a, b, coefficient))
+        # number the other slots: literals first (one gather), then the evaluated expressions
+        order = {e.key: 1 + n_layers + i for i, e in enumerate([*self._literals, *self._vectors])}
+        size = 1 + n_layers + len(order)
+
+        def final(expr: Expr | None, index: int) -> int:
+            return order[expr.key] if index < 0 else index
+
         self._form = torch.zeros(2, size, size, dtype=torch.float64)
-        for quantity, a, b, coefficient in entries:
-            self._form[quantity, a, b] += coefficient
-        # s = one index_add of [P, each expression's entries] into [1, 0, ...]: entry -> slot of s
+        for quantity, expr_a, expr_b, a, b, coefficient in entries:
+            self._form[quantity, final(expr_a, a), final(expr_b, b)] += coefficient
+        # s = one index_add of [P, the literals' entries of [P, 1, 0], each expression's entries] into [1, 0, ...]
         layer_of_gate = torch.repeat_interleave(torch.arange(n_layers), torch.tensor(self.counts, dtype=torch.long))
+        self._literal_ids = torch.cat([e.ids for e in self._literals]) if self._literals else torch.zeros(0).long()
         slot_of_entry = [1 + layer_of_gate] + [
-            torch.full((expr.width,), 1 + n_layers + i, dtype=torch.long) for i, expr in enumerate(self._vectors)
+            torch.full((e.width,), order[e.key], dtype=torch.long) for e in [*self._literals, *self._vectors]
         ]
         self._slot_of_entry = torch.cat(slot_of_entry)
         self._size, self._n_layers = size, n_layers
@@ -81,7 +96,7 @@ class ExpectedCost:
 
     def _constants(self, p: Tensor) -> tuple[Tensor, ...]:
         """(A in MACs / params, A in shares of the dense model, entry -> slot of s, s's constant part [1, 0, ...],
-        the constraints' form or an empty tensor) on p's device and dtype."""
+        the constraints' form or an empty tensor, the literal slots' gate ids) on p's device and dtype."""
         key = (p.device, p.dtype)
         if key not in self._cache:
             dense = torch.tensor([self.dense_macs, self.dense_params], dtype=torch.float64).view(2, 1, 1)
@@ -93,14 +108,17 @@ class ExpectedCost:
                 self._slot_of_entry.to(p.device),
                 base,
                 self._constraint_form.to(p.device, p.dtype),
+                self._literal_ids.to(p.device),
             )
         return self._cache[key]
 
     def _sums(self, p: Tensor) -> Tensor:
-        _, _, slot_of_entry, base, _ = self._constants(p)
-        if self._vectors:
-            parts, memo = p.split(self.counts), {}
-            p = torch.cat([p] + [vector(expr, parts, memo) for expr in self._vectors])  # every entry of s's sums
+        _, _, slot_of_entry, base, _, literal_ids = self._constants(p)
+        if self._literals or self._vectors:
+            extended = torch.cat([p, p.new_tensor([1.0, 0.0])])  # ids n and n + 1: the constants
+            memo: dict[int, Tensor] = {}
+            vectors = [vector(expr, extended, memo) for expr in self._vectors]
+            p = torch.cat([p, extended[literal_ids], *vectors])  # every entry of s's sums
         return base.index_add(0, slot_of_entry, p)
 
     @staticmethod
@@ -154,6 +172,13 @@ class ExpectedCost:
             (grad,) = torch.autograd.grad(shares[quantity], ones, retain_graph=True)
             rows[kind] = grad / grad.sum() if grad.sum() > 0 else grad
         return rows
+
+    def removed_by_each_gate(self, kind: str) -> Tensor:
+        """The MACs or parameters (``kind``) each gate removes when it alone closes: d cost / d P(active) at
+        all-open (the cost is multilinear in distinct gates). Float64, on the CPU."""
+        ones = torch.ones(sum(self.counts), dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(self.costs(ones)[kind], ones)
+        return grad
 
     def shares(self) -> dict[str, Tensor]:
         """Expected MACs and params as fractions of the dense model's."""

@@ -1,116 +1,76 @@
-"""The purge's two passes (non-zero forward, needed backward) over a torch.fx trace, written with probability
-expressions instead of boolean masks: the cost terms of :class:`~ctrlsparse.cost.ExpectedCost`."""
+"""The cost terms of a gated model: per layer, what the purge keeps of it, as probability expressions.
+
+Each term is ``coefficient x sum(a) x sum(b)`` (``b`` None: ``coefficient x sum(a)``) over the channel
+expressions of :class:`~ctrlsparse.channels.flow.Flow` (:class:`~ctrlsparse.channels.algebra.Expressions`),
+counted as MACs or parameters, one rule per kind of node (what the purge's rebuild makes of it):
+
+- a conv / Linear: kept input columns x kept output rows x kernel area (x output positions for MACs), plus one
+  bias entry per kept row; a grouped conv: per kept group, its whole block (in / groups x out / groups x kernel);
+- a BatchNorm: two parameters per kept channel; a masked LayerNorm: its affine parameters per open channel;
+- a parameter sliced with the channels of a sum / product (a layer scale): its entries per kept channel;
+- every other parameter whole (a constant term).
+"""
 
 from __future__ import annotations
 
-from torch import fx, nn
+from dataclasses import dataclass
 
-from ctrlsparse.cost.expr import Expr, Term, any_of, both, either, one, repeat, zero
-from ctrlsparse.layers import L0Conv2d, L0Linear
-from ctrlsparse.purge.graph import Traced, flatten_area, kind
-from ctrlsparse.purge.plan import tensor_inputs
+from torch import nn
+
+from ctrlsparse.channels.algebra import Expr
+from ctrlsparse.channels.flow import Flow
 
 
-def cost_terms(traced: Traced, index: dict[int, int]) -> list[Term]:
-    """The purge's two passes (:class:`~ctrlsparse.purge.plan.Plan`) over expressions instead of masks."""
-    nodes = list(traced.module.graph.nodes)
-    kinds = {node: kind(node, traced) for node in nodes}
+@dataclass(frozen=True)
+class Term:
+    """``coefficient * sum(a) * sum(b)`` (``b`` None: ``coefficient * sum(a)``), counted as MACs or params."""
 
-    def module(node: fx.Node) -> nn.Module:
-        return traced.modules[str(node.target)]
+    quantity: str
+    coefficient: float
+    a: Expr
+    b: Expr | None = None
 
-    def gates(layer: nn.Module) -> Expr:
-        return Expr("gates", layer.n_gates, index[id(layer)])
 
-    def grouped(node: fx.Node) -> bool:
-        return isinstance(module(node), nn.Conv2d) and module(node).groups != 1
-
-    nonzero: dict[fx.Node, Expr] = {}
-    for node in nodes:
-        width, node_kind = traced.channels(node), kinds[node]
-        if width is None:
-            continue
-        if node_kind == "weight" and isinstance(module(node), L0Conv2d):
-            nonzero[node] = gates(module(node))
-        elif node_kind == "channelwise" or (node_kind == "batchnorm" and len(node.args) > 1):
-            nonzero[node] = nonzero[node.args[0]]  # the masked BatchNorm's mask is its conv's own gates
-        elif node_kind == "add":
-            nonzero[node] = either([nonzero[node.args[0]], nonzero[node.args[1]]])
-        elif node_kind == "flatten":
-            nonzero[node] = repeat(nonzero[node.args[0]], flatten_area(node, traced))
-        else:
-            nonzero[node] = one(width)
-    reads: dict[fx.Node, list[Expr]] = {node: [] for node in nonzero}
-    needed: dict[fx.Node, Expr] = {}
-    for node in reversed(nodes):
-        node_kind = kinds[node]
-        if node in nonzero:
-            needed[node] = either(reads[node]) if reads[node] else zero(nonzero[node].width)
-        if node_kind == "batch_size":
-            continue
-        if node_kind in ("channelwise", "batchnorm", "add", "flatten"):
-            for source in node.args[:2] if node_kind == "add" else node.args[:1]:
-                wanted = needed[node]
-                reads[source].append(any_of(wanted, flatten_area(node, traced)) if node_kind == "flatten" else wanted)
-        elif node_kind == "weight":
-            layer = module(node)
-            source = node.args[0]
-            reads[source].append(gates(layer) if isinstance(layer, L0Linear) else one(nonzero[source].width))
-        else:
-            for source in tensor_inputs(node, traced):
-                reads[source].append(one(nonzero[source].width))
-    held: dict[fx.Node, Expr] = {}  # what the purged tensor holds
-    held_nonzero: dict[fx.Node, Expr] = {}  # the same without the "needed" factor
-    for node in nodes:
-        if node not in nonzero:
-            continue
-        node_kind = kinds[node]
-        if node_kind in ("channelwise", "batchnorm", "add") or (node_kind == "weight" and not grouped(node)):
-            held[node], held_nonzero[node] = both(nonzero[node], needed[node]), nonzero[node]
-        elif node_kind == "flatten":
-            area = flatten_area(node, traced)
-            held[node] = repeat(held[node.args[0]], area)
-            held_nonzero[node] = repeat(held_nonzero[node.args[0]], area)
-        else:
-            held[node] = held_nonzero[node] = one(nonzero[node].width)
+def cost_terms(flow: Flow, model: nn.Module) -> list[Term]:
+    """Every MAC and parameter term of ``model`` that depends on the gates, plus its other parameters whole."""
+    graph, algebra = flow.graph, flow.algebra
     terms: list[Term] = []
-    counted: set[int] = set()
-    for node in nodes:
-        node_kind = kinds[node]
-        if node_kind == "weight":
-            terms += weight_terms(node, module(node), held, held_nonzero, traced, gates, grouped(node))
-        elif node_kind == "batchnorm" and module(node).affine:
-            terms.append(Term("params", 2.0, held[node]))
-        elif node.op == "call_module" and node_kind not in ("batchnorm",) and id(module(node)) not in counted:
-            counted.add(id(module(node)))  # an op the purge keeps whole: its parameters, at full size
-            size = sum(p.numel() for name, p in module(node).named_parameters() if not name.endswith("log_alpha"))
-            if size:
-                terms.append(Term("params", float(size), one(1)))
+    claimed: set[int] = set()
+    for node in graph.nodes:
+        op = graph.ops[node]
+        if op.kind == "weight":
+            layer = op.module
+            claimed.update(id(p) for p in (layer.weight, layer.bias) if p is not None)
+            positions, pair = float(graph.positions(node)), float(layer.weight[0, 0].numel())
+            if op.name == "conv" and layer.groups > 1:
+                groups = flow.kept_groups(node) if flow.reads_channels(node) else algebra.const(layer.groups, True)
+                block = pair * (layer.in_channels // layer.groups) * (op.width // layer.groups)
+                terms += [Term("macs", block * positions, groups), Term("params", block, groups)]
+                if layer.bias is not None:
+                    terms.append(Term("params", float(op.width // layer.groups), groups))
+                continue
+            columns, rows = flow.columns(node), flow.kept(node)
+            terms += [Term("macs", pair * positions, columns, rows), Term("params", pair, columns, rows)]
+            if layer.bias is not None:
+                terms.append(Term("params", 1.0, rows))
+        elif op.kind in ("norm", "masked_bn") and op.module.affine:
+            claimed.update((id(op.module.weight), id(op.module.bias)))
+            terms.append(Term("params", 2.0, flow.kept(node)))
+        elif op.kind == "masked_ln":
+            constants = [graph.constant(n) for n in node.args[1:3] if n is not None]
+            claimed.update(id(c) for c in constants)
+            if constants:
+                terms.append(Term("params", float(len(constants)), flow.mask(node)))
+        elif op.kind in ("sum", "product"):
+            for position, _ in op.sliced:
+                argument = node.args[position]
+                if argument.op == "get_attr" and isinstance(graph.constant(argument), nn.Parameter):
+                    constant = graph.constant(argument)
+                    claimed.add(id(constant))
+                    terms.append(Term("params", float(constant.numel() // op.width), flow.kept(node)))
+    whole = sum(
+        p.numel() for name, p in model.named_parameters() if id(p) not in claimed and not name.endswith("log_alpha")
+    )
+    if whole:
+        terms.append(Term("params", float(whole), algebra.const(1, True)))
     return terms
-
-
-def weight_terms(node, layer, held, held_nonzero, traced, gates, grouped) -> list[Term]:
-    source = node.args[0]
-    if grouped:
-        macs = float(traced.channels(node) * layer.weight[0].numel() * spatial_size(traced.shapes[node]))
-        params = float(sum(p.numel() for n, p in layer.named_parameters() if not n.endswith("log_alpha")))
-        return [Term("macs", macs, one(1)), Term("params", params, one(1))]
-    # a Linear reads the inputs whose gates are open, of those its source holds; a conv all its source holds
-    columns = both(held_nonzero[source], gates(layer)) if isinstance(layer, L0Linear) else held[source]
-    rows = held[node]
-    pair = float(layer.weight[0, 0].numel())  # kernel area (1 for a Linear)
-    terms = [
-        Term("macs", pair * spatial_size(traced.shapes[node]), columns, rows),
-        Term("params", pair, columns, rows),
-    ]
-    if layer.bias is not None:
-        terms.append(Term("params", 1.0, rows))
-    return terms
-
-
-def spatial_size(shape: tuple[int, ...] | None) -> int:
-    """H*W of a conv's output (1 for a Linear's (N, F))."""
-    area = 1
-    for size in (shape or ())[2:]:
-        area *= size
-    return area

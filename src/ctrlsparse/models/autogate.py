@@ -1,28 +1,28 @@
-"""``gate(model, example_input)``: a gated copy of an arbitrary CNN/MLP ``nn.Module`` (torchvision's or yours).
+"""``gate(model, example_input)``: a gated copy of an arbitrary ``nn.Module`` (torchvision's or yours).
 
-The model is traced with torch.fx and its nodes sorted by the purge's own analysis
-(:func:`ctrlsparse.purge.graph.kind`: weight / batchnorm / channelwise / add / flatten / other). Then:
+The model is traced with torch.fx and its channels coupled by the one channel analysis
+(:class:`ctrlsparse.channels.coupling.Coupling`): every set of channels that can only go together (the same
+channel of a residual stream in the stem, every block's last conv, every downsample and every reader; a
+concatenation's slices; a grouped or depthwise conv's groups with their inputs and outputs; a squeeze-excitation's
+scale with the channels it scales; a LayerNorm's channels) shares one gate, so every channel that can go can go.
+Sets of channels that appear in the same layers form one :class:`~ctrlsparse.group_gates.GateGroup`
+(``gates.<first layer>``), called once at the top of the forward. Then:
 
-- **Linear layers** on (N, F) inputs get one gate per *input feature* (``L0Linear``, as the MLP's input layer):
-  a closed feature's weight column goes, whatever produced the feature.
-- **Conv2d layers** (``groups == 1``) get one gate per *output channel* (``L0Conv2d``) when a closed channel is
-  removable for good: followed through BatchNorm, zero-preserving channel-wise ops (ReLU, SiLU, pooling,
-  dropout, ...), flattens and depthwise convolutions, the conv's output reaches only layers that read it as
-  their input (a Conv2d or Linear). The BatchNorms on that way become ``L0BatchNorm2d`` masked by the conv's open
-  channels, so a closed channel stays exactly zero; a **depthwise conv** on that way follows the conv's gate (it
-  stays dense, and the BatchNorm after it is masked by the same gates).
-- **Residual adds: channels summed by an add stay ungated.** A conv whose output reaches an add (a ResNet's stem,
-  every block's last conv and its downsample; a MobileNet block's projection when the block is residual) is left
-  dense, as is a conv whose output reaches an op the analysis does not know (a squeeze-excitation multiply, a
-  concatenation, the model's output). So no gate has to be shared between layers, and every gated group is one
-  layer's filter or column.
+- a :class:`~ctrlsparse.group_gates.GatePoint` multiplies each tensor by its channels' gates in front of every
+  reader that mixes channels (a conv, a Linear, a flatten, an op the analysis does not know), so a closed
+  channel reaches nothing that would mix it into others; the purge then removes it everywhere, exactly;
+- every LayerNorm over gated channels becomes a :class:`~ctrlsparse.group_gates.MaskedLayerNorm` (statistics over
+  the open channels, as the purged LayerNorm computes them).
 
-Weights, biases and BatchNorm statistics are copied unchanged (no 1 / (1 - d) rescaling, unlike the
-hand-written archs): with the gates open (eval gate 1, e.g. log alpha >= 2.4, or ``droprate_init`` <= 0.08) the
-gated model computes exactly what the original does. Submodules keep their qualified names (``layer1.0.conv1``),
-so the gated model's state dict is the original's plus the gates' ``log_alpha``. Submodules without parameters
-that torch.nn does not define (e.g. torchvision's ``StochasticDepth``) are kept as single calls, so their own
-training-mode behaviour survives the trace.
+A group's ``group_size`` (its weight in the density) is what closing one of its gates alone removes: the
+derivative of the expected parameter count at all-open (:class:`ctrlsparse.cost.ExpectedCost`).
+
+Weights, biases and BatchNorm statistics are copied unchanged under their names (no 1 / (1 - d) rescaling,
+unlike the hand-written archs): with the gates open (eval gate 1, e.g. log alpha >= 2.4, or ``droprate_init``
+<= 0.08) the gated model computes exactly what the original does. Submodules without parameters that torch.nn
+does not define (e.g. torchvision's ``StochasticDepth``) are kept as single calls, so their own training-mode
+behaviour survives the trace. With ``structured=False`` every Conv (groups 1) and Linear called once is gated per
+weight instead (nothing is coupled: no channel is removed).
 """
 
 from __future__ import annotations
@@ -33,104 +33,166 @@ from collections import Counter
 import torch
 from torch import fx, nn
 
-from ctrlsparse.layers import GatedLayer, L0BatchNorm2d, L0Conv2d, L0Linear, gated_layers
-from ctrlsparse.purge.graph import GatedTracer, Traced, kind, trace
+from ctrlsparse.channels import ChannelGraph, trace
+from ctrlsparse.channels.coupling import Coupling, GroupPlan
+from ctrlsparse.channels.trace import KeepParameterFreeModules
+from ctrlsparse.cost import ExpectedCost
+from ctrlsparse.group_gates import GateGroup, GatePoint, MaskedLayerNorm
+from ctrlsparse.layers import GatedLayer, L0Conv2d, L0Linear, gated_layers
 
 
-class KeepParameterFreeModules(GatedTracer):
-    """The purge's tracer, plus: a submodule without parameters from outside torch.nn is one call (a leaf)."""
-
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        if super().is_leaf_module(module, qualified_name):
-            return True
-        return not isinstance(module, fx.GraphModule) and next(module.parameters(), None) is None
-
-
-def trace_model(model: nn.Module, example_input: torch.Tensor) -> Traced:
+def trace_dense(model: nn.Module, example_input: torch.Tensor) -> ChannelGraph:
     """``model`` (left untouched) traced in eval mode into a graph module of its own copies of the submodules."""
     if gated_layers(model):
         raise ValueError(f"the model already has gated layers ({gated_layers(model)[0][0]}); give the dense model")
-    source = copy.deepcopy(model).eval()
-    return trace(source, example_input, KeepParameterFreeModules())
-
-
-class GatingPlan:
-    """Which weight layers of a traced model get gates, and which BatchNorms each gated conv masks."""
-
-    def __init__(self, traced: Traced):
-        self.traced = traced
-        nodes = list(traced.module.graph.nodes)
-        self.kinds = {node: kind(node, traced) for node in nodes}
-        calls = Counter(str(node.target) for node in nodes if node.op == "call_module")
-        self.linears: list[fx.Node] = []
-        self.convs: dict[fx.Node, list[fx.Node]] = {}  # gated conv -> the BatchNorm calls it masks
-        for node in nodes:
-            if self.kinds[node] != "weight" or calls[str(node.target)] != 1:
-                continue  # a module called from two places keeps its weights as they are
-            module = traced.modules[str(node.target)]
-            if isinstance(module, nn.Linear):
-                self.linears.append(node)
-            elif module.groups == 1:
-                masked = self._removable_through(node, calls)
-                if masked is not None:
-                    self.convs[node] = masked
-
-    def _removable_through(self, conv: fx.Node, calls: Counter) -> list[fx.Node] | None:
-        """The BatchNorm calls between ``conv`` and the layers that read it, or None when its output also reaches
-        an add, an unknown op or the output (see the module docstring)."""
-        masked, stack, seen = [], [conv], set()
-        while stack:
-            node = stack.pop()
-            for user in node.users:
-                if user in seen:
-                    continue
-                seen.add(user)
-                user_kind = self.kinds[user]
-                reads_it = bool(user.args) and user.args[0] is node
-                if user_kind == "batch_size":
-                    continue
-                if user_kind == "weight" and reads_it:
-                    continue
-                if user_kind == "depthwise" and reads_it:
-                    if self.traced.modules[str(user.target)].bias is None and calls[str(user.target)] == 1:
-                        stack.append(user)  # the depthwise conv follows the gate (zero stays zero)
-                    continue  # else it is a layer that reads the channel (zero becomes its bias)
-                if user_kind == "batchnorm" and reads_it and calls[str(user.target)] == 1:
-                    masked.append(user)
-                    stack.append(user)
-                elif user_kind in ("channelwise", "flatten") and reads_it:
-                    stack.append(user)
-                else:
-                    return None
-        return masked
+    return trace(copy.deepcopy(model).eval(), example_input, KeepParameterFreeModules())
 
 
 def gate(
     model: nn.Module, example_input: torch.Tensor, droprate_init: float = 0.5, structured: bool = True
 ) -> fx.GraphModule:
-    """A gated copy of ``model`` (see the module docstring for which layers get gates); ``model`` is untouched.
+    """A gated copy of ``model`` (see the module docstring); ``model`` is untouched.
 
     ``example_input`` is one input batch; it fixes the shapes the trace sees. ``droprate_init`` sets the gates'
-    initial log alpha (``L0Linear``/``L0Conv2d``); ``structured=False`` gates the same layers per weight.
-    The copy is in the mode ``model`` was in (train or eval).
+    initial log alpha; ``structured=False`` gates every Conv / Linear per weight. The copy is in the mode
+    ``model`` was in (train or eval).
     """
-    traced = trace_model(model, example_input)
-    plan = GatingPlan(traced)
-    module, graph = traced.module, traced.module.graph
-    for node in plan.linears:
-        module.add_submodule(
-            str(node.target), gated_linear(traced.modules[str(node.target)], droprate_init, structured)
-        )
-    for conv, batchnorms in plan.convs.items():
-        module.add_submodule(str(conv.target), gated_conv(traced.modules[str(conv.target)], droprate_init, structured))
-        for bn in batchnorms:
-            module.add_submodule(str(bn.target), masked_batchnorm(traced.modules[str(bn.target)]))
-            with graph.inserting_before(bn):
-                active = graph.call_method("active_channels", (graph.get_attr(str(conv.target)),))
-            bn.args = (bn.args[0], active)
-    graph.lint()
+    graph = trace_dense(model, example_input)
+    if not structured:
+        return gate_per_weight(graph, droprate_init).train(model.training)
+    plans = Coupling(graph).groups()
+    gated = with_gate_groups(graph, plans, droprate_init)
+    sizes = removed_parameters(gated, example_input)
+    if any(len(set(part.tolist())) > 1 for part in sizes):  # split a group whose gates remove different amounts
+        plans = [
+            GroupPlan(
+                plan.name if k == 0 else f"{plan.name}.{k}",
+                [c for c, s in zip(plan.components, part.tolist(), strict=True) if s == size],
+            )
+            for plan, part in zip(plans, sizes, strict=True)
+            for k, size in enumerate(sorted(set(part.tolist())))
+        ]
+        gated = with_gate_groups(trace_dense(model, example_input), plans, droprate_init)
+        sizes = removed_parameters(gated, example_input)
+    for (_, group), part in zip(gated_layers(gated), sizes, strict=True):
+        group.group_size = int(part[0]) if len(part) else 1
+    return gated.train(model.training)
+
+
+def removed_parameters(gated: nn.Module, example_input: torch.Tensor) -> list[torch.Tensor]:
+    """Per gate group, the parameters each of its gates removes when it alone closes (rounded)."""
+    cost = ExpectedCost(gated, example_input)
+    removed = cost.removed_by_each_gate("params").round().long()
+    return list(removed.split(cost.counts))
+
+
+def with_gate_groups(graph: ChannelGraph, plans: list[GroupPlan], droprate_init: float) -> fx.GraphModule:
+    """``graph``'s module with one GateGroup per plan, gate points in front of channel-mixing readers and masked
+    LayerNorms (the graph is changed in place)."""
+    coupling = Coupling(graph)
+    module, g = graph.module, graph.module.graph
+    device = next((p.device for p in module.parameters()), None)
+    first = next(node for node in g.nodes if node.op != "placeholder")
+    group_nodes = []
+    for plan in plans:
+        name = unique_name(module, "gates." + plan.name.replace(".", "_"))
+        module.add_submodule(name, GateGroup(len(plan.components), 1, droprate_init, device=device))
+        with g.inserting_before(first):
+            group_nodes.append(g.call_module(name, ()))
+    where = {component: (k, i) for k, plan in enumerate(plans) for i, component in enumerate(plan.components)}
+    sizes = [len(plan.components) for plan in plans]
+    for tensor, readers in coupling.need_zero.items():
+        found = gates_of(coupling, tensor, where, sizes)
+        if found is None:
+            continue
+        used, index = found
+        dim = graph.ops[tensor].dim
+        point = unique_name(module, f"gate_points.{tensor.name}")
+        module.add_submodule(point, GatePoint(dim, index))
+        with g.inserting_before(min(readers, key=order(g))):
+            gated = g.call_module(point, (tensor, *[group_nodes[k] for k in used]))
+        for reader in readers:
+            reader.replace_input_with(tensor, gated)
+    for node in list(g.nodes):
+        if graph.ops.get(node) is not None and graph.ops[node].kind == "layer_norm":
+            found = gates_of(coupling, node, where, sizes)
+            if found is not None:
+                mask_layer_norm(graph, node, [group_nodes[k] for k in found[0]], found[1])
+    g.lint()
     module.recompile()
-    return module.train(model.training)
+    return module
+
+
+def order(graph: fx.Graph):
+    positions = {node: i for i, node in enumerate(graph.nodes)}
+    return lambda node: positions[node]
+
+
+def gates_of(
+    coupling: Coupling, node: fx.Node, where: dict[int, tuple[int, int]], sizes: list[int]
+) -> tuple[list[int], torch.Tensor | None] | None:
+    """(groups used, index into their concatenated gates and a final 1) for ``node``'s channels; None: no gate.
+    ``where``: component -> (group, gate); ``sizes``: gates per group."""
+    components = coupling.component[coupling.elements(node)]
+    channels = [where.get(int(c)) for c in components]
+    if all(found is None for found in channels):
+        return None
+    used = list(dict.fromkeys(found[0] for found in channels if found is not None))
+    if (
+        len(used) == 1
+        and all(found == (used[0], i) for i, found in enumerate(channels))
+        and len(channels) == sizes[used[0]]
+    ):
+        return used, None  # one group, every channel in order: no index
+    starts, start = {}, 0
+    for k in used:
+        starts[k], start = start, start + sizes[k]
+    return used, torch.tensor([start if found is None else starts[found[0]] + found[1] for found in channels])
+
+
+def mask_layer_norm(graph: ChannelGraph, node: fx.Node, groups: list[fx.Node], index: torch.Tensor | None) -> None:
+    """Replace a LayerNorm call (module or F.layer_norm) by a MaskedLayerNorm over the gated channels."""
+    module, g = graph.module, graph.module.graph
+    if node.op == "call_module":
+        layer = graph.module_of(node)
+        with g.inserting_before(node):
+            weight = g.get_attr(f"{node.target}.weight") if layer.weight is not None else None
+            bias = g.get_attr(f"{node.target}.bias") if getattr(layer, "bias", None) is not None else None
+        eps, x = layer.eps, node.args[0]
+    else:  # F.layer_norm(x, normalized_shape, weight, bias, eps)
+        names = ("input", "normalized_shape", "weight", "bias", "eps")
+        given = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+        x, weight, bias, eps = given["input"], given.get("weight"), given.get("bias"), given.get("eps", 1e-5)
+    name = unique_name(module, f"masked_norms.{node.name}")
+    module.add_submodule(name, MaskedLayerNorm(eps, index))
+    with g.inserting_before(node):
+        masked = g.call_module(name, (x, weight, bias, *groups))
+    node.replace_all_uses_with(masked)
+    g.erase_node(node)
+
+
+def unique_name(module: nn.Module, name: str) -> str:
+    taken = {key for key, _ in module.named_modules()}
+    unique, suffix = name, 1
+    while unique in taken:
+        unique, suffix = f"{name}_{suffix}", suffix + 1
+    return unique
+
+
+def gate_per_weight(graph: ChannelGraph, droprate_init: float) -> fx.GraphModule:
+    """Every Conv2d (groups 1) and Linear called once, gated per weight (unstructured)."""
+    module = graph.module
+    calls = Counter(str(n.target) for n in module.graph.nodes if n.op == "call_module")
+    for node in module.graph.nodes:
+        if node.op != "call_module" or calls[str(node.target)] != 1:
+            continue
+        layer = graph.module_of(node)
+        if isinstance(layer, nn.Linear):
+            module.add_submodule(str(node.target), gated_linear(layer, droprate_init, False))
+        elif type(layer) is nn.Conv2d and layer.groups == 1:
+            module.add_submodule(str(node.target), gated_conv(layer, droprate_init, False))
+    module.recompile()
+    return module
 
 
 def gated_linear(linear: nn.Linear, droprate_init: float, structured: bool) -> L0Linear:
@@ -168,11 +230,3 @@ def _copy_weights(dense: nn.Module, new: GatedLayer) -> GatedLayer:
         if dense.bias is not None:
             new.bias.copy_(dense.bias)
     return new.train(dense.training)
-
-
-def masked_batchnorm(bn: nn.BatchNorm2d) -> L0BatchNorm2d:
-    """An ``L0BatchNorm2d`` with ``bn``'s parameters and running statistics."""
-    device = next(iter(bn.state_dict().values())).device
-    new = L0BatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, device=device)
-    new.load_state_dict(bn.state_dict())
-    return new.train(bn.training)

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ctrlsparse.channels.trace import KeepParameterFreeModules
 from ctrlsparse.errors import HParamError
-from ctrlsparse.models.autogate import KeepParameterFreeModules, gate
+from ctrlsparse.models.autogate import gate
 from ctrlsparse.models.factory import LayerFactory
 
 PREFIXES = ("torchvision:", "module:")

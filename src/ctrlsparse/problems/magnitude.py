@@ -47,6 +47,17 @@ class MagnitudePruningProblem(L0Problem):
         super().__init__(model, hparams)
         if hparams.target_scope != "layer":
             raise HParamError("target_scope", "magnitude pruning keeps a density per gated layer: give 'layer'")
+        shared = [
+            name
+            for name, layer in zip(self.density.names, self.density.layers, strict=True)
+            if not isinstance(layer, GatedLayer)
+        ]
+        if shared:
+            raise HParamError(
+                "method",
+                f"magnitude pruning ranks each gated layer's own filters; {shared[0]} is a gate group shared by "
+                f"coupled channels (arch {hparams.arch!r}): use --method constrained with a --budget or --target",
+            )
         targets = layer_targets(hparams.target, self.density.names, hparams.arch)
         load_dense_weights(model, hparams)
         with torch.no_grad():

@@ -2,7 +2,7 @@
 
 ``purge(model, example)`` traces the model (torch.fx), decides per tensor which channels to keep
 (:mod:`~ctrlsparse.purge.plan`) and emits a ``torch.fx.GraphModule`` of plain ``nn.Conv2d`` / ``nn.Linear`` /
-``nn.BatchNorm2d`` modules, channel-wise torch ops and a few ``index_select``\\ s (:mod:`~ctrlsparse.purge.build`).
+``nn.BatchNorm2d`` / ``nn.LayerNorm`` modules, channel-wise torch ops and a few ``index_select``\\ s (:mod:`~ctrlsparse.purge.build`).
 No architecture needs purge code of its own: residual adds, conv -> linear flattening and the masked BatchNorm
 are handled by the graph walk.
 """

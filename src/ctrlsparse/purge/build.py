@@ -1,11 +1,12 @@
-"""Emit the purged graph: plain, smaller Conv2d / Linear / BatchNorm2d modules and a few index ops.
+"""Emit the purged graph: plain, smaller Conv / Linear / BatchNorm / LayerNorm modules and a few index ops.
 
-Every tensor of the purged graph holds the channels :class:`~ctrlsparse.purge.plan.Plan` keeps for it, in
-order. Where a consumer wants other channels than its producer holds (a residual add after a block whose last
-conv lost channels, a gated Linear reading a subset of the input pixels, an op the purge does not know), the
-tensor is re-indexed with ``index_select`` over dim 1; channels the producer does not hold are filled with zeros
-(a zero column is concatenated first). The graph uses only torch operations, so it exports and loads without
-ctrlsparse.
+Every tracked tensor of the purged graph holds a subset of its channels (its *layout*: indices into the full
+width, in order), at least those :class:`~ctrlsparse.channels.flow.Flow` keeps. Where a consumer wants other
+channels than its producer holds (a residual add after a block whose last conv lost channels, a gated Linear
+reading a subset of the input pixels, an op the purge does not know), the tensor is re-indexed with
+``index_select`` over its channel dim; channels the producer does not hold are filled with zeros (a zero slice is
+concatenated first). Gate points become nothing (open gates) or one multiply by their fractional eval gates.
+The graph uses only torch operations, so it exports and loads without ctrlsparse.
 """
 
 from __future__ import annotations
@@ -15,201 +16,226 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
+from ctrlsparse.channels.flow import Flow
+from ctrlsparse.channels.ops import REPLAYABLE
+from ctrlsparse.group_gates import channel_gates
 from ctrlsparse.layers import GatedLayer
-from ctrlsparse.purge.plan import Plan, tensor_inputs
+from ctrlsparse.purge.layers import plain, sliced_batchnorm, sliced_grouped, sliced_layer, sliced_layer_norm
+
+
+def indices(mask: Tensor) -> Tensor:
+    """Indices of a boolean channel mask, never empty (an all-closed tensor keeps one all-zero channel)."""
+    found = mask.nonzero().flatten()
+    return found if len(found) else torch.zeros(1, dtype=torch.long)
 
 
 class Builder:
-    def __init__(self, plan: Plan):
-        self.plan = plan
-        self.graph = fx.Graph()
+    def __init__(self, flow: Flow):
+        self.flow, self.graph = flow, flow.graph
+        self.new = fx.Graph()
         self.attributes: dict[str, Any] = {}
-        self.values: dict[fx.Node, fx.Node] = {}  # old node -> new node
+        self.values: dict[fx.Node, Any] = {}  # old node -> new node (None: a gate group, folded away)
         self.layouts: dict[fx.Node, Tensor] = {}  # old node -> full-width indices its new tensor holds
         self._constants = 0
 
     # --- attributes of the purged module ---
-    def _attribute(self, name: str, value: Any) -> str:
-        unique, suffix = name, 1
+    def attribute(self, name: str, value: Any) -> str:
+        unique, suffix = name.replace(".", "_"), 1
         while unique in self.attributes and self.attributes[unique] is not value:
-            unique, suffix = f"{name}_{suffix}", suffix + 1
+            unique, suffix = f"{name.replace('.', '_')}_{suffix}", suffix + 1
         self.attributes[unique] = value
         return unique
 
-    def _index(self, values: Tensor) -> fx.Node:
+    def tensor(self, name: str, value: Tensor) -> fx.Node:
         self._constants += 1
-        return self.graph.get_attr(self._attribute(f"purge_index_{self._constants}", values.clone()))
+        return self.new.get_attr(self.attribute(f"purge_{name}_{self._constants}", value))
 
     # --- re-indexing ---
     def full(self, node: fx.Node) -> Tensor:
-        return torch.arange(self.plan.traced.channels(node))
+        return torch.arange(self.graph.ops[node].width)
+
+    def kept(self, node: fx.Node) -> Tensor:
+        return indices(self.flow.kept(node))
 
     def adapt(self, node: fx.Node, wanted: Tensor) -> fx.Node:
         """The new tensor of ``node`` re-indexed to hold the channels ``wanted`` (zeros where it has none)."""
-        value, held = self.values[node], self.layouts[node]
+        value, held, op = self.values[node], self.layouts[node], self.graph.ops[node]
         if torch.equal(held, wanted):
             return value
-        position = torch.full((self.plan.traced.channels(node),), len(held), dtype=torch.long)
+        position = torch.full((op.width,), len(held), dtype=torch.long)
         position[held] = torch.arange(len(held))
         index = position[wanted]
         if bool((index < len(held)).all()):
-            return self.graph.call_function(torch.index_select, (value, 1, self._index(index)))
-        zero = self.graph.call_function(torch.zeros_like, (self.graph.call_method("narrow", (value, 1, 0, 1)),))
-        padded = self.graph.call_function(torch.cat, ([value, zero], 1))
-        return self.graph.call_function(torch.index_select, (padded, 1, self._index(index)))
+            return self.new.call_function(torch.index_select, (value, op.dim, self.tensor("index", index)))
+        zero = self.new.call_function(torch.zeros_like, (self.new.call_method("narrow", (value, op.dim, 0, 1)),))
+        padded = self.new.call_function(torch.cat, ([value, zero], op.dim))
+        return self.new.call_function(torch.index_select, (padded, op.dim, self.tensor("index", index)))
+
+    def whole(self, node: fx.Node) -> Any:
+        """A node's new value at full width (tracked tensors zero-filled where channels were removed)."""
+        return self.adapt(node, self.full(node)) if node in self.layouts else self.values[node]
 
     def mapped(self, argument: Any, wanted: dict[fx.Node, Tensor] | None = None) -> Any:
-        """Arguments in the new graph; tensors listed in ``wanted`` re-indexed to those channels."""
+        """Arguments in the new graph: tensors in ``wanted`` re-indexed to those channels, the rest whole."""
         wanted = wanted or {}
-        return fx.node.map_arg(
-            argument, lambda node: self.adapt(node, wanted[node]) if node in wanted else self.values[node]
-        )
+        return fx.node.map_arg(argument, lambda n: self.adapt(n, wanted[n]) if n in wanted else self.whole(n))
+
+    def replay(self, node: fx.Node, args: Any, kwargs: Any, module: nn.Module | None = None) -> fx.Node:
+        if node.op == "call_module":
+            target = self.attribute(str(node.target), module if module is not None else self.graph.module_of(node))
+            return self.new.call_module(target, args, kwargs)
+        return self.new.create_node(node.op, node.target, args, kwargs)
 
     # --- one node at a time ---
     def emit(self, node: fx.Node) -> None:
-        plan, kind = self.plan, self.plan.kinds[node]
-        if kind == "placeholder":
-            self.values[node] = self.graph.placeholder(str(node.target))
-        elif kind == "get_attr":
-            value = plan.traced.constant(node)
-            self.values[node] = self.graph.get_attr(self._attribute(str(node.target).replace(".", "_"), value))
-        elif kind == "output":
-            wanted = {source: self.full(source) for source in tensor_inputs(node, plan.traced)}
-            self.graph.output(self.mapped(node.args[0], wanted))
+        op = self.graph.ops[node]
+        kind = op.kind
+        if node.op == "placeholder":
+            self.values[node] = self.new.placeholder(str(node.target))
+        elif node.op == "get_attr":
+            self.values[node] = self.new.get_attr(self.attribute(str(node.target), self.graph.constant(node)))
+        elif node.op == "output":
+            self.new.output(self.mapped(node.args[0]))
             return
+        elif kind == "gates":
+            self.values[node] = None  # its eval gates are folded into the gate points
+            return
+        elif kind == "gate":
+            self._gate(node)
+        elif kind == "masked_ln":
+            self._masked_layer_norm(node)
         elif kind == "weight":
             self._weight(node)
-        elif kind in ("batchnorm", "channelwise", "depthwise", "add"):
-            self._channelwise(node, kind)
-        elif kind == "flatten":
-            source = node.args[0]
-            self.values[node] = self.graph.call_function(torch.flatten, (self.values[source], 1))
-            area = self.plan.traced.channels(node) // self.plan.traced.channels(source)
-            held = self.layouts[source]
-            self.layouts[node] = (held.view(-1, 1) * area + torch.arange(area)).flatten()
-        else:  # batch_size and anything unknown: every tensor input at full width
-            wanted = {source: self.full(source) for source in tensor_inputs(node, plan.traced)}
-            if kind == "batch_size":
-                wanted = {}
-            args, kwargs = self.mapped(node.args, wanted), self.mapped(node.kwargs, wanted)
-            if node.op == "call_module":
-                target = self._attribute(str(node.target), plain(plan.module(node)))
-                self.values[node] = self.graph.call_module(target, args, kwargs)
-            else:
-                self.values[node] = self.graph.create_node(node.op, node.target, args, kwargs)
-        if plan.traced.channels(node) is not None and node not in self.layouts:
+        elif kind in ("norm", "masked_bn", "map", "sum", "product"):
+            self._channelwise(node)
+        elif kind == "move":
+            self._move(node)
+        elif kind == "batch_size":
+            self.values[node] = self.replay(node, self.mapped(node.args, {}), self.mapped(node.kwargs, {}))
+            self.values[node].args = (self.values[node.args[0]], *self.values[node].args[1:])
+        else:  # query, composite, plain LayerNorm and anything unknown: every tensor input at full width
+            module = plain(self.graph.module_of(node)) if node.op == "call_module" else None
+            self.values[node] = self.replay(node, self.mapped(node.args), self.mapped(node.kwargs), module)
+        if op.tracked and node not in self.layouts:
             self.layouts[node] = self.full(node)
 
-    def _weight(self, node: fx.Node) -> None:
-        plan, source = self.plan, node.args[0]
-        layer = plan.module(node)
-        columns = self.layouts[source]
-        needs = plan.input_needs(node)
-        if needs is not None and not bool(needs[columns].all()):
-            read = columns[needs[columns]]
-            columns = read if len(read) else columns[:1]
-        grouped = isinstance(layer, nn.Conv2d) and layer.groups != 1
-        if grouped:  # channel i of the output reads group i // ...: keep a grouped conv whole
-            columns = self.full(source)
-        rows = self.full(node) if grouped else plan.kept(node)
-        weight, bias = layer.eval_params() if isinstance(layer, GatedLayer) else (layer.weight, layer.bias)
-        new = sliced_layer(layer, weight.detach(), None if bias is None else bias.detach(), rows, columns)
-        target = self._attribute(str(node.target), new)
-        self.values[node] = self.graph.call_module(target, (self.adapt(source, columns),))
-        self.layouts[node] = rows
+    def _gate(self, node: fx.Node) -> None:
+        keep = self.kept(node)
+        value = self.adapt(node.args[0], keep)
+        module = self.graph.module_of(node)
+        zs = tuple(self.graph.module_of(group).gates().detach().cpu() for group in node.args[1:])
+        scale = channel_gates(None if module.index is None else module.index.cpu(), zs)[keep]
+        if not bool((scale == 1).all()):
+            shape = [1] * len(self.graph.shapes[node])
+            shape[self.graph.ops[node].dim] = -1
+            value = self.new.call_function(torch.mul, (value, self.tensor("scale", scale.view(shape))))
+        self.values[node], self.layouts[node] = value, keep
 
-    def _channelwise(self, node: fx.Node, kind: str) -> None:
-        plan = self.plan
-        keep = plan.kept(node)
-        sources = node.args[:2] if kind == "add" else node.args[:1]
-        inputs = [self.adapt(source, keep) for source in sources]
-        rest = self.mapped(node.args[len(sources) :])
-        if kind in ("batchnorm", "depthwise"):
-            module = plan.module(node)
-            module = (
-                sliced_batchnorm(module, keep, plan.bn_mask(node))
-                if kind == "batchnorm"
-                else sliced_depthwise(module, keep)
-            )
-            self.values[node] = self.graph.call_module(self._attribute(str(node.target), module), (inputs[0],))
-        elif node.op == "call_module":
-            target = self._attribute(str(node.target), plan.module(node))
-            self.values[node] = self.graph.call_module(target, (*inputs, *rest), self.mapped(node.kwargs))
-        else:
-            args = (*inputs, *rest)
-            self.values[node] = self.graph.create_node(node.op, node.target, args, self.mapped(node.kwargs))
+    def _masked_layer_norm(self, node: fx.Node) -> None:
+        keep = indices(self.flow.mask(node))
+        x, weight, bias = node.args[:3]
+        constants = [None if n is None else self.graph.constant(n) for n in (weight, bias)]
+        layer = sliced_layer_norm(len(keep), self.graph.module_of(node).eps, *constants, keep)
+        owner = next((str(n.target).rpartition(".")[0] for n in (weight, bias) if n is not None), "")
+        target = self.attribute(owner or str(node.target), layer)  # the LayerNorm's own name where it had one
+        self.values[node] = self.new.call_module(target, (self.adapt(x, keep),))
         self.layouts[node] = keep
 
+    def _weight(self, node: fx.Node) -> None:
+        op, flow = self.graph.ops[node], self.flow
+        layer, source = op.module, op.operands[0]
+        weight, bias = layer.eval_params() if isinstance(layer, GatedLayer) else (layer.weight, layer.bias)
+        weight, bias = weight.detach(), None if bias is None else bias.detach()
+        reads = flow.reads_channels(node)
+        if op.name == "conv" and layer.groups > 1:
+            groups = indices(flow.kept_groups(node)) if reads else torch.arange(layer.groups)
+            rows = torch.cat(
+                [torch.arange(g * op.width // layer.groups, (g + 1) * op.width // layer.groups) for g in groups]
+            )
+            per = layer.in_channels // layer.groups
+            columns = torch.cat([torch.arange(g * per, (g + 1) * per) for g in groups])
+            new = sliced_grouped(layer, weight, bias, rows, len(groups))
+        else:
+            rows, columns = self.kept(node), indices(flow.columns(node))
+            new = sliced_layer(layer, weight, bias, rows, columns)
+        value = self.adapt(source, columns) if reads else self.values[source]
+        self.values[node] = self.new.call_module(self.attribute(str(node.target), new), (value,))
+        self.layouts[node] = rows
 
-def plain(module: nn.Module) -> nn.Module:
-    """A gated layer as the plain layer of its eval weights, whole; any other module as it is."""
-    if not isinstance(module, GatedLayer):
-        return module
-    weight, bias = module.eval_params()
-    return sliced_layer(module, weight, bias, torch.arange(weight.shape[0]), torch.arange(weight.shape[1]))
+    def _channelwise(self, node: fx.Node) -> None:
+        """Norms, maps, sums and products: every tracked operand at the kept channels, full-width constants
+        sliced to them."""
+        op = self.graph.ops[node]
+        keep = self.kept(node)
+        args = list(self.mapped(node.args, {operand: keep for operand in op.operands}))
+        for position, dim in op.sliced:
+            args[position] = self._slice(node.args[position], dim, keep)
+        module = None
+        if op.kind in ("norm", "masked_bn"):
+            mask = self.graph.constant(node.args[1]).detach().cpu().bool() if op.kind == "masked_bn" else None
+            module, args = sliced_batchnorm(op.module, keep, mask), args[:1]
+        elif node.op == "call_module":
+            module = op.module if op.module is not None else self.graph.module_of(node)
+        self.values[node] = self.replay(node, tuple(args), self.mapped(node.kwargs), module)
+        self.layouts[node] = keep
 
+    def _slice(self, argument: fx.Node, dim: int, keep: Tensor) -> fx.Node:
+        if argument.op == "get_attr":
+            constant = self.graph.constant(argument)
+            sliced = constant.detach().index_select(dim, keep.to(constant.device))
+            if isinstance(constant, nn.Parameter):
+                sliced = nn.Parameter(sliced.clone(), requires_grad=False)
+            return self.new.get_attr(self.attribute(str(argument.target), sliced))
+        return self.new.call_function(torch.index_select, (self.whole(argument), dim, self.tensor("index", keep)))
 
-def sliced_layer(layer: nn.Module, weight: Tensor, bias: Tensor | None, rows: Tensor, columns: Tensor) -> nn.Module:
-    """A plain Conv2d / Linear holding ``weight[rows][:, columns]`` (and ``bias[rows]``); grouped convs stay whole."""
-    if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1:
-            rows, columns = torch.arange(weight.shape[0]), torch.arange(weight.shape[1])
-        new: nn.Module = nn.Conv2d(
-            len(columns) * layer.groups,
-            len(rows),
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            layer.groups,
-            bias is not None,
-            layer.padding_mode,
-        )
-    else:
-        new = nn.Linear(len(columns), len(rows), bias=bias is not None)
-    new = new.to(device=weight.device, dtype=weight.dtype)
-    rows, columns = rows.to(weight.device), columns.to(weight.device)
-    with torch.no_grad():
-        new.weight.copy_(weight[rows][:, columns])
-        if bias is not None:
-            new.bias.copy_(bias[rows])
-    return new
+    def _move(self, node: fx.Node) -> None:
+        op = self.graph.ops[node]
+        keep = self.kept(node)
+        reads = op.index[keep]
+        if op.name in REPLAYABLE and len(op.sources) == 1:
+            (source,) = op.sources
+            needed = reads.unique()
+            value = self.adapt(source, needed)
+            if op.name == "flatten" and node.target in ("view", "reshape"):  # a view that flattens
+                node_value = self.new.call_function(torch.flatten, (value, self.graph.ops[source].dim))
+            elif op.name == "flatten" and node.op == "call_module":  # nn.Flatten as the torch function
+                layer = self.graph.module_of(node)
+                node_value = self.new.call_function(torch.flatten, (value, layer.start_dim, layer.end_dim))
+            else:
+                node_value = self.replay(node, (value, *self.mapped(node.args[1:])), self.mapped(node.kwargs))
+            self.values[node] = node_value
+            self.layouts[node] = torch.isin(op.index, needed).nonzero().flatten()
+        elif self._gatherable(node):
+            starts, held, start = {}, [], 0
+            for source in op.sources:
+                starts[source] = start
+                start += self.graph.ops[source].width
+            parts = []
+            for source in op.sources:
+                mine = reads[(reads >= starts[source]) & (reads < starts[source] + self.graph.ops[source].width)]
+                wanted = (mine - starts[source]).unique()
+                if len(wanted):
+                    parts.append(self.adapt(source, wanted))
+                    held.append(wanted + starts[source])
+            joined = torch.cat(held)
+            value = parts[0] if len(parts) == 1 else self.new.call_function(torch.cat, (parts, op.dim))
+            position = torch.searchsorted(joined, reads) if bool((joined[1:] > joined[:-1]).all()) else None
+            if position is None or not torch.equal(joined[position], reads):
+                lookup = {int(v): i for i, v in enumerate(joined.tolist())}
+                position = torch.tensor([lookup[int(v)] for v in reads.tolist()])
+            if not torch.equal(position, torch.arange(len(joined))):
+                value = self.new.call_function(torch.index_select, (value, op.dim, self.tensor("index", position)))
+            self.values[node], self.layouts[node] = value, keep
+        else:
+            self.values[node] = self.replay(node, self.mapped(node.args), self.mapped(node.kwargs))
 
-
-def sliced_depthwise(conv: nn.Conv2d, keep: Tensor) -> nn.Conv2d:
-    """A depthwise Conv2d over the kept channels (one filter per channel)."""
-    k = len(keep)
-    new = nn.Conv2d(k, k, conv.kernel_size, conv.stride, conv.padding, conv.dilation, k, conv.bias is not None)
-    new.padding_mode = conv.padding_mode
-    new = new.to(device=conv.weight.device, dtype=conv.weight.dtype)
-    index = keep.to(conv.weight.device)
-    with torch.no_grad():
-        new.weight.copy_(conv.weight[index])
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias[index])
-    return new
-
-
-def sliced_batchnorm(bn: nn.BatchNorm2d, keep: Tensor, mask: Tensor | None) -> nn.BatchNorm2d:
-    """A plain BatchNorm2d over the kept channels. Channels an ``L0BatchNorm2d`` passes through unchanged (mask
-    false) get the identity: mean 0, variance 1 - eps, scale 1, shift 0."""
-    new = nn.BatchNorm2d(len(keep), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
-    new = new.to(device=bn.weight.device if bn.affine else None)
-    index = keep.to(new.running_mean.device) if new.running_mean is not None else keep
-    with torch.no_grad():
-        if bn.affine:
-            new.weight.copy_(bn.weight[index])
-            new.bias.copy_(bn.bias[index])
-        if bn.running_mean is not None:
-            new.running_mean.copy_(bn.running_mean[index])
-            new.running_var.copy_(bn.running_var[index])
-            new.num_batches_tracked.copy_(bn.num_batches_tracked)
-        if mask is not None:
-            identity = ~mask[keep].to(index.device)
-            if new.running_mean is not None:
-                new.running_mean[identity] = 0.0
-                new.running_var[identity] = 1.0 - bn.eps
-            if bn.affine:
-                new.weight[identity] = 1.0
-                new.bias[identity] = 0.0
-    return new
+    def _gatherable(self, node: fx.Node) -> bool:
+        """Whether every source has the output's rank, channel dim and other sizes (then: cat, index_select)."""
+        op, shape = self.graph.ops[node], self.graph.shapes[node]
+        for source in op.sources:
+            other = self.graph.shapes[source]
+            if len(other) != len(shape) or self.graph.ops[source].dim != op.dim:
+                return False
+            if any(a != b for d, (a, b) in enumerate(zip(other, shape, strict=True)) if d not in (0, op.dim)):
+                return False
+        return True

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from ctrlsparse.channels import trace
 from ctrlsparse.layers import gated_layers
 from ctrlsparse.purge.build import Builder
-from ctrlsparse.purge.graph import trace
-from ctrlsparse.purge.plan import Plan
+from ctrlsparse.purge.plan import eval_flow
 
 
 @torch.no_grad()
@@ -16,9 +16,9 @@ def purge(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     """A model of plain modules that computes what ``model`` computes in eval mode, without the closed groups.
 
     Eval (median) gates decide: a group whose gate is 0 is removed, fractional gates are folded into the
-    weights. ``example`` is one input batch (any batch size); it fixes the shapes the trace sees. A model
-    without gates (the dense baseline) comes back as the same function in plain modules. Unstructured models
-    are not purged (paper.md §4): they have no channels to remove.
+    weights (or one multiply). ``example`` is one input batch (any batch size); it fixes the shapes the trace
+    sees. A model without gates (the dense baseline) comes back as the same function in plain modules.
+    Unstructured models are not purged (paper.md §4): they have no channels to remove.
     """
     unstructured = [name for name, layer in gated_layers(model) if not layer.structured]
     if unstructured:
@@ -28,13 +28,13 @@ def purge(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     training = model.training
     model.eval()
     try:
-        plan = Plan(trace(model, example))
-        builder = Builder(plan)
-        for node in plan.traced.module.graph.nodes:
+        flow = eval_flow(trace(model, example))
+        builder = Builder(flow)
+        for node in flow.graph.nodes:
             builder.emit(node)
     finally:
         model.train(training)
-    graph = fx.GraphModule(builder.attributes, builder.graph).graph
+    graph = fx.GraphModule(builder.attributes, builder.new).graph
     graph.eliminate_dead_code()  # e.g. the masks the L0BatchNorm2d calls were traced with
     purged = fx.GraphModule(builder.attributes, graph, class_name="PurgedModel")  # takes only what graph uses
     return purged.to(example.device).eval()  # index buffers are built on the CPU

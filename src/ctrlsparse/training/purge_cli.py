@@ -3,7 +3,8 @@
 Writes ``purged.pt2`` (torch.export; plain torch loads it) and ``purge.json``, and adds ``params``, ``macs``,
 ``params_pct``, ``macs_pct`` (% of the dense model), ``dense_params``, ``dense_macs`` and
 ``purged_test_accuracy`` (the purged model's own test accuracy, which must equal the run's) to
-``summary.json``; with a tracking target (``--tracking-uri`` or ``--tracking-env``) the run is mirrored again so
+``summary.json``, and judges a budget run again on the purged model (``feasible`` false, with ``purged macs`` in
+``target_missed``, when the purged share is more than the tolerance off the budget); with a tracking target (``--tracking-uri`` or ``--tracking-env``) the run is mirrored again so
 MLflow has them too.
 
 It lives with training, not in :mod:`ctrlsparse.purge`: it rebuilds a finished training run (its setup and
@@ -27,6 +28,7 @@ def purge_run(run_dir: Path) -> dict[str, Any]:
     """Purge the finished run in ``run_dir``; return the keys added to its summary."""
     import torch
 
+    from ctrlsparse.feasibility import assess
     from ctrlsparse.hparams import HParams
     from ctrlsparse.plumbing.files import write_json
     from ctrlsparse.purge import count, purge, save_purged, size_report
@@ -49,9 +51,10 @@ def purge_run(run_dir: Path) -> dict[str, Any]:
     sizes["purged_test_accuracy"] = accuracy(purged, run.data)
     save_purged(purged, example, paths.purged_model_path(run_dir))
     write_json(paths.purge_sizes_path(run_dir), sizes)
-    summary = json.loads(paths.summary_path(run_dir).read_text())
-    write_json(paths.summary_path(run_dir), {**summary, **sizes})
-    return sizes
+    summary = {**json.loads(paths.summary_path(run_dir).read_text()), **sizes}
+    verdict = assess(summary, summary.get("feasibility_tolerance") or hparams.feasibility_tolerance)
+    write_json(paths.summary_path(run_dir), summary | verdict)  # a budget is judged on the purged model too
+    return sizes | verdict
 
 
 def accuracy(model: Any, data: Any, batch_size: int = 1024) -> float:
@@ -94,4 +97,9 @@ def main(argv: list[str]) -> int:
         f"({sizes['macs_pct']:.2f}%), test accuracy {100 * sizes['purged_test_accuracy']:.2f}%",
         file=sys.stderr,
     )
+    if sizes.get("feasible") is False:  # the one line of a missed target, as the train command says it
+        from ctrlsparse.feasibility import describe_missed
+
+        summary = json.loads(paths.summary_path(args.run).read_text())
+        print(f"{args.run}: target missed: {describe_missed(summary)}", file=sys.stderr)
     return 0

@@ -1,0 +1,70 @@
+"""Checks shared by the coupled-channel tests: a model's gated copy computes the original with every gate open,
+its purge computes the gated eval function, and the expected cost at 0/1 gates is the purged model's size."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import ctrlsparse
+from ctrlsparse.cost import ExpectedCost
+from ctrlsparse.layers import gated_layers
+from ctrlsparse.purge import count, purge
+
+
+def randomised(model: nn.Module) -> nn.Module:
+    """BatchNorm statistics and affine parameters away from the identity (a wrong slice would show)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.0)
+                module.bias.uniform_(-0.2, 0.2)
+            if isinstance(module, nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def set_pattern(model: nn.Module, seed: int, fractional: bool = False) -> torch.Tensor:
+    """Each gate open with probability 1/2 (at least one per group); log alpha +-10 (0/1 eval gates), or
+    random values with fractional eval gates. Returns the 0/1 vector of open gates (float64)."""
+    generator = torch.Generator().manual_seed(seed)
+    opened = []
+    with torch.no_grad():
+        for _, group in gated_layers(model):
+            values = 3 * torch.randn(group.n_gates, generator=generator) if fractional else None
+            mask = torch.rand(group.n_gates, generator=generator) < 0.5
+            mask[torch.randint(group.n_gates, (1,), generator=generator)] = True
+            group.log_alpha.copy_(torch.where(mask, 10.0, -10.0) if values is None else values)
+            if values is not None:
+                group.log_alpha[mask.nonzero()[0]] = 5.0
+            opened.append((group.log_alpha > -1.6).double())
+    return torch.cat(opened)
+
+
+def max_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    return (output - reference).abs().max().item() / max(1.0, reference.abs().max().item())
+
+
+def check_exact(model: nn.Module, x: torch.Tensor, seeds: tuple[int, ...] = (1, 2)) -> nn.Module:
+    """The three exactness checks; returns the gated model (eval mode)."""
+    model = randomised(model)
+    gated = ctrlsparse.gate(model, x).eval()
+    with torch.no_grad():
+        for _, group in gated_layers(gated):
+            group.log_alpha.fill_(5.0)
+        assert max_error(gated(x), model(x)) <= 1e-6
+    assert count(gated, x) == count(model, x)
+    cost = ExpectedCost(gated, x)
+    for seed in seeds:
+        set_pattern(gated, seed, fractional=True)
+        with torch.no_grad():
+            assert max_error(purge(gated, x)(x), gated(x)) <= 1e-5
+        pattern = set_pattern(gated, seed)
+        purged = count(purge(gated, x), x)
+        costs = cost.costs(pattern)
+        assert (costs["macs"].item(), costs["params"].item()) == (purged.macs, purged.params)
+    return gated

@@ -1,0 +1,44 @@
+"""Every torchvision CNN classification family through ctrlsparse.gate: exact with every gate open, purged =
+gated eval, expected cost at 0/1 gates = purged size, and every channel that can go can go: with one gate open
+per group the purged model keeps at most 5% of the dense MACs (benchmarks/reach.py prints the table beside
+Torch-Pruning's)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from channels import check_exact
+
+from ctrlsparse.layers import gated_layers
+from ctrlsparse.purge import count, purge
+
+FAST = ("mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5", "squeezenet1_0")
+SLOW = (  # 10-60 s each on a shared core
+    "resnet18",
+    "regnet_x_400mf",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "regnet_y_400mf",
+    "densenet121",
+    "googlenet",
+    "convnext_tiny",
+    "vgg11_bn",
+)
+
+
+@pytest.mark.parametrize("name", [*FAST, *(pytest.param(n, marks=pytest.mark.slow) for n in SLOW)])
+def test_family_is_exact_and_reaches_below_five_percent_of_its_macs(name):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    gated = check_exact(model, x, seeds=(1,))
+    with torch.no_grad():
+        for _, group in gated_layers(gated):
+            group.log_alpha.fill_(-10.0)
+            group.log_alpha[0] = 10.0
+    assert count(purge(gated, x), x).macs <= 0.05 * count(model, x).macs
