@@ -230,6 +230,16 @@ def test_the_data_set_is_the_runs_input_once_however_often_it_is_mirrored(tmp_pa
     assert [(tag.key, tag.value) for tag in entry.tags] == [("mlflow.data.context", "train")]
 
 
+def test_an_image_folder_runs_skipped_files_reach_mlflow(tmp_path, store):
+    """--skip-bad-images: the count is a metric (from summary.json) and part of the data set's profile."""
+    run_dir = write_synthetic_run(tmp_path / "runs", dataset="imagefolder", arch="mlp", method="dense")
+    for path in (paths.dataset_path(run_dir), paths.summary_path(run_dir)):  # what a skipping run writes
+        path.write_text(json.dumps({**json.loads(path.read_text()), "skipped_images": 3}))
+    run = mlflow.tracking.MlflowClient(store).get_run(tracking.mirror_run(run_dir, tracking_uri=store, experiment="t"))
+    assert run.data.metrics["skipped_images"] == 3
+    assert json.loads(run.inputs.dataset_inputs[0].dataset.profile)["skipped_images"] == 3
+
+
 def test_ui_links_open_each_experiments_runs_table(tmp_path, store, capsys):
     from ctrlsparse.tracking import ui
 

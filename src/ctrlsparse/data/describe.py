@@ -1,5 +1,6 @@
 """What a run trained on, as ``dataset.json`` in its directory: name, where the files are, split sizes, input
-shape and dtype, classes, and a digest of all that. The MLflow mirror logs it as the run's dataset input.
+shape and dtype, classes, for an image folder the number of files left out as unreadable (``skipped_images``),
+and a digest of all that. The MLflow mirror logs it as the run's dataset input.
 
 The digest identifies the data set *as the run saw it* (source, split, shape), not a hash of every image:
 hashing ImageNet per run is not worth it, and the splits are fixed by the loaders (digits: 360 test images,
@@ -48,6 +49,8 @@ def describe(hparams: HParams, data: Any) -> dict[str, Any]:
         "input_dtype": dtype,
         "num_classes": int(data.num_classes),
     }
+    if hasattr(data, "skipped"):  # an image folder, checked before training: the files left out (--skip-bad-images)
+        record["skipped_images"] = len(data.skipped)
     return with_digest(record)
 
 

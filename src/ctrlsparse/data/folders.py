@@ -1,10 +1,11 @@
-"""Image folders read with PIL by DataLoader worker processes (TinyImageNet, ImageNet).
+"""Image folders read with PIL by DataLoader worker processes (TinyImageNet, ImageNet, imagefolder).
 
 - :func:`decode_all` decodes a list of small images once into one uint8 tensor (TinyImageNet then lives on
   the device like CIFAR).
-- :class:`StreamedImages` decodes and augments every epoch in workers (ImageNet): pinned uint8 host batches,
-  non-blocking copies, normalisation on the device. Its order comes from the data generator and each process
-  of a DDP job reads only its share of every global batch.
+- :class:`StreamedImages` decodes and augments every epoch in workers (ImageNet, imagefolder): pinned uint8 host
+  batches, non-blocking copies, normalisation on the device. Its order comes from the data generator and each
+  process of a DDP job reads only its share of every global batch. Its files are checked before training
+  (:func:`checked_folder_pair`, :mod:`ctrlsparse.data.imagecheck`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +23,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ctrlsparse.data.base import shard_batches
+from ctrlsparse.data.imagecheck import BadImages, check_folder
+from ctrlsparse.data.imagefiles import EXTENSIONS, UnreadableImage, list_images, read_rgb, reason
 from ctrlsparse.data.images import normalise
 from ctrlsparse.data.layouts import fail
 
@@ -66,10 +70,11 @@ def _seed_worker(rank: int, worker_id: int) -> None:
 
 @dataclass
 class StreamedImages:
-    """Labelled image datasets (items: uint8 CHW tensor, label) decoded by ``workers`` processes per epoch.
+    """Labelled image datasets (:class:`LabelledFiles`) decoded by ``workers`` processes per epoch.
 
-    ``train``/``test`` are torch datasets whose transforms end in a uint8 tensor of ``input_shape``; batches
-    are normalised with ``mean``/``std`` on ``device``.
+    ``train``/``test`` hold items (uint8 tensor of ``input_shape``, label, problem); batches are normalised with
+    ``mean``/``std`` on ``device``, and a file that failed to decode raises :class:`UnreadableImage` naming it.
+    ``skipped``: the files (path, reason) the check before training left out (``--skip-bad-images``).
     """
 
     train: Dataset
@@ -81,6 +86,7 @@ class StreamedImages:
     workers: int = 0
     device: torch.device = torch.device("cpu")
     shard: tuple[int, int] = (0, 1)
+    skipped: tuple[tuple[Path, str], ...] = ()
 
     @property
     def num_train(self) -> int:
@@ -97,7 +103,13 @@ class StreamedImages:
         return DataLoader(dataset, num_workers=self.workers, pin_memory=self.device.type == "cuda", **extra, **kwargs)
 
     def _batches(self, loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
-        for images, labels in loader:
+        for images, labels, problems in loader:
+            failed = next((problem for problem in problems if problem), "")
+            if failed:
+                raise UnreadableImage(
+                    f"{failed}; it passed the check before training, so it changed on disk since: the run stopped "
+                    "and its last checkpoint is kept; restore the file, then rerun the same command to resume"
+                )
             images = images.to(self.device, non_blocking=True)
             yield normalise(images, self.mean, self.std), labels.to(self.device, non_blocking=True)
 
@@ -111,20 +123,50 @@ class StreamedImages:
         return self._batches(self._loader(self.test, batch_size=batch_size, shuffle=False))
 
 
-def image_folder_pair(name: str, folder: Path, train_transform, test_transform) -> tuple[Dataset, Dataset]:
-    """torchvision ImageFolders over ``folder/train`` and ``folder/val`` (RGB); a class folder without images is
-    one line naming data set ``name`` and the folder."""
-    from torchvision import datasets
+class LabelledFiles(Dataset):
+    """Item i: (uint8 tensor of ``samples[i]``'s file read as RGB by :func:`~ctrlsparse.data.imagefiles.read_rgb`
+    and ``transform``, its label, "") or, for a file that fails to decode, (zeros of ``shape``, label, "<path>:
+    <reason>"): the batches name it in one line instead of a worker's traceback."""
 
-    try:
-        train = datasets.ImageFolder(str(folder / "train"), transform=train_transform, loader=rgb_image)
-        test = datasets.ImageFolder(str(folder / "val"), transform=test_transform, loader=rgb_image)
-    except FileNotFoundError as error:
-        raise fail(name, folder, str(error).splitlines()[0]) from None
-    return train, test
+    def __init__(self, samples: Sequence[tuple[Path, int]], transform, shape: tuple[int, ...]):
+        self.samples, self.transform, self.shape = samples, transform, shape
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, str]:
+        path, label = self.samples[index]
+        try:
+            return self.transform(read_rgb(path)), label, ""
+        except Exception as error:  # whatever Pillow raises on a file that changed on disk since the check
+            return torch.zeros(self.shape, dtype=torch.uint8), label, f"{path}: {reason(error)}"
 
 
-def rgb_image(path: str) -> Image.Image:
-    """ImageFolder's loader (module level, so worker processes can pickle it)."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
+def checked_folder_pair(
+    name: str,
+    folder: Path,
+    classes: list[str],
+    transforms: tuple[Any, Any],
+    shape: tuple[int, ...],
+    workers: int = 0,
+    skip_bad_images: bool = False,
+) -> tuple[LabelledFiles, LabelledFiles, tuple[tuple[Path, str], ...]]:
+    """(train, test, skipped (file, reason)) over ``folder/train`` and ``folder/val`` (the ``classes``), every
+    image file checked first (:func:`~ctrlsparse.data.imagecheck.check_folder`): files that do not decode raise
+    :class:`~ctrlsparse.data.imagecheck.BadImages`, or with ``skip_bad_images`` are left out."""
+    samples = [list_images(folder / split, classes) for split in ("train", "val")]
+    verdict = check_folder(folder, [path for found in samples for path, _ in found], workers)
+    if verdict.bad and not skip_bad_images:
+        raise BadImages(name, verdict)
+    bad = {path for path, _ in verdict.bad}
+    datasets = []
+    for split, found, transform in zip(("train", "val"), samples, transforms, strict=True):
+        kept = [(path, label) for path, label in found if path not in bad]
+        empty = sorted(set(range(len(classes))) - {label for _, label in kept})
+        if empty:
+            readable = "readable " if bad else ""
+            raise fail(
+                name, folder / split / classes[empty[0]], f"holds no {readable}image files ({', '.join(EXTENSIONS)})"
+            )
+        datasets.append(LabelledFiles(kept, transform, shape))
+    return datasets[0], datasets[1], verdict.bad

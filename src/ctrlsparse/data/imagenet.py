@@ -4,7 +4,8 @@ The validation images must be sorted into the same class folders as the training
 ``valprep.sh`` layout); labels are the positions of the wnids in sorted order, as torchvision's
 ``ImageFolder`` assigns them. Decoded and augmented every epoch by DataLoader workers (paper.md §5): training
 ``RandomResizedCrop(224)`` (bilinear) + horizontal flip; evaluation resize 256 + centre crop 224; ImageNet
-mean/std; no label smoothing.
+mean/std; no label smoothing. Every file is decoded once before training, as for imagefolder
+(:mod:`ctrlsparse.data.imagecheck`; ``skip_bad_images`` leaves out the files that do not decode).
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctrlsparse.data.download import ensure
-from ctrlsparse.data.folders import StreamedImages, image_folder_pair
+from ctrlsparse.data.folders import StreamedImages, checked_folder_pair
+from ctrlsparse.data.imagefiles import class_folders
 from ctrlsparse.data.layouts import fail, locate
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CROP, RESIZE = 224, 256
 
 
-def class_folders(split: Path) -> list[str]:
-    return sorted(entry.name for entry in split.iterdir() if entry.is_dir())
-
-
-def load_imagenet(root: Path, download: bool = False, workers: int = 0) -> StreamedImages:
+def load_imagenet(
+    root: Path, download: bool = False, workers: int = 0, skip_bad_images: bool = False
+) -> StreamedImages:
     """Streamed images (3, 224, 224), labels 0..999 (as many as there are class folders)."""
     from torchvision import transforms
     from torchvision.transforms import InterpolationMode
@@ -49,5 +49,8 @@ def load_imagenet(root: Path, download: bool = False, workers: int = 0) -> Strea
             transforms.PILToTensor(),
         ]
     )
-    train, test = image_folder_pair("imagenet", folder, train_transform, test_transform)
-    return StreamedImages(train, test, len(train_classes), (3, CROP, CROP), MEAN, STD, workers=workers)
+    shape = (3, CROP, CROP)
+    train, test, skipped = checked_folder_pair(
+        "imagenet", folder, train_classes, (train_transform, test_transform), shape, workers, skip_bad_images
+    )
+    return StreamedImages(train, test, len(train_classes), shape, MEAN, STD, workers=workers, skipped=skipped)

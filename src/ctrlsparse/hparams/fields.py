@@ -39,6 +39,9 @@ EXECUTION = (
     "compile",
     "feasibility_tolerance",
     "require_feasible",
+    # which files of an image folder it trains on is the folder's state, like data_root: a clean folder trains the
+    # same with it or without, and a folder with bad files trains only with it (dataset.json counts the skipped)
+    "skip_bad_images",
 )
 
 
@@ -184,6 +187,11 @@ class HParams:
     )
     image_std: tuple[float, ...] = _help(
         "imagefolder: per-channel (R,G,B) standard deviation of the normalisation", default=(0.229, 0.224, 0.225)
+    )
+    skip_bad_images: bool = _help(
+        "imagefolder/imagenet: train on the image files that decode, leaving out those that do not (listed in the "
+        "run's bad_images.txt, counted in dataset.json and the summary); without it they stop the run before training",
+        default=False,
     )
     device: str = _help("auto | cpu | cuda | cuda:N", default="auto")
     threads: int = _help("torch intra-op threads (0: torch's default)", default=0)

@@ -5,6 +5,7 @@ This module is torch-free on purpose: the Snakemake workflow imports it to compu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # The directory under a results directory that holds every run (``results/runs/<run key>/``), shared by grids.
@@ -22,6 +23,12 @@ CORRUPT_SUFFIX = ".corrupt"  # an unreadable file moved aside (e.g. summary.json
 TRAIN_JOB = "train_job.json"  # where the last train job's time went (its epochs, its MLflow mirror)
 MLFLOW_RUN = "mlflow_run.json"  # id of the MLflow run that mirrors this directory
 DYNAMICS_PLOT = "dynamics.png"  # per-run training-dynamics figure (MLflow artifact)
+BAD_IMAGES = "bad_images.txt"  # image files that do not decode (imagefolder, imagenet): "<path>\t<reason>" lines
+
+# Outside any run: the cache of verdicts of image-folder checks (ctrlsparse.data.imagecheck), one file per folder
+# state, under $CTRLSPARSE_CACHE, else $XDG_CACHE_HOME/ctrlsparse, else ~/.cache/ctrlsparse.
+CACHE_ENV = "CTRLSPARSE_CACHE"
+IMAGE_CHECKS = "image-checks"
 
 
 def runs_root(results: str | Path) -> Path:
@@ -77,6 +84,23 @@ def mlflow_run_path(run: str | Path) -> Path:
 
 def dynamics_plot_path(run: str | Path) -> Path:
     return Path(run) / DYNAMICS_PLOT
+
+
+def bad_images_path(run: str | Path) -> Path:
+    return Path(run) / BAD_IMAGES
+
+
+def cache_root() -> Path:
+    """``$CTRLSPARSE_CACHE``, else ``$XDG_CACHE_HOME/ctrlsparse``, else ``~/.cache/ctrlsparse``."""
+    given = os.environ.get(CACHE_ENV)
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ctrlsparse"
+
+
+def image_check_path(key: str) -> Path:
+    """The cached verdict of the image check of one folder state (``key``: its files, sizes and times)."""
+    return cache_root() / IMAGE_CHECKS / f"{key}.json"
 
 
 # Written by `ctrlsparse purge` into a run directory.

@@ -28,13 +28,14 @@ def training_times(run_dir: Path, summary: dict[str, Any] | None) -> tuple[int, 
 
 def log_dataset(client: Any, run_id: str, run_dir: Path) -> None:
     """The run's ``dataset.json`` as its MLflow dataset input (context ``train``; the UI's Dataset column):
-    name, digest and source, a tensor schema (inputs, labels) and the split sizes as its profile."""
+    name, digest and source, a tensor schema (inputs, labels) and the split sizes (and an image folder's skipped
+    files) as its profile."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     data = read_dataset(run_dir)
     if data is None:
         return
-    profile = {key: data[key] for key in ("train_size", "test_size", "num_classes")}
+    profile = {key: data[key] for key in ("train_size", "test_size", "num_classes", "skipped_images") if key in data}
     dataset = Dataset(
         name=data["name"],
         digest=data["digest"],

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ctrlsparse train",
         description="Train one run with L0 gates under a density constraint (or a baseline) into --out.",
         epilog=f"Unset flags take the dataset's defaults ({', '.join(DATASET_DEFAULTS)}), then the field defaults. "
-        "Exit codes: 0 finished, 2 bad input, 3 diverged, 4 finished but a target missed with --require-feasible "
+        "Exit codes: 0 finished, 2 bad input (an image file that stopped decoding mid-run too), 3 diverged, 4 finished but a target missed with --require-feasible "
         "(the run's files are written and kept), 75 another process is training --out (its pid is named), 143 "
         "stopped by SIGTERM after saving the checkpoint (rerun to resume). A missed target (or fractional gates) is "
         "said on the last line either way.",
@@ -119,6 +119,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"{flag(error.key)}: {error.message}")
     main = os.environ.get("RANK", "0") == "0"  # under torchrun (DDP) only rank 0 talks to MLflow
     tracking = Tracking.from_args(args) if main else Tracking(None, DEFAULT_EXPERIMENT)
+    from ctrlsparse.data.imagefiles import UnreadableImage
     from ctrlsparse.plumbing.files import CheckpointError  # torch only for valid flags
     from ctrlsparse.training.job_time import JobTime
     from ctrlsparse.training.loop import DivergenceError, Interrupted, print_progress, train
@@ -146,6 +147,10 @@ def main(argv: list[str]) -> int:
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
         tracking.end(args.out, "FAILED")
         return EXIT_DIVERGED
+    except UnreadableImage as error:  # an image file changed on disk after the check before training
+        print(f"ctrlsparse train: error: {error}", file=sys.stderr)
+        tracking.end(args.out, "FAILED")
+        return 2
     except Interrupted as error:
         print(f"ctrlsparse train: {error}; rerun the same command to resume", file=sys.stderr)
         tracking.end(args.out, "KILLED")
@@ -153,9 +158,11 @@ def main(argv: list[str]) -> int:
     job.mirroring(tracking.end)(args.out, "FINISHED")
     if main:
         job.write(args.out)  # where this job's time went, beside Snakemake's benchmark of it (the report's split)
+    skipped = summary.get("skipped_images")
     print(
         f"{summary['run_key']}: test accuracy {100 * summary['test_accuracy']:.2f}%, expected density "
-        f"{summary['expected_density']:.4f}, eval density {summary['eval_density']:.4f}, {summary['wall_seconds']:.1f}s",
+        f"{summary['expected_density']:.4f}, eval density {summary['eval_density']:.4f}, {summary['wall_seconds']:.1f}s"
+        + (f", {skipped} unreadable image file{'s' * (skipped != 1)} skipped" if skipped else ""),
         file=sys.stderr,
     )
     return say_feasibility(summary, hparams.require_feasible)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ctrlsparse.data.describe import describe
+from ctrlsparse.data.imagecheck import BadImages, record_skipped
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import hparams_hash, pretrained_key, run_key
 from ctrlsparse.plumbing import paths
@@ -92,7 +93,10 @@ def _train(
     on_start: Callable[[Path], None] | None,
     stop_requested: Callable[[], bool] | None,
 ) -> dict[str, Any]:
-    run = build_run(hparams)  # fails on bad input (e.g. layer-wise targets vs layers) before anything is written
+    try:
+        run = build_run(hparams)  # fails on bad input (e.g. layer-wise targets vs layers) before anything is written
+    except BadImages as error:  # ... but the image files that stop it are listed beside the run
+        raise error.listed(out, write=distributed.is_main()) from None
     origin = pretrained_key(hparams)  # the key of the run it starts from (magnitude: the dense run), else ""
     key = run_key(hparams, origin)
     identity = {
@@ -106,6 +110,8 @@ def _train(
     if main:
         write_json(paths.hparams_path(out), identity)
         write_json(paths.dataset_path(out), describe(hparams, run.data))  # the MLflow run's dataset input
+        if hasattr(run.data, "skipped"):  # an image folder, checked before training
+            record_skipped(out, hparams.dataset, run.data.skipped)
     progress = checkpoint.load(run, out)
     if 0 < progress.epoch < hparams.epochs:
         print(f"ctrlsparse: {key}: resuming from the checkpoint after epoch {progress.epoch}", file=sys.stderr)

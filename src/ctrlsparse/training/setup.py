@@ -85,16 +85,19 @@ def set_learning_rates(run: Run, epoch: int) -> None:
 
 
 def load_data(hparams: HParams, processes: distributed.Processes) -> TensorData:
-    """The run's data set from the data root; with several processes only rank 0 downloads (the others wait),
-    and each process keeps its share of every minibatch."""
+    """The run's data set from the data root; with several processes only rank 0 downloads or checks an image
+    folder (the others wait), and each process keeps its share of every minibatch."""
     load = DATASETS[hparams.dataset]
     root, workers = data_root(hparams.data_root), distributed.data_workers(hparams, processes)
     if hparams.dataset == "imagefolder":  # your images: their size and normalisation are hyperparameters
         images = {"image_size": hparams.image_size, "image_mean": hparams.image_mean, "image_std": hparams.image_std}
         load = functools.partial(load, **images)
-    first = processes.main or not hparams.download
+    checked = hparams.dataset in ("imagefolder", "imagenet")  # their files are decoded once before training
+    if checked:
+        load = functools.partial(load, skip_bad_images=hparams.skip_bad_images)
+    first = processes.main or not (hparams.download or checked)  # the others then find the verdict cached
     data = load(root, download=hparams.download, workers=workers) if first else None
-    if hparams.download and processes.world > 1:
+    if (hparams.download or checked) and processes.world > 1:
         distributed.barrier()
     data = data if data is not None else load(root, download=False, workers=workers)
     data.shard = processes.shard

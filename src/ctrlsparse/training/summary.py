@@ -58,6 +58,7 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "steps": run.rates.steps,  # the step budget; the gates' and multipliers' rates below follow from it
         "gates_lr": run.rates.gates_lr,
         "dual_lr": run.rates.dual_lr,
+        **({"skipped_images": len(run.data.skipped)} if hasattr(run.data, "skipped") else {}),  # image folders
         "wall_seconds": progress.wall_seconds,
         "device": str(run.device),
         "slurm": slurm_job(),  # the job that finished training ({} outside SLURM); resumed runs name the last one
