@@ -60,23 +60,29 @@ def gate(
     graph = trace_dense(model, example_input)
     if not structured:
         return gate_per_weight(graph, droprate_init).train(model.training)
-    plans = Coupling(graph).groups()
-    gated = with_gate_groups(graph, plans, droprate_init)
+    coupling = Coupling(graph)
+    plans = coupling.groups()
+    gated = with_gate_groups(graph, coupling, plans, droprate_init)
     sizes = removed_parameters(gated, example_input)
-    if any(len(set(part.tolist())) > 1 for part in sizes):  # split a group whose gates remove different amounts
-        plans = [
-            GroupPlan(
-                plan.name if k == 0 else f"{plan.name}.{k}",
-                [c for c, s in zip(plan.components, part.tolist(), strict=True) if s == size],
-            )
-            for plan, part in zip(plans, sizes, strict=True)
-            for k, size in enumerate(sorted(set(part.tolist())))
-        ]
-        gated = with_gate_groups(trace_dense(model, example_input), plans, droprate_init)
+    if any(len(set(part.tolist())) > 1 for part in sizes):  # not seen in torchvision's families
+        plans = uniform_plans(plans, sizes)
+        graph = trace_dense(model, example_input)
+        gated = with_gate_groups(graph, Coupling(graph), plans, droprate_init)
         sizes = removed_parameters(gated, example_input)
     for (_, group), part in zip(gated_layers(gated), sizes, strict=True):
         group.group_size = int(part[0]) if len(part) else 1
     return gated.train(model.training)
+
+
+def uniform_plans(plans: list[GroupPlan], sizes: list[torch.Tensor]) -> list[GroupPlan]:
+    """Each group split into groups whose gates remove the same number of parameters (a group's density weight
+    is one number), in order of that number."""
+    split = []
+    for plan, part in zip(plans, sizes, strict=True):
+        for k, size in enumerate(sorted(set(part.tolist()))):
+            components = [c for c, s in zip(plan.components, part.tolist(), strict=True) if s == size]
+            split.append(GroupPlan(plan.name if k == 0 else f"{plan.name}.{k}", components))
+    return split
 
 
 def removed_parameters(gated: nn.Module, example_input: torch.Tensor) -> list[torch.Tensor]:
@@ -86,10 +92,11 @@ def removed_parameters(gated: nn.Module, example_input: torch.Tensor) -> list[to
     return list(removed.split(cost.counts))
 
 
-def with_gate_groups(graph: ChannelGraph, plans: list[GroupPlan], droprate_init: float) -> fx.GraphModule:
+def with_gate_groups(
+    graph: ChannelGraph, coupling: Coupling, plans: list[GroupPlan], droprate_init: float
+) -> fx.GraphModule:
     """``graph``'s module with one GateGroup per plan, gate points in front of channel-mixing readers and masked
-    LayerNorms (the graph is changed in place)."""
-    coupling = Coupling(graph)
+    LayerNorms (the graph is changed in place; ``coupling`` is ``graph``'s)."""
     module, g = graph.module, graph.module.graph
     device = next((p.device for p in module.parameters()), None)
     first = next(node for node in g.nodes if node.op != "placeholder")
