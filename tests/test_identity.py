@@ -84,6 +84,8 @@ def test_train_argv_reads_back_into_the_same_hparams_for_every_dataset_arch_meth
     for arch in ARCHS:
         for setting in settings_of(method):
             for tricky in [{}, *TRICKY]:
+                if method == "dense" and "pretrained" in tricky:
+                    continue  # refused: a dense run trains from scratch (test_hparams)
                 hparams = HParams.resolve(dataset=dataset, arch=arch, method=method, seed=4, **setting, **tricky)
                 argv = train_argv(hparams)
                 assert parsed(argv) == hparams, argv

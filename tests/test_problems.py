@@ -152,6 +152,8 @@ def test_log_alpha_is_clamped_to_alpha_min_after_every_step():
     model[0].log_alpha.data.fill_(-20.0)
     problem.after_step(None)
     assert model[0].log_alpha.min().item() == pytest.approx(math.log(1e-3))
+    assert model[0].log_alpha.max().item() == pytest.approx(1.6)  # keep_a_gate_open: the first one stays open
+    assert int((model[0].log_alpha > 0).sum()) == 1
     with pytest.raises(HParamError, match="alpha_min"):
         HParams(alpha_min=0.0)
 

@@ -30,8 +30,11 @@ ADVICE = (
     "give the gates and multipliers more travel: --reference-steps above its value (their rates x that / steps), "
     "or --gates-lr/--dual-lr; or train longer (--epochs)"
 )
+CHANCE_MARGIN = 0.02  # a run within this of a constant answer's accuracy has learnt nothing worth keeping
 FIELDS = (
     "feasible",
+    "collapsed_layers",
+    "at_chance",
     "feasibility_tolerance",
     "max_violation",
     "eval_density_gap",
@@ -101,8 +104,12 @@ def assess(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> dic
     violations = constraint_violations(summary)
     constraint = summary.get("constraint", "le")
     worst = worst_violation(violations, constraint) if violations else None
+    collapsed, chance = collapsed_layers(summary), at_chance(summary)
+    met = worst is not None and excess(worst, constraint) <= tolerance and not collapsed and not chance
     return {
-        "feasible": None if worst is None else excess(worst, constraint) <= tolerance,
+        "feasible": None if worst is None else met,
+        "collapsed_layers": collapsed if worst is not None else None,
+        "at_chance": chance if worst is not None else None,
         "feasibility_tolerance": None if worst is None else tolerance,
         "max_violation": worst,
         "eval_density_gap": gap,
@@ -111,6 +118,20 @@ def assess(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> dic
         else None,
         "fractional_gates": None if gap is None else gap > FRACTIONAL_GAP,
     }
+
+
+def collapsed_layers(summary: dict[str, Any]) -> list[str]:
+    """The gated layers (gate groups) whose every gate is closed at eval: a budget met by cutting the network."""
+    return [name for name, value in (summary.get("layer_eval_density") or {}).items() if value == 0]
+
+
+def at_chance(summary: dict[str, Any]) -> bool | None:
+    """Whether the test accuracy is within :data:`CHANCE_MARGIN` of always answering the most frequent class
+    (None for summaries that do not record ``chance_accuracy``)."""
+    chance = summary.get("chance_accuracy")
+    if chance is None or summary.get("test_accuracy") is None:
+        return None
+    return summary["test_accuracy"] <= chance + CHANCE_MARGIN
 
 
 def missed_constraints(summary: dict[str, Any]) -> list[tuple[str, float, float]]:
@@ -124,10 +145,20 @@ def missed_constraints(summary: dict[str, Any]) -> list[tuple[str, float, float]
 
 
 def describe_missed(summary: dict[str, Any]) -> str:
-    """The missed constraints as text, worst first: ``fc1 at 0.785 > 0.3, fc2 at 0.412 > 0.3``."""
+    """What is missed, as text: a cut network first, then the missed constraints, worst first:
+    ``conv2 has no open gate, fc1 at 0.785 > 0.3, fc2 at 0.412 > 0.3``."""
+    parts = [f"{name} has no open gate (the network is cut there)" for name in collapsed_layers(summary)]
+    if at_chance(summary):
+        parts.append(
+            f"test accuracy {summary['test_accuracy']:.3f} is at chance (always answering the most frequent class: "
+            f"{summary['chance_accuracy']:.3f})"
+        )
     return ", ".join(
-        f"{name} at {value:.3f} {'>' if value > target else '<'} {format_number(target)}"
-        for name, value, target in missed_constraints(summary)
+        parts
+        + [
+            f"{name} at {value:.3f} {'>' if value > target else '<'} {format_number(target)}"
+            for name, value, target in missed_constraints(summary)
+        ]
     )
 
 

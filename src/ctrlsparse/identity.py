@@ -7,8 +7,9 @@ differ in anything but the execution fields (:data:`ctrlsparse.hparams.EXECUTION
 do. The seeds of one
 setting sit side by side under one hash.
 
-A run that starts from another one (magnitude pruning starts from a dense run, ``pretrained``) also hashes the
-key of that run: pruning a 30-epoch and a 150-epoch dense run are two runs.
+A run that starts from another one (``pretrained``: magnitude pruning starts from a dense run, a warm-started
+constrained or penalized run from its weights) also hashes the key of that run: pruning a 30-epoch and a
+150-epoch dense run are two runs.
 
 Torch-free, like :mod:`ctrlsparse.hparams`.
 """
@@ -20,6 +21,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ctrlsparse.hparams.checks import BUDGET_KINDS, SCOPES
+from ctrlsparse.hparams.defaults import STARTS_FROM_A_RUN
 from ctrlsparse.plumbing import paths
 from ctrlsparse.registry import METHODS
 
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
 # Fields that form the readable part of a run's identity; everything else but the execution fields goes into
 # the hash.
 AXES = ("dataset", "arch", "method", "target_scope", "target", "budget", "penalty", "seed", "tag")
-# Methods that start from the finished run named by ``pretrained`` (whose key is then part of the hash).
-STARTS_FROM_A_RUN = ("magnitude",)
 # The key's layout; the workflow's wildcards are these names (``hash`` is 8 hex digits).
 RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}"
 HASH_LENGTH = 8
@@ -44,11 +44,11 @@ LEVEL_PATTERN = rf"[0-9.e+,-]+|({_KINDS})=[0-9.e+-]+(,({_KINDS})=[0-9.e+-]+)*"
 
 def hparams_hash(hparams: HParams, pretrained_key: str = "") -> str:
     """Short hash of every computation field that is not a readable axis (epochs, learning rates, ...), and of
-    the key of the run it starts from (``pretrained_key``, for the methods in :data:`STARTS_FROM_A_RUN`)."""
+    the key of the run it starts from (``pretrained_key``: required by the methods in ``STARTS_FROM_A_RUN``)."""
     rest: dict[str, Any] = {key: value for key, value in hparams.computation().items() if key not in AXES}
-    if hparams.method in STARTS_FROM_A_RUN:
-        if not pretrained_key:
-            raise ValueError(f"a {hparams.method} run's identity needs the key of the run it starts from")
+    if hparams.method in STARTS_FROM_A_RUN and not pretrained_key:
+        raise ValueError(f"a {hparams.method} run's identity needs the key of the run it starts from")
+    if pretrained_key:
         rest["pretrained"] = pretrained_key
     return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:HASH_LENGTH]
 
@@ -72,7 +72,7 @@ def run_key(hparams: HParams, pretrained_key: str = "") -> str:
 
 def pretrained_key(hparams: HParams) -> str:
     """The key of the run that ``hparams`` starts from, read from its finished directory (``pretrained``);
-    "" for methods that start from scratch."""
-    if hparams.method not in STARTS_FROM_A_RUN:
+    "" for a run from scratch."""
+    if not hparams.pretrained:
         return ""
     return json.loads(paths.summary_path(hparams.pretrained).read_text())["run_key"]

@@ -55,9 +55,18 @@ class TensorData:
         for index in shard_batches(order, batch_size, self.shard):
             yield self.train_x[index], self.train_y[index]
 
+    @property
+    def test_labels(self) -> Tensor:
+        return self.test_y
+
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         for start in range(0, len(self.test_y), batch_size):
             yield self.test_x[start : start + batch_size], self.test_y[start : start + batch_size]
+
+
+def chance_accuracy(labels: Tensor) -> float:
+    """The test accuracy of a model that always answers the most frequent class."""
+    return float(torch.bincount(labels.cpu()).max()) / max(1, len(labels))
 
 
 def shard_batches(order: Tensor, batch_size: int, shard: tuple[int, int]) -> Iterator[Tensor]:

@@ -119,6 +119,10 @@ class StreamedImages:
         seed = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=generator)))
         return self._batches(self._loader(self.train, batch_sampler=batches, generator=seed))
 
+    @property
+    def test_labels(self) -> Tensor:
+        return torch.tensor([label for _, label in self.test.samples])
+
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         return self._batches(self._loader(self.test, batch_size=batch_size, shuffle=False))
 

@@ -7,7 +7,8 @@ output directories, without paying for ``import torch``.
 
 Resolution order (later wins): field defaults < ``DATASET_DEFAULTS`` for the dataset < ``ARCH_DEFAULTS`` for
 the arch < ``LAYERWISE_DEFAULTS`` for the dataset (layer-wise runs only) < ``BUDGET_DEFAULTS`` (runs with a
-MAC / parameter budget) < ``METHOD_DEFAULTS`` (fine-tuning recipes) < values given.
+MAC / parameter budget) < ``GATE_GROUP_DEFAULTS`` (archs gated by ``ctrlsparse.gate``) < ``METHOD_DEFAULTS``
+(fine-tuning recipes) < values given (``defaults.case_defaults``).
 """
 
 from ctrlsparse.hparams.fields import EXECUTION, TARGETED_METHODS, HParams

@@ -38,6 +38,7 @@ from typing import Any
 #   were (P(active) 0.6-0.95, open at eval): digits CNN eval density 0.02-0.03 above 0.65/0.8 targets; at 0.95
 #   they follow the multiplier and every gate polarises (0.99 halved the gap).
 PAPER_CONTROL: dict[str, Any] = {
+    "keep_a_gate_open": False,
     "constraint": "le",
     "violation": "absolute",
     "alpha_min": 1e-2,
@@ -142,6 +143,44 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "digits": {"epochs": 30, "optimizer": "adam", "lr": 1e-3, "lr_milestones": (), "weight_decay": 0.0},
     },
 }
+
+
+# Defaults of models gated by ctrlsparse.gate (torchvision:, module:), over the budget ones. They have thousands
+# of gates (MobileNetV2: 9,128 in 25 groups), each a small share of the tie-breaker's weights (which sum to 1),
+# and many that the loss on small images is indifferent to: at kappa 0.02 / 0.05 a third of MobileNetV2's gates
+# still sat at P(active) 0.05-0.95 after 2,000 digits steps. Measured on torchvision:mobilenet_v2, digits,
+# 2,004 steps (benchmarks/README.md): budget macs 0.5, kappa 0.05 -> purged 53.21% (+3.21 points), 0.5 -> +0.91,
+# 2.0 -> +0.39 (95.3% accuracy); macs 0.3, 0.05 -> +0.92 at 59.2% accuracy, 2.0 -> +0.27 at 94.7%; density 0.5,
+# 0.02 -> eval density 0.5078 at 89.2%, 2.0 -> 0.5030 at 96.1%.
+GATE_GROUP_DEFAULTS: dict[str, Any] = {"gates_polarization": 2.0}
+GATE_GROUP_PREFIXES = ("torchvision:", "module:")
+
+
+# Defaults of a warm start (a constrained or penalized run from a dense run's weights, ``pretrained``): gates that
+# start open at eval (log alpha 2.94: every eval gate 1), so that the trained function is where training starts.
+WARM_START_DEFAULTS: dict[str, Any] = {"droprate_init": 0.05}
+
+
+def case_defaults(
+    dataset: str, arch: str, method: str, target_scope: str, budget: str, pretrained: str = ""
+) -> dict[str, Any]:
+    """The presets of one case, later ones winning: the dataset's, the arch's, the layer-wise ones (for
+    ``target_scope`` layer), the budget ones (with a ``budget``), the gate groups' (archs gated by
+    ``ctrlsparse.gate``), the warm start's (``pretrained`` given), then the method's fine-tuning recipe."""
+    return {
+        **DATASET_DEFAULTS.get(dataset, {}),
+        **ARCH_DEFAULTS.get(arch, {}),
+        **(LAYERWISE_DEFAULTS.get(dataset, {}) if target_scope == "layer" else {}),
+        **(BUDGET_DEFAULTS if budget else {}),
+        **(GATE_GROUP_DEFAULTS if arch.startswith(GATE_GROUP_PREFIXES) else {}),
+        **(WARM_START_DEFAULTS if pretrained and method not in STARTS_FROM_A_RUN else {}),
+        **method_defaults(method, dataset),
+    }
+
+
+# Methods that must start from a finished run (``pretrained``): those with a fine-tuning recipe. The other gated
+# methods may (a warm start).
+STARTS_FROM_A_RUN = tuple(METHOD_DEFAULTS)
 
 
 def method_defaults(method: str, dataset: str) -> dict[str, Any]:

@@ -9,13 +9,7 @@ from typing import Any
 
 from ctrlsparse.errors import HParamError
 from ctrlsparse.hparams.checks import check
-from ctrlsparse.hparams.defaults import (
-    ARCH_DEFAULTS,
-    BUDGET_DEFAULTS,
-    DATASET_DEFAULTS,
-    LAYERWISE_DEFAULTS,
-    method_defaults,
-)
+from ctrlsparse.hparams.defaults import STARTS_FROM_A_RUN, case_defaults
 from ctrlsparse.hparams.text import format_number
 
 
@@ -101,7 +95,11 @@ class HParams:
     )
     penalty: float = _help("lambda of the penalized method (loss + lambda * density)", default=1e-3)
     seed: int = _help("seed for weights, data order and gate noise", default=0)
-    pretrained: str = _help("magnitude: directory of the trained dense run to prune and fine-tune", default="")
+    pretrained: str = _help(
+        "directory of a finished dense run: magnitude prunes it; a constrained or penalized run starts from its "
+        "weights (a warm start)",
+        default="",
+    )
     tag: str = _help(
         "label appended to the variant in the run key (variant+tag), telling apart runs of one grid point with "
         "other hyperparameters; the workflow computes it from a sweep's hparams, e.g. gates_lr=0.1",
@@ -118,6 +116,11 @@ class HParams:
         default=1e-4,
     )
     l2_detach_gates: bool = _help("detach P(gate=0) in the expected-L2 weight decay term", default=True)
+    keep_a_gate_open: bool = _help(
+        "every gate set (layer, gate group) keeps its largest gate fully open at eval, so a target or budget is never "
+        "met by cutting a layer away (false: the paper, where a closed layer cannot reopen)",
+        default=True,
+    )
     # --- primal optimisation ---
     epochs: int = _help("training epochs", default=100)
     batch_size: int = _help("training minibatch size", default=128)
@@ -224,23 +227,19 @@ class HParams:
     # --- construction ---
     @classmethod
     def resolve(cls, **given: Any) -> HParams:
-        """Field defaults < dataset defaults < arch defaults < layer-wise defaults < budget defaults < ``given``.
-
-        ``DATASET_DEFAULTS[dataset]``, then ``ARCH_DEFAULTS[arch]``, then, for ``target_scope == "layer"``,
-        ``LAYERWISE_DEFAULTS[dataset]``, then, with a ``budget``, ``BUDGET_DEFAULTS``; ``None`` values in
-        ``given`` count as not given.
-        """
+        """Field defaults < the case's presets (:func:`~ctrlsparse.hparams.defaults.case_defaults`) < ``given``;
+        ``None`` values in ``given`` count as not given."""
         unknown = sorted(set(given) - {f.name for f in fields(cls)})
         if unknown:
             raise HParamError(
                 unknown[0], f"unknown hyperparameter; valid ones: {', '.join(f.name for f in fields(cls))}"
             )
         given = {key: value for key, value in given.items() if value is not None}
-        dataset, arch = given.get("dataset", cls.dataset), given.get("arch", cls.arch)
-        layerwise = LAYERWISE_DEFAULTS.get(dataset, {}) if given.get("target_scope") == "layer" else {}
-        budget = BUDGET_DEFAULTS if given.get("budget") else {}
-        merged = {**DATASET_DEFAULTS.get(dataset, {}), **ARCH_DEFAULTS.get(arch, {}), **layerwise, **budget}
-        merged |= method_defaults(given.get("method", cls.method), dataset) | given
+        case = {name: given.get(name, getattr(cls, name)) for name in ("dataset", "arch", "method", "target_scope")}
+        merged = (
+            case_defaults(**case, budget=given.get("budget", cls.budget), pretrained=given.get("pretrained", ""))
+            | given
+        )
         return cls(**{key: _coerce(cls, key, value) for key, value in merged.items()})
 
     def computation(self) -> dict[str, Any]:
@@ -268,6 +267,8 @@ class HParams:
             variant = f"{self.method}-budget"
         elif self.budget:
             variant = f"{variant}+{self.budget}"
+        if self.pretrained and self.method not in STARTS_FROM_A_RUN:
+            variant = f"{variant}+warm"  # a warm start: from the weights of the dense run ``pretrained``
         return f"{variant}+{self.tag}" if self.tag else variant
 
     @property

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from ctrlsparse import gates as hc
 from ctrlsparse.density import Density
 from ctrlsparse.hparams import HParams
-from ctrlsparse.layers import GatedLayer, clamp_log_alphas_
+from ctrlsparse.layers import GatedLayer, clamp_log_alphas_, keep_a_gate_open_
+from ctrlsparse.problems.warm_start import load_dense_weights
 
 
 class L0Problem(cooper.ConstrainedMinimizationProblem):
@@ -24,6 +25,7 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
     """
 
     uses_gates = True
+    warm_starts = True  # given --pretrained, start from that dense run's weights (magnitude loads them itself)
 
     def __init__(self, model: nn.Module, hparams: HParams):
         super().__init__()
@@ -33,6 +35,8 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
         self.log_alpha_min = math.log(hparams.alpha_min)  # the clamp runs after every step
         if self.uses_gates and not len(self.density):
             raise ValueError(f"method {hparams.method!r} needs a gated model, but arch {hparams.arch!r} has no gates")
+        if hparams.pretrained and self.uses_gates and self.warm_starts:
+            load_dense_weights(model, hparams)
         dense_types = (nn.Linear, nn.Conv2d, nn.BatchNorm2d)
         self._dense_params = [
             param
@@ -80,8 +84,11 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
         return cooper.optim.UnconstrainedOptimizer(cmp=self, primal_optimizers=primal)
 
     def after_step(self, cmp_state: cooper.CMPState) -> None:
-        """Runs after every optimizer step: keep log alpha inside its clamp range."""
+        """Runs after every optimizer step: keep log alpha inside its clamp range, and a gate of every gate set
+        open (``keep_a_gate_open``)."""
         clamp_log_alphas_(self.density.log_alphas, self.log_alpha_min)
+        if self.hparams.keep_a_gate_open:
+            keep_a_gate_open_(self.density.log_alphas, self.density.layer_of_gate)
 
     # --- reporting ---
     @property

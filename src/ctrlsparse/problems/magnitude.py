@@ -12,8 +12,6 @@ closed channels), and ``ctrlsparse purge`` turns the result into the small model
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cooper
 import torch
 from torch import Tensor, nn
@@ -22,8 +20,8 @@ from ctrlsparse.density_targets import layer_targets
 from ctrlsparse.errors import HParamError
 from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import GatedLayer, L0Conv2d
-from ctrlsparse.plumbing import paths
 from ctrlsparse.problems.base import L0Problem
+from ctrlsparse.problems.warm_start import load_dense_weights
 
 FIXED_LOG_ALPHA = 20.0  # |log alpha| at which every sample is exactly 0 or 1 (needs > 13.8 + 1.6)
 
@@ -43,6 +41,8 @@ def keep_largest(norms: Tensor, density: float) -> Tensor:
 
 
 class MagnitudePruningProblem(L0Problem):
+    warm_starts = False  # it loads the dense run's weights itself, after checking its targets
+
     def __init__(self, model: nn.Module, hparams: HParams):
         super().__init__(model, hparams)
         if hparams.target_scope != "layer":
@@ -68,29 +68,3 @@ class MagnitudePruningProblem(L0Problem):
 
     def after_step(self, cmp_state: cooper.CMPState) -> None:
         """Nothing: the gates are fixed (and must not be clamped back into the trainable range)."""
-
-
-def load_dense_weights(model: nn.Module, hparams: HParams) -> None:
-    """Copy the final weights of the dense run ``hparams.pretrained`` into the gated ``model``."""
-    from ctrlsparse.plumbing.files import read_checkpoint
-
-    if not hparams.pretrained:
-        raise HParamError("pretrained", "magnitude pruning needs the dense run to start from: give its directory")
-    checkpoint = paths.checkpoint_path(hparams.pretrained)
-    if not paths.summary_path(hparams.pretrained).exists() or not checkpoint.exists():
-        raise HParamError(
-            "pretrained",
-            f"{hparams.pretrained} holds no finished run ({paths.SUMMARY}, {paths.CHECKPOINT}); "
-            "train the dense run first",
-        )
-    state = read_checkpoint(Path(checkpoint), next(model.parameters()).device)
-    dense = state["hparams"]
-    if (dense["method"], dense["dataset"], dense["arch"]) != ("dense", hparams.dataset, hparams.arch):
-        raise HParamError(
-            "pretrained",
-            f"{hparams.pretrained} is a {dense['method']} run of {dense['dataset']}/{dense['arch']}; "
-            f"give a dense run of {hparams.dataset}/{hparams.arch}",
-        )
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    if unexpected or any(not key.endswith("log_alpha") for key in missing):
-        raise HParamError("pretrained", f"{hparams.pretrained}'s weights do not fit arch {hparams.arch!r}")

@@ -74,8 +74,9 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``runs.csv`` row of one summary and its ``layers.csv`` rows."""
     s = read_summary(summary_file)
     targets = list(s.get("target") or [])
-    # feasible, max_violation, ... as the run recorded them (summaries older than those fields: recomputed)
-    verdict = {key: s[key] for key in feasibility.FIELDS} if "feasible" in s else feasibility.assess(s)
+    # feasible, max_violation, ... as the run recorded them (summaries older than any of those fields: recomputed)
+    recorded = all(key in s for key in feasibility.FIELDS)
+    verdict = {key: s[key] for key in feasibility.FIELDS} if recorded else feasibility.assess(s)
     row = {key: s.get(key) for key in ["run_key", *SETTING, "seed", "epochs", "hparams_hash"]}
     targeted = (
         s["method"] in TARGETED_METHODS and s.get("target_scope") != "none"

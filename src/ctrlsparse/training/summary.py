@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ctrlsparse.data.base import chance_accuracy
 from ctrlsparse.feasibility import assess
 from ctrlsparse.plumbing.provenance import slurm_job, versions
 
@@ -55,6 +56,7 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         **final_numbers(hp, identity, last, progress.epoch),
         "sparsifiable_params": int(run.problem.density.total),
         "total_params": sum(p.numel() for name, p in run.model.named_parameters() if not name.endswith("log_alpha")),
+        "chance_accuracy": chance_accuracy(run.data.test_labels),  # a constant answer's; feasibility's floor
         "steps": run.rates.steps,  # the step budget; the gates' and multipliers' rates below follow from it
         "gates_lr": run.rates.gates_lr,
         "dual_lr": run.rates.dual_lr,
