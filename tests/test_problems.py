@@ -151,11 +151,24 @@ def test_log_alpha_is_clamped_to_alpha_min_after_every_step():
     model, problem, _ = toy_problem((0.3,), problem_class=PenalizedL0Problem, method="penalized", alpha_min=1e-3)
     model[0].log_alpha.data.fill_(-20.0)
     problem.after_step(None)
-    assert model[0].log_alpha.min().item() == pytest.approx(math.log(1e-3))
-    assert model[0].log_alpha.max().item() == pytest.approx(1.6)  # keep_a_gate_open: the first one stays open
-    assert int((model[0].log_alpha > 0).sum()) == 1
+    assert model[0].log_alpha.max().item() == pytest.approx(math.log(1e-3))
     with pytest.raises(HParamError, match="alpha_min"):
         HParams(alpha_min=0.0)
+
+
+def test_keep_a_gate_open_holds_the_largest_gate_of_a_set_at_log_alpha_0():
+    model, problem, _ = toy_problem(
+        (0.3,), problem_class=PenalizedL0Problem, method="penalized", alpha_min=1e-3, keep_a_gate_open=True
+    )
+    model[0].log_alpha.data.fill_(-20.0)
+    problem.after_step(None)
+    values = model[0].log_alpha
+    assert values.max().item() == 0.0 and int((values == 0).sum()) == 1  # one gate, the first of the ties
+    assert values.min().item() == pytest.approx(math.log(1e-3))
+    values.data[3] = 0.5  # a set with a gate above the floor is left as it is
+    before = values.detach().clone()
+    problem.after_step(None)
+    assert torch.equal(values.detach(), before)
 
 
 @pytest.mark.parametrize("gating", ["structured", "unstructured"])

@@ -234,14 +234,17 @@ def sample_all_gates_(layers: list[Gates], log_alphas: list[Tensor], counts: lis
         layer.next_gates = z
 
 
-OPEN_LOG_ALPHA = 1.6  # log alpha at which the eval (median) gate is exactly 1: beta * ln(-gamma / zeta) rounded up
+# The floor of every gate set's largest log alpha (keep_a_gate_open): P(active) 0.83, eval gate 0.5, a channel
+# that carries signal and gradient. The gates of droprate 0.5 start at 0 +- 0.01, so a set of n gates starts
+# below it with probability 2^-n.
+OPEN_LOG_ALPHA = 0.0
 
 
 @torch.no_grad()
 def keep_a_gate_open_(log_alphas: list[Tensor], layer_of_gate: Tensor) -> None:
-    """In every gate set whose gates are all below :data:`OPEN_LOG_ALPHA` (none fully open at eval), raise the
-    largest to it: a layer can shrink to one channel but never be cut away. A few kernels over all gates at once;
-    log alphas that need nothing are left bit for bit as they are."""
+    """In every gate set whose gates are all below :data:`OPEN_LOG_ALPHA`, raise the largest to it: a layer can
+    shrink to one channel, open at eval, but never be cut away (a closed layer passes no gradient, so it could
+    never reopen). A few kernels over all gates at once; log alphas that need nothing are left bit for bit."""
     if not log_alphas:
         return
     flat = torch.cat(log_alphas)

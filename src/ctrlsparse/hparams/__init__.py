@@ -11,7 +11,8 @@ MAC / parameter budget) < ``GATE_GROUP_DEFAULTS`` (archs gated by ``ctrlsparse.g
 (fine-tuning recipes) < values given (``defaults.case_defaults``).
 """
 
-from ctrlsparse.hparams.fields import EXECUTION, TARGETED_METHODS, HParams
+from ctrlsparse.hparams.fields import EXECUTION, HParams
+from ctrlsparse.hparams.naming import TARGETED_METHODS
 from ctrlsparse.hparams.text import format_number
 
 __all__ = ["EXECUTION", "TARGETED_METHODS", "HParams", "format_number"]

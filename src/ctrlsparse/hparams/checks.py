@@ -70,6 +70,11 @@ def check(hparams: Any) -> str:
         raise HParamError("gates_beta2", f"{hparams.gates_beta2} must lie in [0, 1), e.g. 0.999 (torch's Adam)")
     if not 0.0 < hparams.droprate_init < 1.0:
         raise HParamError("droprate_init", f"{hparams.droprate_init} must lie in (0, 1)")
+    if not 0.0 <= hparams.distill <= 1.0 or hparams.distill_temperature <= 0:
+        key = "distill" if not 0.0 <= hparams.distill <= 1.0 else "distill_temperature"
+        raise HParamError(key, f"{getattr(hparams, key)} must lie in [0, 1] (distill) / be > 0 (temperature)")
+    if hparams.distill and not hparams.pretrained:
+        raise HParamError("distill", "distillation needs the dense run to learn from: give --pretrained RUN_DIR")
     if hparams.pretrained and hparams.method == "dense":
         raise HParamError("pretrained", "a dense run trains from scratch; give it to a constrained/penalized run")
     _check_external(hparams)

@@ -9,8 +9,8 @@ from typing import Any
 
 from ctrlsparse.errors import HParamError
 from ctrlsparse.hparams.checks import check
-from ctrlsparse.hparams.defaults import STARTS_FROM_A_RUN, case_defaults
-from ctrlsparse.hparams.text import format_number
+from ctrlsparse.hparams.defaults import case_defaults
+from ctrlsparse.hparams.naming import SettingName
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -19,8 +19,6 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 # Fields that change how a run executes, never what it computes (a run may resume under other values); every
 # other field is part of the run's identity (:mod:`ctrlsparse.identity`).
-# Methods whose level is a density target (the others: a penalty, or nothing).
-TARGETED_METHODS = ("constrained", "magnitude")
 EXECUTION = (
     "device",
     "threads",
@@ -40,7 +38,7 @@ EXECUTION = (
 
 
 @dataclass(frozen=True)
-class HParams:
+class HParams(SettingName):
     """Every hyperparameter of one run, typed, with a default and a help string (``ctrlsparse train`` derives its
     flags from them); checked when made (:mod:`ctrlsparse.hparams.checks`), immutable after.
 
@@ -117,10 +115,16 @@ class HParams:
     )
     l2_detach_gates: bool = _help("detach P(gate=0) in the expected-L2 weight decay term", default=True)
     keep_a_gate_open: bool = _help(
-        "every gate set (layer, gate group) keeps its largest gate fully open at eval, so a target or budget is never "
-        "met by cutting a layer away (false: the paper, where a closed layer cannot reopen)",
-        default=True,
+        "every gate set (layer, gate group) keeps its largest gate at log alpha >= 0 (open at eval), so a target or "
+        "budget is never met by cutting a layer away (default in budget runs and warm starts)",
+        default=False,
     )
+    distill: float = _help(
+        "warm starts: weight w of distilling the dense run (--pretrained) into the gated model: loss = (1 - w) CE + "
+        "w T^2 KL(teacher || student) at temperature T (--distill-temperature); 0: off",
+        default=0.0,
+    )
+    distill_temperature: float = _help("temperature T of the distillation (--distill)", default=4.0)
     # --- primal optimisation ---
     epochs: int = _help("training epochs", default=100)
     batch_size: int = _help("training minibatch size", default=128)
@@ -254,33 +258,6 @@ class HParams:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> HParams:
         return cls(**{key: _coerce(cls, key, value) for key, value in values.items()})
-
-    # --- identity ---
-    @property
-    def variant(self) -> str:
-        """``constrained-model``, ``constrained-layer``, ``penalized-model``, ``penalized-layer`` or ``dense``,
-        then ``+budget`` beside a density target (``constrained-model+macs=0.3``; a budget alone is the variant
-        ``constrained-budget``, its level the budget), then ``+tag`` when the run has a tag (e.g.
-        ``constrained-layer+gates_lr=0.1``)."""
-        variant = "dense" if self.method == "dense" else f"{self.method}-{self.target_scope}"
-        if self.target_scope == "none":
-            variant = f"{self.method}-budget"
-        elif self.budget:
-            variant = f"{variant}+{self.budget}"
-        if self.pretrained and self.method not in STARTS_FROM_A_RUN:
-            variant = f"{variant}+warm"  # a warm start: from the weights of the dense run ``pretrained``
-        return f"{variant}+{self.tag}" if self.tag else variant
-
-    @property
-    def level(self) -> str:
-        """The setting's level as written in paths: the target(s), the penalty, or 1 for dense."""
-        if self.target_scope == "none":
-            return self.budget
-        if self.method in TARGETED_METHODS:
-            return ",".join(format_number(t) for t in self.target)
-        if self.method == "penalized":
-            return format_number(self.penalty)
-        return "1"
 
 
 def _coerce(cls: type[HParams], key: str, value: Any) -> Any:

@@ -37,6 +37,7 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
             raise ValueError(f"method {hparams.method!r} needs a gated model, but arch {hparams.arch!r} has no gates")
         if hparams.pretrained and self.uses_gates and self.warm_starts:
             load_dense_weights(model, hparams)
+        self.teacher: nn.Module | None = None  # the dense run's model, for --distill (training.setup sets it)
         dense_types = (nn.Linear, nn.Conv2d, nn.BatchNorm2d)
         self._dense_params = [
             param
@@ -67,6 +68,13 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
             self.density.sample_gates_()
         logits = self.model(inputs)
         loss = F.cross_entropy(logits, labels)
+        if self.teacher is not None:  # distillation from the dense run (a warm start's --distill)
+            weight, temperature = self.hparams.distill, self.hparams.distill_temperature
+            with torch.no_grad():
+                target = F.log_softmax(self.teacher(inputs) / temperature, dim=1)
+            student = F.log_softmax(logits / temperature, dim=1)
+            kl = F.kl_div(student, target, reduction="batchmean", log_target=True)
+            loss = (1.0 - weight) * loss + weight * temperature**2 * kl
         if self.hparams.weight_decay > 0:
             loss = loss + self.hparams.weight_decay * self.expected_l2()
         return loss, logits

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ctrlsparse.errors import HParamError
@@ -31,8 +32,8 @@ def gate_state_keys(model: nn.Module) -> set[str]:
     return keys
 
 
-def load_dense_weights(model: nn.Module, hparams: HParams) -> None:
-    """Copy the final weights of the dense run ``hparams.pretrained`` into the gated ``model``."""
+def dense_state(hparams: HParams, device: torch.device) -> dict[str, torch.Tensor]:
+    """The final state dict of the dense run ``hparams.pretrained`` (checked: finished, dense, same data and arch)."""
     from ctrlsparse.plumbing.files import read_checkpoint
 
     if not hparams.pretrained:
@@ -44,7 +45,7 @@ def load_dense_weights(model: nn.Module, hparams: HParams) -> None:
             f"{hparams.pretrained} holds no finished run ({paths.SUMMARY}, {paths.CHECKPOINT}); "
             "train the dense run first",
         )
-    state = read_checkpoint(Path(checkpoint), next(model.parameters()).device)
+    state = read_checkpoint(Path(checkpoint), device)
     dense = state["hparams"]
     if (dense["method"], dense["dataset"], dense["arch"]) != ("dense", hparams.dataset, hparams.arch):
         raise HParamError(
@@ -52,6 +53,12 @@ def load_dense_weights(model: nn.Module, hparams: HParams) -> None:
             f"{hparams.pretrained} is a {dense['method']} run of {dense['dataset']}/{dense['arch']}; "
             f"give a dense run of {hparams.dataset}/{hparams.arch}",
         )
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    return state["model"]
+
+
+def load_dense_weights(model: nn.Module, hparams: HParams) -> None:
+    """Copy the final weights of the dense run ``hparams.pretrained`` into the gated ``model``."""
+    state = dense_state(hparams, next(model.parameters()).device)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) - gate_state_keys(model):
         raise HParamError("pretrained", f"{hparams.pretrained}'s weights do not fit arch {hparams.arch!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from ctrlsparse.layers import gate_parameters
 from ctrlsparse.models.external import PREFIXES as EXTERNAL
 from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.problems.base import L0Problem
+from ctrlsparse.problems.warm_start import dense_state
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 from ctrlsparse.training import distributed, forward
 from ctrlsparse.training.budget import ControlRates, control_rates
@@ -104,6 +106,14 @@ def load_data(hparams: HParams, processes: distributed.Processes) -> TensorData:
     return data
 
 
+def teacher_model(hparams: HParams, input_shape: tuple[int, ...], num_classes: int, device: torch.device) -> nn.Module:
+    """The dense run ``hparams.pretrained``'s model, frozen, in eval mode (the teacher of ``--distill``)."""
+    dense = dataclasses.replace(hparams, method="dense", distill=0.0, pretrained="")
+    teacher = build_model(dense, input_shape, num_classes)
+    teacher.load_state_dict(dense_state(hparams, device))
+    return teacher.to(device).eval().requires_grad_(False)
+
+
 def build_run(hparams: HParams) -> Run:
     processes, device = distributed.start(resolve_device(hparams.device))
     if hparams.threads:
@@ -112,6 +122,8 @@ def build_run(hparams: HParams) -> Run:
     torch.manual_seed(hparams.seed)
     model = forward.prepare_model(build_model(hparams, data.input_shape, data.num_classes), hparams, device)
     problem = METHODS[hparams.method](model, hparams)
+    if hparams.distill:  # the dense run's model, to distil into the gated one
+        problem.teacher = teacher_model(hparams, data.input_shape, data.num_classes, device)
     if hparams.budget:  # MAC / parameter constraints: the cost model is traced once, on the plain model
         problem.add_budgets(data.input_shape)
     problem.model = forward.training_forward(model, hparams, device, processes)  # DDP, autocast, compile
