@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from channels import randomised
 from torch import nn
 
 import ctrlsparse
@@ -26,21 +27,9 @@ def torchvision_params():
     return [pytest.param(name, marks=pytest.mark.slow) if name in BIG else name for name in TORCHVISION]
 
 
-def randomise_batchnorms(model: nn.Module) -> nn.Module:
-    """BatchNorm statistics and affine parameters away from the identity, so a wrong mask would show."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.0)
-                module.bias.uniform_(-0.2, 0.2)
-    return model
-
-
 def torchvision_model(name: str, classes: int = 10) -> nn.Module:
     torch.manual_seed(0)
-    return randomise_batchnorms(torchvision.models.get_model(name, weights=None, num_classes=classes)).eval()
+    return randomised(torchvision.models.get_model(name, weights=None, num_classes=classes)).eval()
 
 
 def open_all(model: nn.Module) -> None:
@@ -86,7 +75,7 @@ class Toy(nn.Module):
 def test_gating_couples_the_residual_stream_the_depthwise_conv_and_the_multiply():
     """stem, b (added to the stem) and c (multiplied with the stream) share the stream's gates; a's channels go
     through the depthwise conv and its BatchNorm into b: one group of a's 8 channels."""
-    model = randomise_batchnorms(Toy()).eval()
+    model = randomised(Toy()).eval()
     x = torch.randn(2, 3, 8, 8)
     gated = ctrlsparse.gate(model, x).eval()
     assert {name: group.n_gates for name, group in gated_layers(gated)} == {"gates.stem": 8, "gates.a": 8}

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from channels import randomised
 from torch import nn
 
 from ctrlsparse import gates as hc
@@ -268,14 +269,7 @@ def gated_torchvision(name: str) -> tuple[nn.Module, nn.Module, torch.Tensor]:
     from ctrlsparse.models.autogate import gate
 
     torch.manual_seed(0)
-    dense = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
-    with torch.no_grad():
-        for module in dense.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.0)
-                module.bias.uniform_(-0.2, 0.2)
+    dense = randomised(torchvision.models.get_model(name, weights=None, num_classes=10))
     x = torch.randn(2, 3, 32, 32)
     return dense, gate(dense, x).eval(), x
 

@@ -132,3 +132,25 @@ def test_distillation_learns_from_the_dense_run(dense_runs):
     assert loss.item() == pytest.approx(0.5 * plain.item(), rel=1e-4)
     with pytest.raises(HParamError, match="distillation needs the dense run"):
         HParams.resolve(arch="cnn", distill=0.5)
+
+
+@pytest.mark.parametrize("violation", ["relative", "absolute"])
+def test_annealed_targets_move_from_the_dense_model_to_the_budget(violation):
+    """target_anneal 0.5 over 10 epochs: epoch e sees B + (1 - B)(1 - e / 5)^3, then B; the multipliers see the
+    violation against this epoch's target."""
+    torch.manual_seed(0)
+    model = nn.Sequential(L0Linear(16, 32), nn.ReLU(), L0Linear(32, 4))
+    hparams = HParams.resolve(
+        budget="params=0.2", target=(0.5,), epochs=10, target_anneal=0.5, violation=violation, device="cpu"
+    )
+    problem = ConstrainedL0Problem(model, hparams)
+    problem.add_budgets((16,))
+    p = problem.density.prob_active()
+    value = torch.cat([problem.density.model_expected(p).view(1), problem.cost.share_vector(p)[1:]])
+    final = torch.tensor([0.5, 0.2])
+    for epoch, left in ((0, 1.0), (2, 0.6), (5, 0.0), (9, 0.0)):
+        problem.before_epoch(epoch)
+        current = final + (1 - final) * left**3
+        expected = (value - current) / current if violation == "relative" else value - current
+        (observed,) = problem._observed(p).values()
+        assert observed.tolist() == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-6)

@@ -254,7 +254,7 @@ class Layouts(fx.Interpreter):
         name = ops.move_name(node, self.modules)
         if name in ("view", "reshape") and len(sources) == 1 and self.is_flatten(sources[0], out):
             name = "flatten"
-        return Op("move", dim, out.shape[dim], tuple(sources), sources=tuple(sources), index=index, name=name)
+        return Op("move", dim, out.shape[dim], sources=tuple(sources), index=index, name=name)
 
     def is_flatten(self, source: fx.Node, out: Tensor) -> bool:
         ids = self.channel_ids(source)

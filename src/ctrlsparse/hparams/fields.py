@@ -119,6 +119,11 @@ class HParams(SettingName):
         "budget is never met by cutting a layer away (default in budget runs and warm starts)",
         default=False,
     )
+    target_anneal: float = _help(
+        "fraction of the epochs over which the targets and budgets move from 1 (the dense model) to their values "
+        "(cubic, as gradual pruning; default 0.5 in warm starts); 0: held from the first step (the paper)",
+        default=0.0,
+    )
     distill: float = _help(
         "warm starts: weight w of distilling the dense run (--pretrained) into the gated model: loss = (1 - w) CE + "
         "w T^2 KL(teacher || student) at temperature T (--distill-temperature); 0: off",

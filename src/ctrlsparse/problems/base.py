@@ -91,6 +91,9 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
         budget-scaled rate; None: ``hparams.dual_lr``)."""
         return cooper.optim.UnconstrainedOptimizer(cmp=self, primal_optimizers=primal)
 
+    def before_epoch(self, epoch: int) -> None:
+        """Runs before every epoch (``epoch`` counts from 0); nothing here."""
+
     def after_step(self, cmp_state: cooper.CMPState) -> None:
         """Runs after every optimizer step: keep log alpha inside its clamp range, and a gate of every gate set
         open (``keep_a_gate_open``)."""

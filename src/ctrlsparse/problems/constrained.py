@@ -55,6 +55,7 @@ class ConstrainedL0Problem(L0Problem):
         self.cost: ExpectedCost | None = None
         self.tie_weights: Tensor | None = None  # the tie-breaker's per-gate weights (None: parameter shares)
         self.budget_targets = self.targets.new_zeros(0)
+        self.current: Tensor | None = None  # this epoch's targets while they are annealed (before_epoch), else None
         if targets:
             self._register(len(targets))
 
@@ -123,17 +124,38 @@ class ConstrainedL0Problem(L0Problem):
             return self.targets.new_zeros(0)
         return self.cost.share_vector(p)[self.budget_kinds] - self.budget_targets
 
+    def before_epoch(self, epoch: int) -> None:
+        """Before each epoch: the targets and budgets the multipliers see this epoch. With ``target_anneal`` F
+        they move from 1 (the dense model) to their values over the first F of the epochs, cubically (gradual
+        pruning's schedule: fast while much is left to remove, gently at the end); after that, and with F 0,
+        they are the values themselves. A warm start then stays near the function it starts from."""
+        final = torch.cat([self.targets, self.budget_targets])
+        span = self.hparams.target_anneal * self.hparams.epochs
+        left = max(0.0, 1.0 - epoch / span) if span > 0 else 0.0
+        self.current = None if left == 0.0 else final + (1.0 - final) * left**3
+
+    def _annealed(self, violation: Tensor) -> Tensor:
+        """``violation`` against the final targets B turned into one against this epoch's targets t:
+        relative (v - B) / B -> (v - t) / t; absolute v - B -> v - t."""
+        if self.current is None:
+            return violation
+        final = torch.cat([self.targets, self.budget_targets])
+        if self.hparams.violation == "relative":
+            return violation * (final / self.current) + (final - self.current) / self.current
+        return violation + (final - self.current)
+
     def _observed(self, p: Tensor | None) -> dict[cooper.Constraint, Tensor]:
         """The constraint's violation vector, density entries then budget entries (one cost-model evaluation);
         with ``violation`` relative the multipliers see violation / target."""
         if self.constraint is None:
             return {}
         if self.cost is not None:  # density and budget entries, relative or not, out of the cost's one form
-            return {self.constraint: self.cost.violations(self.density.prob_active() if p is None else p)}
+            violation = self.cost.violations(self.density.prob_active() if p is None else p)
+            return {self.constraint: self._annealed(violation)}
         violation = self.constraint_value(p) - self.targets
         if self.hparams.violation == "relative":
             violation = violation / self.targets
-        return {self.constraint: violation}
+        return {self.constraint: self._annealed(violation)}
 
     def compute_cmp_state(self, inputs: Tensor, labels: Tensor) -> cooper.CMPState:
         loss, logits = self.objective(inputs, labels)

@@ -120,6 +120,7 @@ def _train(
     for epoch in range(progress.epoch, hparams.epochs):
         start = time.perf_counter()
         set_learning_rates(run, epoch)
+        run.problem.before_epoch(epoch)  # constrained runs: this epoch's targets (target_anneal)
         train_loss = train_epoch(run)  # returns a float: the device has finished the epoch's steps
         train_seconds = time.perf_counter() - start
         row = {"epoch": epoch + 1, "train_loss": train_loss, **evaluate(run)}
