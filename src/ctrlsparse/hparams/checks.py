@@ -88,14 +88,19 @@ def check(hparams: Any) -> str:
 
 
 def _check_search(hparams: Any) -> None:
-    """The search's interval and steps; a search aims one density (the model's) with one lambda."""
+    """The search's interval and steps (method search only); a search aims one density (the model's)."""
     low, high = (list(hparams.search_range) + [0.0, 0.0])[:2]
     if len(hparams.search_range) != 2 or not low < high:
         raise HParamError("search_range", f"{hparams.search_range} must be two log10 lambdas, low < high, e.g. -3,0")
     if hparams.search_iterations < 0:
         raise HParamError("search_iterations", f"{hparams.search_iterations} must be >= 0")
-    if hparams.method in SEARCH_METHODS and len(hparams.target) > 1:
-        raise HParamError("target", "a search aims the model's density with one lambda: give one target")
+    if hparams.method in SEARCH_METHODS:
+        if len(hparams.target) > 1:
+            raise HParamError("target", "a search aims the model's density with one lambda: give one target")
+        return
+    for key in ("search_range", "search_iterations"):  # a run of another method would carry them in its key
+        if getattr(hparams, key) != type(hparams).__dataclass_fields__[key].default:
+            raise HParamError(key, f"applies to method search only, not {hparams.method!r}; leave it unset")
 
 
 def _check_external(hparams: Any) -> None:
