@@ -211,7 +211,7 @@ def dynamics_figure(tables: dict[str, Any]) -> Any:
             # a color per target, a line style per variant (e.g. constrained-model+dual_restarts=false: dashed)
             levels, variants = list(dict.fromkeys(rows["level"])), list(dict.fromkeys(rows["variant"]))
             for _, run in rows.iterrows():
-                color = cmap(levels.index(run["level"]) / max(len(levels) - 1, 1))
+                color = cmap(0.85 * levels.index(run["level"]) / max(len(levels) - 1, 1))  # no pale yellow
                 style = LINE_STYLES[variants.index(run["variant"]) % len(LINE_STYLES)]
                 tag = str(run["variant"]).partition("+")[2]
                 label = f"ε={run['level']}" + (f", {tag}" if tag else "")

@@ -211,6 +211,9 @@ def main(hparams: HParams, args: Any, tracking: Any, train_step: StepTrainer) ->
         print(f"ctrlsparse train: {error}; rerun the same command to resume the search", file=sys.stderr)
         tracking.end(args.out, "KILLED" if error.code == TERMINATED else "FAILED", draw=False)
         return error.code
+    except run_lock.RunBusy as error:  # another process runs this search
+        print(f"ctrlsparse train: error: {error}", file=sys.stderr)
+        return BUSY
     job.mirroring(tracking.end)(args.out, "FINISHED", False)
     job.write(args.out)
     print(
