@@ -25,10 +25,11 @@ COLUMNS = [
 EXPLAINED = (
     "The price of a penalty: the λ search (penalized runs bisected over log10 λ until one ends within the "
     "tolerance of the target or its steps run out: by default the two ends and at most 6 midpoints) beside the "
-    "constrained run of the same target (one run). Runs and training time (the training loops' seconds, summed over the search's runs) are means "
-    "over seeds; density is the final expected density of the model (the search's closest run; a search aims "
-    "the model's density, also layer-wise, where one λ weighs the sum of the layers' densities), accuracy its "
-    "test accuracy. A search that did not land within the tolerance shows its closest run, marked *."
+    "constrained run of the same target (one run). Runs and training time (s: the training loops' seconds, summed "
+    "over the search's runs) are means over seeds; density is the final expected density of the model (the "
+    "search's closest run; a search aims the model's density, also layer-wise, where one λ weighs the sum of the "
+    "layers' densities), acc. its test accuracy. A search that did not land within the tolerance shows its "
+    "closest run, marked *."
 )
 
 

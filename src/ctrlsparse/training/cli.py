@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit codes: 0 finished, 2 bad input (an image file that stopped decoding mid-run too), 3 diverged, 4 finished but a target missed with --require-feasible "
         "(the run's files are written and kept), 75 another process is training --out (its pid is named), 143 "
         "stopped by SIGTERM after saving the checkpoint (rerun to resume). A missed target (or fractional gates) is "
-        "said on the last line either way.",
+        "said on the last line either way. A search (--method search) trains its steps one after the other and exits "
+        "with the code of a step that did not finish (rerun to resume it).",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="run directory (created; resumed if it has a checkpoint)"
