@@ -136,6 +136,7 @@ def test_the_workflow_wildcards_match_every_variant_and_level():
         HParams.resolve(method="penalized", penalty=1e-5),
         HParams.resolve(method="dense"),
         HParams.resolve(method="magnitude", target_scope="layer", target=(0.5, 0.3)),
+        HParams.resolve(method="search", target_scope="layer", target=(0.5,)),
     ]
     for hparams in runs:
         assert re.fullmatch(VARIANT_PATTERN, hparams.variant), hparams.variant

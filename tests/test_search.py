@@ -129,3 +129,18 @@ def test_a_step_that_does_not_finish_stops_the_search_with_its_code(tmp_path):
     with pytest.raises(driver.SearchStopped, match="did not finish") as stopped:
         driver.search(hparams, tmp_path / "search", tmp_path / "runs", lambda step, out: 143)
     assert stopped.value.code == 143 and not paths.summary_path(tmp_path / "search").exists()
+
+
+def test_a_warm_started_search_keeps_its_steps_where_their_keys_say(tmp_path):
+    driver.train_in_process(HParams.resolve(method="dense", epochs=2), tmp_path / "dense")
+    hparams = HParams.resolve(
+        method="search", target=(0.5,), epochs=2, search_iterations=0, pretrained=str(tmp_path / "dense")
+    )
+    summary = driver.search(hparams, tmp_path / "search", tmp_path / "runs")
+    assert summary["variant"] == "search-model+warm"
+    for step in summary["search"]["steps"]:  # penalized runs from the dense run's weights, hashed with its key
+        assert "/penalized-model+warm~" in step["run_key"]
+        assert (
+            json.loads(paths.summary_path(tmp_path / "runs" / step["run_key"]).read_text())["run_key"]
+            == step["run_key"]
+        )

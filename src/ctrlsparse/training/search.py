@@ -23,8 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ctrlsparse import feasibility
 from ctrlsparse.hparams import HParams
-from ctrlsparse.identity import hparams_hash, run_key
+from ctrlsparse.identity import hparams_hash, pretrained_key, run_key
 from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import write_csv, write_json
 from ctrlsparse.plumbing.provenance import slurm_job, versions
@@ -53,6 +54,7 @@ CHOSEN = (
     "eval_density_gap",
     "layer_eval_density_gap",
     "fractional_gates",
+    "chance_accuracy",
     "device",
 )
 
@@ -90,8 +92,8 @@ def search(
     with run_lock.hold(out):
         identity = {
             **hparams.to_dict(),
-            "run_key": run_key(hparams),
-            "hparams_hash": hparams_hash(hparams),
+            "run_key": run_key(hparams, pretrained_key(hparams)),  # a warm start names the dense run it starts from
+            "hparams_hash": hparams_hash(hparams, pretrained_key(hparams)),
             "variant": hparams.variant,
             "level": hparams.level,
         }
@@ -102,7 +104,7 @@ def search(
 
         def density_of(penalty: float) -> float:
             step = METHODS[hparams.method].step(hparams, penalty)
-            step_dir = paths.run_dir(root, run_key(step))
+            step_dir = paths.run_dir(root, run_key(step, pretrained_key(step)))
             finished.append((step_dir, _finished(step_dir) or _train(step, step_dir, train_step)))
             return finished[-1][1]["expected_density"]
 
@@ -133,6 +135,7 @@ def search_summary(
     the target: the search's stopping rule) and the steps."""
     chosen = finished[outcome.chosen][1]
     error = outcome.errors[outcome.chosen]
+    collapsed, at_chance = feasibility.collapsed_layers(chosen), feasibility.at_chance(chosen)
     return {
         **{key: identity[key] for key in ("run_key", "hparams_hash", "variant", "level")},
         **{key: getattr(hparams, key) for key in ("dataset", "arch", "method", "target_scope", "constraint")},
@@ -147,7 +150,11 @@ def search_summary(
         "violations": {"model": error},
         "wall_seconds": sum(summary["wall_seconds"] for _, summary in finished),  # the training the search took
         "runs": len(finished),
-        "feasible": abs(error) <= hparams.feasibility_tolerance,
+        # within the tolerance (the search's stopping rule), and, as for a constrained run, no layer cut away and
+        # not at chance (ctrlsparse.feasibility)
+        "feasible": abs(error) <= hparams.feasibility_tolerance and not collapsed and not at_chance,
+        "collapsed_layers": collapsed,
+        "at_chance": at_chance,
         "feasibility_tolerance": hparams.feasibility_tolerance,
         "max_violation": error,
         "search": {
@@ -220,7 +227,16 @@ def main(hparams: HParams, args: Any, tracking: Any, train_step: StepTrainer) ->
         f"{summary['run_key']}: {summary['runs']} runs, {summary['wall_seconds']:.1f}s of training; closest: "
         f"lambda {summary['penalty']:g}, expected density {summary['expected_density']:.4f}, test accuracy "
         f"{100 * summary['test_accuracy']:.2f}%"
-        + ("" if summary["feasible"] else f" (not within {summary['feasibility_tolerance']:g} of the target)"),
+        + ("" if summary["feasible"] else f" (not feasible: {_missed(summary)})"),
         file=sys.stderr,
     )
     return 0
+
+
+def _missed(summary: dict[str, Any]) -> str:
+    """Why a search's closest run is not feasible, in words."""
+    parts = [f"{name} has no open gate" for name in summary["collapsed_layers"]]
+    parts += ["test accuracy at chance"] if summary["at_chance"] else []
+    if abs(summary["max_violation"]) > summary["feasibility_tolerance"]:
+        parts.append(f"model at {summary['expected_density']:.3f}, not within {summary['feasibility_tolerance']:g}")
+    return ", ".join(parts)
