@@ -6,11 +6,13 @@ which is chosen so that the step budget (epochs x minibatches per epoch) is the 
     .venv/bin/python benchmarks/control_matrix.py                     # the acceptance matrix: 154 runs, ~1-1.25 h
     .venv/bin/python benchmarks/control_matrix.py --targets 0.1,0.3,0.5,0.7,0.9              # 226 runs, ~1.5-2 h
     .venv/bin/python benchmarks/control_matrix.py --seeds 0 --targets 0.1,0.9 --budgets 600   # a quick look
+    .venv/bin/python benchmarks/control_matrix.py --budgets 2000 --set formulation=augmented_lagrangian  # a row of it
 
 Per budget it prints the share of constrained settings whose final expected density is within 0.01 of the target
 (layer-wise: every layer within 0.01 of its target) and whose eval density (the purged model's) is within 0.02,
 and the test accuracy at density 0.5 against the dense model of the same budget. Finished runs under --root are
-reused (their directory is the run key, which hashes every hyperparameter).
+reused (their directory is the run key, which hashes every hyperparameter). ``--set KEY=VALUE`` (repeatable)
+changes one hyperparameter of the constrained runs (the dense runs they are compared with stay the defaults').
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def jobs_for(args: argparse.Namespace) -> list[dict[str, Any]]:
                             base
                             | {"arch": arch, "method": "constrained", "target_scope": scope, "target": (t,)}
                             | {"seed": seed}
+                            | args.set
                             for t in targets
                         ]
     return jobs
@@ -171,6 +174,17 @@ def ok_run(run: dict[str, Any]) -> bool:
     return expected <= EXPECTED_TOLERANCE and evaluated <= EVAL_TOLERANCE
 
 
+def setting(text: str) -> dict[str, Any]:
+    """``KEY=VALUE`` as {key: value}, the value a number where it reads as one."""
+    key, _, value = text.partition("=")
+    for cast in (int, float):
+        try:
+            return {key: cast(value)}
+        except ValueError:
+            continue
+    return {key: value}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     numbers = lambda cast: lambda text: [cast(x) for x in text.split(",") if x]  # noqa: E731
@@ -181,12 +195,21 @@ def main() -> None:
     parser.add_argument("--scopes", type=numbers(str), default=["model", "layer"])
     parser.add_argument("--seeds", type=numbers(int), default=[0, 1])
     parser.add_argument("--full", action="store_true", help="every arch at every budget and target (hours)")
+    parser.add_argument(
+        "--set",
+        type=setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter of the constrained runs, e.g. formulation=augmented_lagrangian (repeatable)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--root", type=Path, default=Path("results/benchmarks/control_matrix"))
     parser.add_argument(
         "--report-only", action="store_true", help="report the runs already finished under --root; train none"
     )
     args = parser.parse_args()
+    args.set = {key: value for item in args.set for key, value in item.items()}
     jobs = jobs_for(args)
     compute = sum(STEP_MS[job["arch"]][job["dataset"]] * job["budget"] for job in jobs) / 1e3
     print(

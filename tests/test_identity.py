@@ -47,6 +47,18 @@ def test_the_seeds_of_one_setting_share_the_hash_and_every_other_value_changes_i
         assert run_key(HParams.resolve(arch="cnn", target=(0.5,), **execution)) == run_key(base), execution
 
 
+def test_fields_added_later_enter_the_hash_only_when_set_so_earlier_runs_keep_their_keys():
+    """The hash of a run that leaves formulation, penalty_coefficient and the search's fields at their defaults is
+    the hash it had before they existed (pinned: main at 06af1ec); any other value is hashed."""
+    assert hparams_hash(HParams.resolve()) == "429d45d6"
+    assert hparams_hash(HParams.resolve(dataset="mnist5k", arch="lenet5", epochs=62, constraint="le")) == "624b4e48"
+    for changed in ({"formulation": "augmented_lagrangian"}, {"penalty_coefficient": 10.0}):
+        assert hparams_hash(HParams.resolve(**changed)) != hparams_hash(HParams.resolve()), changed
+    search = HParams.resolve(method="search")
+    for changed in ({"search_range": (-4.0, 0.0)}, {"search_iterations": 3}):
+        assert hparams_hash(HParams.resolve(method="search", **changed)) != hparams_hash(search), changed
+
+
 def test_a_magnitude_run_is_named_by_the_dense_run_it_prunes():
     magnitude = HParams.resolve(method="magnitude", target_scope="layer", target=(0.5,))
     short = run_key(HParams.resolve(method="dense", epochs=30))
@@ -75,6 +87,8 @@ def settings_of(method: str) -> list[dict]:
         return [{"target_scope": "model", "penalty": 1e-05}, {"target_scope": "layer", "penalty": 1.0}]
     if method == "magnitude":
         return [{"target_scope": "layer", "target": (0.2, 0.35, 0.5, 0.65)}]
+    if method == "search":
+        return [{"target_scope": "model", "target": (0.3,)}, {"target_scope": "layer", "search_range": (-4.0, 1.0)}]
     return [{"target_scope": "model", "target": (0.5,)}, {"target_scope": "layer", "target": (0.25, 0.5, 0.75)}]
 
 
@@ -122,6 +136,7 @@ def test_the_workflow_wildcards_match_every_variant_and_level():
         HParams.resolve(method="penalized", penalty=1e-5),
         HParams.resolve(method="dense"),
         HParams.resolve(method="magnitude", target_scope="layer", target=(0.5, 0.3)),
+        HParams.resolve(method="search", target_scope="layer", target=(0.5,)),
     ]
     for hparams in runs:
         assert re.fullmatch(VARIANT_PATTERN, hparams.variant), hparams.variant

@@ -41,3 +41,23 @@ def test_per_arch_and_layerwise_defaults():
     )
     mnist = {readable(run.key): run.hparams for run in runs_of("mnist")}
     assert mnist["mnist/lenet5/constrained-layer~0.5,0.3,0.7,0.1/seed~4"].target == (0.5, 0.3, 0.7, 0.1)
+
+
+def test_the_restart_ablation_is_lenet5_on_mnist5k_le_at_0_3_and_0_7_with_and_without_restarts():
+    runs = {readable(run.key): run.hparams for run in runs_of("restarts")}
+    assert sorted(runs) == [
+        "mnist5k/lenet5/constrained-model+dual_restarts=false~0.3/seed~0",
+        "mnist5k/lenet5/constrained-model+dual_restarts=false~0.7/seed~0",
+        "mnist5k/lenet5/constrained-model~0.3/seed~0",
+        "mnist5k/lenet5/constrained-model~0.7/seed~0",
+    ]
+    assert {(h.constraint, h.epochs) for h in runs.values()} == {("le", 200)}
+    assert [h.dual_restarts for _, h in sorted(runs.items())] == [False, False, True, True]
+
+
+def test_the_search_preset_sets_each_search_beside_the_constrained_run_of_its_target():
+    runs = [readable(run.key) for run in runs_of("search")]
+    for dataset in ("digits", "mnist5k"):
+        for scope in ("model", "layer"):
+            assert f"{dataset}/mlp/search-{scope}~0.5/seed~0" in runs
+            assert f"{dataset}/mlp/constrained-{scope}~0.5/seed~0" in runs

@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse.errors import HParamError, UnknownNameError
-from ctrlsparse.hparams import HParams, format_number
+from ctrlsparse.hparams import SEARCH_METHODS, HParams, format_number
 from ctrlsparse.identity import RUN_PATTERN, STARTS_FROM_A_RUN, run_fields, run_key
 from ctrlsparse.plumbing import paths
-from ctrlsparse.registry import ARCHS, DATASETS
+from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 from ctrlsparse.tracking.store import default_uri
 from ctrlsparse.training.cli import train_argv
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
 # Keys the grid sets per run; an ``hparams:`` override of one of them would silently fight the grid.
-GRID_FIELDS = ("dataset", "arch", "method", "target", "target_scope", "budget", "penalty", "seed", "tag")
+GRID_FIELDS = (
+    *("dataset", "arch", "method", "target", "target_scope", "budget", "penalty", "seed", "tag"),
+    *("search_range", "search_iterations"),  # grid.search's range and iterations
+)
 # Keys the workflow sets per job from the resources.
 JOB_FIELDS = ("threads", "device")
 # Directories under the results directory that every grid shares; a grid's own one is named by its experiment.
@@ -113,7 +116,8 @@ def check_config(config: dict[str, Any]) -> list[Run]:
     runs = expand_runs(config)
     if not runs:
         raise ConfigError(
-            "grid", "the grid is empty: give constrained targets or budgets, penalized penalties or dense: true"
+            "grid",
+            "the grid is empty: give constrained targets or budgets, penalized penalties, search targets or dense: true",
         )
     return runs
 
@@ -171,6 +175,12 @@ def _settings(grid: dict[str, Any]) -> list[dict[str, Any]]:
     for scope in grid["penalized"]["scopes"]:
         for penalty in grid["penalized"]["penalties"]:
             settings.append({"method": "penalized", "target_scope": scope, "penalty": penalty})
+    search = grid.get("search", {})  # the penalized method bisected over log10 lambda
+    named = (("range", "search_range"), ("iterations", "search_iterations"))
+    interval = {name: search[key] for key, name in named if key in search}
+    for scope in search.get("scopes", []):
+        for target in search["targets"]:
+            settings.append({"method": "search", "target_scope": scope, "target": (target,), **interval})
     if grid["dense"]:
         settings.append({"method": "dense"})
     for target in grid.get("magnitude", {}).get("targets", []):  # pruned from the dense run of the same seed
@@ -218,6 +228,21 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
                                 "keys do not show, so the report would average them; give one of them a sweep",
                             )
     return list(runs.values())
+
+
+def shared_steps(run: Run, runs: list[Run]) -> list[Run]:
+    """The grid's runs that a search run may take as steps (same run key at one of the lambdas it can visit):
+    the workflow trains them before the search, which then finds them finished (never two trainers at once)."""
+    if run.hparams.method not in SEARCH_METHODS:
+        return []
+    search = METHODS[run.hparams.method]
+    keys = {run_key(search.step(run.hparams, penalty)) for penalty in search.of(run.hparams).candidates()}
+    return [other for other in runs if other.key in keys]
+
+
+def purged(run: Run) -> bool:
+    """Whether the purge step makes a smaller model of the run: structured runs that trained a model."""
+    return run.hparams.gating == "structured" and run.hparams.method not in SEARCH_METHODS
 
 
 def dense_key(overrides: dict[str, Any], run: HParams) -> str:

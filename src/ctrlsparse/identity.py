@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from ctrlsparse.hparams.checks import BUDGET_KINDS, SCOPES
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 # Fields that form the readable part of a run's identity; everything else but the execution fields goes into
 # the hash.
 AXES = ("dataset", "arch", "method", "target_scope", "target", "budget", "penalty", "seed", "tag")
+# Fields added after runs had been trained with this layout: a value at the field's default is left out of the
+# hash, so that every run trained before the field existed (which computed what the default computes) keeps
+# its key and is not trained again; any other value is hashed like every field.
+LATER_FIELDS = ("formulation", "penalty_coefficient", "search_range", "search_iterations")
 # The key's layout; the workflow's wildcards are these names (``hash`` is 8 hex digits).
 RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}"
 HASH_LENGTH = 8
@@ -44,13 +49,24 @@ LEVEL_PATTERN = rf"[0-9.e+,-]+|({_KINDS})=[0-9.e+-]+(,({_KINDS})=[0-9.e+-]+)*"
 
 def hparams_hash(hparams: HParams, pretrained_key: str = "") -> str:
     """Short hash of every computation field that is not a readable axis (epochs, learning rates, ...), and of
-    the key of the run it starts from (``pretrained_key``: required by the methods in ``STARTS_FROM_A_RUN``)."""
-    rest: dict[str, Any] = {key: value for key, value in hparams.computation().items() if key not in AXES}
+    the key of the run it starts from (``pretrained_key``: required by the methods in ``STARTS_FROM_A_RUN``).
+    A field of :data:`LATER_FIELDS` at its default is left out."""
+    defaults = {f.name: f.default for f in fields(hparams) if f.name in LATER_FIELDS}
+    rest: dict[str, Any] = {
+        key: value
+        for key, value in hparams.computation().items()
+        if key not in AXES and not (key in defaults and value == _plain(defaults[key]))
+    }
     if hparams.method in STARTS_FROM_A_RUN and not pretrained_key:
         raise ValueError(f"a {hparams.method} run's identity needs the key of the run it starts from")
     if pretrained_key:
         rest["pretrained"] = pretrained_key
     return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:HASH_LENGTH]
+
+
+def _plain(value: Any) -> Any:
+    """A default as :meth:`HParams.computation` writes values (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def run_fields(hparams: HParams, pretrained_key: str = "") -> dict[str, str]:

@@ -96,5 +96,6 @@ METHODS = Registry(
         "penalized": "ctrlsparse.problems.penalized:PenalizedL0Problem",
         "dense": "ctrlsparse.problems.dense:DenseProblem",
         "magnitude": "ctrlsparse.problems.magnitude:MagnitudePruningProblem",
+        "search": "ctrlsparse.problems.search:PenaltySearch",
     },
 )

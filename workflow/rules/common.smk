@@ -118,6 +118,18 @@ def pretrained_input(wildcards):
     return str(paths.summary_path(grid.pretrained_dir(run, config))) if run.pretrained else []
 
 
+def shared_steps_input(wildcards):
+    """The summaries of the grid's runs that a search may take as steps (it must find them finished, never train
+    them beside the grid's own train job); nothing for other runs."""
+    return [f"{RUN_DIR}/{run.key}/{paths.SUMMARY}" for run in grid.shared_steps(run_of(wildcards), RUNS)]
+
+
+def runs_root_of(wildcards, output):
+    """The runs directory that holds a train job's run (RUN_DIR, found from its output): a search's steps go there."""
+    run_dir = os.path.dirname(output.summary)
+    return run_dir[: len(run_dir) - len(RUN_PATTERN.format(**dict(wildcards))) - 1]
+
+
 def job_resource(name):
     """A resource of the train job (threads, mem_mb, runtime, gpu) from the config's resources table."""
     return lambda wildcards: grid.resources_for(config, wildcards.dataset, wildcards.arch)[name]

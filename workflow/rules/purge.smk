@@ -1,6 +1,7 @@
 # Every finished structured run -> its purged model (purged.pt2, loadable by plain torch) and its size
 # (purge.json; params, MACs and both as % of dense, also merged into summary.json and mirrored to MLflow).
-PURGED = [f"{RUN_DIR}/{run.key}/{paths.PURGE_SIZES}" for run in RUNS if run.hparams.gating == "structured"]
+# (A search run trains no model of its own: nothing to purge; its steps are runs outside the grid.)
+PURGED = [f"{RUN_DIR}/{run.key}/{paths.PURGE_SIZES}" for run in RUNS if grid.purged(run)]
 
 
 rule purge:

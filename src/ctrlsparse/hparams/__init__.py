@@ -12,7 +12,7 @@ MAC / parameter budget) < ``GATE_GROUP_DEFAULTS`` (archs gated by ``ctrlsparse.g
 """
 
 from ctrlsparse.hparams.fields import EXECUTION, HParams
-from ctrlsparse.hparams.naming import TARGETED_METHODS
+from ctrlsparse.hparams.naming import SEARCH_METHODS, TARGETED_METHODS
 from ctrlsparse.hparams.text import format_number
 
-__all__ = ["EXECUTION", "TARGETED_METHODS", "HParams", "format_number"]
+__all__ = ["EXECUTION", "SEARCH_METHODS", "TARGETED_METHODS", "HParams", "format_number"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ctrlsparse.errors import HParamError, UnknownNameError
+from ctrlsparse.hparams.naming import SEARCH_METHODS
 from ctrlsparse.hparams.text import format_number
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 
@@ -16,6 +17,7 @@ BUDGET_KINDS = ("macs", "params")  # budget kinds, in the order a budget is writ
 OPTIMIZERS = ("adam", "sgd")
 DUAL_OPTIMIZERS = ("sgd", "nupi")
 CONSTRAINTS = ("le", "eq")
+FORMULATIONS = ("lagrangian", "augmented_lagrangian")  # cooper's Lagrangian and AugmentedLagrangian
 VIOLATIONS = ("absolute", "relative")
 GATINGS = ("structured", "unstructured")
 
@@ -32,6 +34,7 @@ def check(hparams: Any) -> str:
     _choice(hparams, "optimizer", OPTIMIZERS)
     _choice(hparams, "dual_optimizer", DUAL_OPTIMIZERS)
     _choice(hparams, "constraint", CONSTRAINTS)
+    _choice(hparams, "formulation", FORMULATIONS)
     _choice(hparams, "violation", VIOLATIONS)
     _choice(hparams, "gating", GATINGS)
     budget = _canonical_budget(hparams)
@@ -45,7 +48,7 @@ def check(hparams: Any) -> str:
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(hparams, key) < 1:
             raise HParamError(key, f"{getattr(hparams, key)} must be a positive integer")
-    for key in ("lr", "gates_lr", "dual_lr"):
+    for key in ("lr", "gates_lr", "dual_lr", "penalty_coefficient"):
         if not getattr(hparams, key) > 0:
             raise HParamError(key, f"{getattr(hparams, key)} must be > 0")
     for key in (
@@ -79,8 +82,25 @@ def check(hparams: Any) -> str:
         raise HParamError("distill", "distillation needs the dense run to learn from: give --pretrained RUN_DIR")
     if hparams.pretrained and hparams.method == "dense":
         raise HParamError("pretrained", "a dense run trains from scratch; give it to a constrained/penalized run")
+    _check_search(hparams)
     _check_external(hparams)
     return budget
+
+
+def _check_search(hparams: Any) -> None:
+    """The search's interval and steps (method search only); a search aims one density (the model's)."""
+    low, high = (list(hparams.search_range) + [0.0, 0.0])[:2]
+    if len(hparams.search_range) != 2 or not low < high:
+        raise HParamError("search_range", f"{hparams.search_range} must be two log10 lambdas, low < high, e.g. -3,0")
+    if hparams.search_iterations < 0:
+        raise HParamError("search_iterations", f"{hparams.search_iterations} must be >= 0")
+    if hparams.method in SEARCH_METHODS:
+        if len(hparams.target) > 1:
+            raise HParamError("target", "a search aims the model's density with one lambda: give one target")
+        return
+    for key in ("search_range", "search_iterations"):  # a run of another method would carry them in its key
+        if getattr(hparams, key) != type(hparams).__dataclass_fields__[key].default:
+            raise HParamError(key, f"applies to method search only, not {hparams.method!r}; leave it unset")
 
 
 def _check_external(hparams: Any) -> None:

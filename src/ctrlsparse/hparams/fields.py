@@ -63,7 +63,10 @@ class HParams(SettingName):
         "torchvision:/module: archs: resize input images to this side inside the model (bilinear; 0: as they come)",
         default=0,
     )
-    method: str = _help("constrained | penalized | dense | magnitude", default="constrained")
+    method: str = _help(
+        "constrained | penalized | dense | magnitude | search (penalized runs bisected over log10 lambda)",
+        default="constrained",
+    )
     target: tuple[float, ...] = _help(
         "density target(s) in (0, 1]: one number, or one per gated layer with --target-scope layer",
         default=(0.5,),
@@ -92,6 +95,12 @@ class HParams(SettingName):
         default="relative",
     )
     penalty: float = _help("lambda of the penalized method (loss + lambda * density)", default=1e-3)
+    search_range: tuple[float, ...] = _help(
+        "search: the log10 lambda interval bisected (the paper's)", default=(-3.0, 0.0)
+    )
+    search_iterations: int = _help(
+        "search: bisection steps after the two ends (the paper's 6); each step is a penalized run", default=6
+    )
     seed: int = _help("seed for weights, data order and gate noise", default=0)
     pretrained: str = _help(
         "directory of a finished dense run: magnitude prunes it; a constrained or penalized run starts from its "
@@ -159,6 +168,12 @@ class HParams(SettingName):
     )
     # --- dual optimisation ---
     dual_optimizer: str = _help("sgd (the paper) | nupi (cooper's nuPI controller)", default="sgd")
+    formulation: str = _help(
+        "lagrangian (the paper) | augmented_lagrangian (cooper's AugmentedLagrangian: the Lagrangian plus a "
+        "quadratic penalty of the violation, weighted by --penalty-coefficient)",
+        default="lagrangian",
+    )
+    penalty_coefficient: float = _help("augmented_lagrangian: the penalty coefficient c", default=1.0)
     dual_lr: float = _help("learning rate of the Lagrange multipliers at a run of reference_steps steps", default=0.1)
     reference_steps: int = _help(
         "the step budget that gates_lr and dual_lr are given for: a run of S steps multiplies both by "

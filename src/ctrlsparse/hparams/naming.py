@@ -6,7 +6,11 @@ from ctrlsparse.hparams.defaults import STARTS_FROM_A_RUN
 from ctrlsparse.hparams.text import format_number
 
 # Methods whose level is a density target (the others: a penalty, or nothing).
-TARGETED_METHODS = ("constrained", "magnitude")
+TARGETED_METHODS = ("constrained", "magnitude", "search")
+# Methods whose run trains runs of another method instead of a model of its own (``search``: the penalized method
+# bisected over log10 lambda until a run lands on the target, :mod:`ctrlsparse.problems.search`); such a run has
+# no checkpoint and no model to purge.
+SEARCH_METHODS = ("search",)
 
 
 class SettingName:
@@ -22,10 +26,10 @@ class SettingName:
 
     @property
     def variant(self) -> str:
-        """``constrained-model``, ``constrained-layer``, ``penalized-model``, ``penalized-layer`` or ``dense``,
-        then ``+budget`` beside a density target (``constrained-model+macs=0.3``; a budget alone is the variant
-        ``constrained-budget``, its level the budget), then ``+tag`` when the run has a tag (e.g.
-        ``constrained-layer+gates_lr=0.1``)."""
+        """``constrained-model``, ``constrained-layer``, ``penalized-model``, ``penalized-layer``, ``search-model``,
+        ``search-layer`` or ``dense``, then ``+budget`` beside a density target (``constrained-model+macs=0.3``; a
+        budget alone is the variant ``constrained-budget``, its level the budget), then ``+tag`` when the run has a
+        tag (e.g. ``constrained-layer+gates_lr=0.1``)."""
         variant = "dense" if self.method == "dense" else f"{self.method}-{self.target_scope}"
         if self.target_scope == "none":
             variant = f"{self.method}-budget"

@@ -24,6 +24,9 @@ TRAIN_JOB = "train_job.json"  # where the last train job's time went (its epochs
 MLFLOW_RUN = "mlflow_run.json"  # id of the MLflow run that mirrors this directory
 DYNAMICS_PLOT = "dynamics.png"  # per-run training-dynamics figure (MLflow artifact)
 BAD_IMAGES = "bad_images.txt"  # image files that do not decode (imagefolder, imagenet): "<path>\t<reason>" lines
+# A search run (method search) trains its steps, runs of their own, under a runs root (the workflow's is the
+# results' runs/, so its steps are shared with every grid); given none, under its own directory's steps/.
+SEARCH_STEPS = "steps"
 
 # Outside any run: the cache of verdicts of image-folder checks (ctrlsparse.data.imagecheck), one file per folder
 # state, under $CTRLSPARSE_CACHE, else $XDG_CACHE_HOME/ctrlsparse, else ~/.cache/ctrlsparse.
@@ -88,6 +91,11 @@ def dynamics_plot_path(run: str | Path) -> Path:
 
 def bad_images_path(run: str | Path) -> Path:
     return Path(run) / BAD_IMAGES
+
+
+def search_steps_root(run: str | Path) -> Path:
+    """Where a search run trains its steps when no runs root is given: ``<run>/steps/<step's run key>``."""
+    return Path(run) / SEARCH_STEPS
 
 
 def cache_root() -> Path:

@@ -6,6 +6,12 @@ With ``constraint="eq"`` the constraint is g == eps and lambda may take either s
 would close it below its target is then held at the target. Restarts then act on both sides: a multiplier
 whose sign opposes its violation (the density crossed the target) is reset to 0, the paper's rule mirrored.
 
+``formulation`` augmented_lagrangian uses cooper 1.0.1's ``AugmentedLagrangian``: the primal step sees the
+Lagrangian plus a quadratic penalty of the violation v with a constant coefficient c (``penalty_coefficient``),
+lambda^T v + c/2 ||v||^2 under ``eq`` and 1/(2c) (||relu(lambda + c v)||^2 - ||lambda||^2) under ``le``
+(Nocedal & Wright 17.64-17.65); the multipliers' step is the plain Lagrangian's (dual_lr x v). The coefficient
+is saved in the checkpoint with the multipliers (cooper's CMP state).
+
 g is the model's expected density (one constraint) or each gated layer's (one constraint per layer). The
 updates are simultaneous (one forward/backward; a primal step, then a projected dual step, both inside
 cooper's ``SimultaneousOptimizer``). Dual restarts (paper.md §2), which cooper 1.x no longer ships, are
@@ -39,6 +45,10 @@ from ctrlsparse.hparams import HParams
 from ctrlsparse.problems.base import L0Problem
 
 CONSTRAINT_TYPES = {"le": cooper.ConstraintType.INEQUALITY, "eq": cooper.ConstraintType.EQUALITY}
+FORMULATIONS = {
+    "lagrangian": cooper.formulations.Lagrangian,
+    "augmented_lagrangian": cooper.formulations.AugmentedLagrangian,
+}
 
 
 class ConstrainedL0Problem(L0Problem):
@@ -69,13 +79,18 @@ class ConstrainedL0Problem(L0Problem):
         if name in self._constraints:
             delattr(self, name)
         multiplier = cooper.multipliers.DenseMultiplier(num_constraints=n, device=self.device)
+        formulation = FORMULATIONS[self.hparams.formulation]
+        coefficient = torch.full((n,), self.hparams.penalty_coefficient, device=self.device)
         setattr(  # cooper registers a constraint by its attribute name
             self,
             name,
             cooper.Constraint(
                 constraint_type=CONSTRAINT_TYPES[self.hparams.constraint],
-                formulation_type=cooper.formulations.Lagrangian,
+                formulation_type=formulation,
                 multiplier=multiplier,
+                penalty_coefficient=cooper.penalty_coefficients.DensePenaltyCoefficient(coefficient)
+                if formulation.expects_penalty_coefficient
+                else None,
             ),
         )
         self.multiplier = multiplier

@@ -6,7 +6,8 @@
   and accuracy, how many seeds met their targets (``satisfied``, ``feasible_share``) and how many ended with
   fractional gates (``fractional_gates``).
 - ``layers.csv``: one row per run and gated layer (expected/eval density and the layer's target).
-- ``tables.md``: the settings table per dataset/arch, in Markdown.
+- ``tables.md``: the settings table per dataset/arch, in Markdown, then the price of a penalty (a grid with lambda
+  searches: :mod:`ctrlsparse.report.price_table`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from ctrlsparse import feasibility
 from ctrlsparse.hparams import TARGETED_METHODS
 from ctrlsparse.plumbing import paths
-from ctrlsparse.report import spread
+from ctrlsparse.report import price_table, spread
 from ctrlsparse.report.settings_table import markdown
 
 RUNS, SETTINGS, LAYERS, MARKDOWN = "runs.csv", "settings.csv", "layers.csv", "tables.md"
@@ -33,6 +34,7 @@ STATS = [
     "max_violation",
     "eval_density_gap",
     "wall_seconds",
+    "runs",
     "params_pct",
     "macs_pct",
 ]
@@ -43,6 +45,8 @@ VARIANT_ORDER = [
     "magnitude-layer",
     "penalized-model",
     "penalized-layer",
+    "search-model",
+    "search-layer",
     "dense",
 ]
 
@@ -96,6 +100,7 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         row[key] = s.get(key)
     for key in ("sparsifiable_params", "total_params", "wall_seconds"):
         row[key] = s.get(key)
+    row["runs"] = s.get("runs", 1)  # the runs it took: a search's steps, else itself
     for key in ("params", "macs", "params_pct", "macs_pct"):  # written by `ctrlsparse purge`
         row[key] = s.get(key, math.nan)
     for key in ("expected_macs", "expected_params", "eval_macs", "eval_params"):  # budget runs' expected shares
@@ -205,7 +210,8 @@ def write_tables(summary_files: list[Path], out: str | Path, benchmarks: str | P
     runs.to_csv(written[RUNS], index=False)
     settings.to_csv(written[SETTINGS], index=False)
     layers.to_csv(written[LAYERS], index=False)
-    written[MARKDOWN].write_text(markdown(settings) if not settings.empty else "# Results by setting\n\nNo runs.\n")
+    text = markdown(settings) if not settings.empty else "# Results by setting\n\nNo runs.\n"
+    written[MARKDOWN].write_text("\n".join([text, *price_table.markdown(settings)]))
     return written
 
 

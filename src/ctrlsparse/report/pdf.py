@@ -15,7 +15,7 @@ from typing import Any
 
 from ctrlsparse import feasibility
 from ctrlsparse.plumbing.provenance import git_commit
-from ctrlsparse.report import paper, settings_table, spread
+from ctrlsparse.report import paper, price_table, settings_table, spread
 from ctrlsparse.report.layout import Builder, escape
 from ctrlsparse.report.plots import FIGURES, load_tables
 
@@ -183,7 +183,14 @@ def build_report(
             )
             b.space(8)
 
-    b.heading(f"{len(SECTIONS) + 2}. The paper's numbers beside ours")
+    number = len(SECTIONS) + 2
+    price = price_table.price_rows(settings)
+    if price:  # a grid with lambda searches: what the penalty cost beside the constrained run
+        b.heading(f"{number}. The price of a penalty")
+        b.para(escape(price_table.EXPLAINED), "caption")
+        b.table(price_table.COLUMNS, price, widths=[2.2, 1.1, 0.7, 0.9, 1.2, 1.2, 1.4, 1.3, 1.2, 1.4, 1.3])
+        number += 1
+    b.heading(f"{number}. The paper's numbers beside ours")
     if paper_csv is not None and paper_csv.exists():
         header, rows, exact = paper.reference_table(paper.load_paper(paper_csv), settings)
         if exact:

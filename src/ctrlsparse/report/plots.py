@@ -185,8 +185,12 @@ def _metrics(run_dir: str | Path) -> Any:
     return pd.read_csv(paths.metrics_path(run_dir))
 
 
+LINE_STYLES = ("-", "--", "-.", (0, (1, 1)))  # one per variant of a scope (the targets' lines are dotted)
+
+
 def dynamics_figure(tables: dict[str, Any]) -> Any:
-    """Training dynamics of the constrained runs (first seed): density and Lagrange multiplier per epoch."""
+    """Training dynamics of the constrained runs (first seed): density and Lagrange multiplier per epoch; runs of
+    one scope that differ in a tag (e.g. the restart ablation's ``dual_restarts=false``) get their own line style."""
     plt = pyplot()
     runs = of_method(tables["runs"], "constrained")
     if runs.empty:
@@ -204,19 +208,24 @@ def dynamics_figure(tables: dict[str, Any]) -> Any:
         for col, scope in enumerate(scopes):
             top, bottom = axes[2 * row][col], axes[2 * row + 1][col]
             rows = part[part["target_scope"] == scope].sort_values("target_value")
-            for i, (_, run) in enumerate(rows.iterrows()):
-                color = cmap(i / max(len(rows) - 1, 1))
+            # a color per target, a line style per variant (e.g. constrained-model+dual_restarts=false: dashed)
+            levels, variants = list(dict.fromkeys(rows["level"])), list(dict.fromkeys(rows["variant"]))
+            for _, run in rows.iterrows():
+                color = cmap(0.85 * levels.index(run["level"]) / max(len(levels) - 1, 1))  # no pale yellow
+                style = LINE_STYLES[variants.index(run["variant"]) % len(LINE_STYLES)]
+                tag = str(run["variant"]).partition("+")[2]
+                label = f"ε={run['level']}" + (f", {tag}" if tag else "")
                 metrics = _metrics(run["run_dir"])
-                top.plot(metrics["epoch"], metrics["expected_density"], color=color, label=f"ε={run['level']}")
+                top.plot(metrics["epoch"], metrics["expected_density"], color=color, ls=style, label=label)
                 if math.isfinite(run["target_value"]):
                     top.axhline(run["target_value"], color=color, ls=":", lw=0.8)
                 multipliers = [c for c in metrics.columns if c.startswith("multiplier/")]
                 if multipliers:
-                    bottom.plot(metrics["epoch"], metrics[multipliers].max(axis=1), color=color)
+                    bottom.plot(metrics["epoch"], metrics[multipliers].max(axis=1), color=color, ls=style)
             top.set(title=f"{title}, {scope}-wise", ylabel="expected density", ylim=(0, 1.05))
             bottom.set(xlabel="epoch", ylabel="multiplier" + (" (max)" if scope == "layer" else ""))
             if top.lines:
-                top.legend(fontsize=6, ncol=3)
+                top.legend(fontsize=6, ncol=2 if len(variants) > 1 else 3)
     fig.tight_layout()
     return fig
 

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from ctrlsparse.errors import HParamError
 from ctrlsparse.feasibility import verdict_lines
-from ctrlsparse.hparams import HParams, format_number
+from ctrlsparse.hparams import SEARCH_METHODS, TARGETED_METHODS, HParams, format_number
 from ctrlsparse.hparams.defaults import DATASET_DEFAULTS
 from ctrlsparse.plumbing import paths
 from ctrlsparse.tracking.target import DEFAULT_EXPERIMENT, add_tracking_flags, off, tracking_target
@@ -48,13 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit codes: 0 finished, 2 bad input (an image file that stopped decoding mid-run too), 3 diverged, 4 finished but a target missed with --require-feasible "
         "(the run's files are written and kept), 75 another process is training --out (its pid is named), 143 "
         "stopped by SIGTERM after saving the checkpoint (rerun to resume). A missed target (or fractional gates) is "
-        "said on the last line either way.",
+        "said on the last line either way. A search (--method search) trains its steps one after the other and exits "
+        "with the code of a step that did not finish (rerun to resume it).",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="run directory (created; resumed if it has a checkpoint)"
     )
     add_tracking_flags(parser, default="none: the run is not tracked")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    parser.add_argument(
+        "--runs-root",
+        type=Path,
+        help="method search: train its steps, runs of their own, in RUNS_ROOT/<run key> (default: OUT/steps)",
+    )
     group = parser.add_argument_group("hyperparameters")
     for spec in fields(HParams):
         default = spec.default if spec.default is not MISSING else None
@@ -78,7 +84,7 @@ def train_argv(hparams: HParams) -> list[str]:
     """
     shown = ["dataset", "arch", "method", "seed"]
     shown += [] if hparams.method == "dense" else ["target_scope"]
-    shown += {"constrained": ["target"], "magnitude": ["target"], "penalized": ["penalty"]}.get(hparams.method, [])
+    shown += ["target"] if hparams.method in TARGETED_METHODS else ["penalty"] if hparams.method == "penalized" else []
     shown += ["budget"] if hparams.budget else []  # a budget run names its budget (scope none needs it)
     base = HParams.resolve(**{name: getattr(hparams, name) for name in shown})
     shown += [
@@ -117,8 +123,24 @@ def main(argv: list[str]) -> int:
         hparams = HParams.resolve(**given)
     except HParamError as error:
         parser.error(f"{flag(error.key)}: {error.message}")
-    main = os.environ.get("RANK", "0") == "0"  # under torchrun (DDP) only rank 0 talks to MLflow
-    tracking = Tracking.from_args(args) if main else Tracking(None, DEFAULT_EXPERIMENT)
+    tracking = Tracking.from_args(args) if is_main() else Tracking(None, DEFAULT_EXPERIMENT)
+    if hparams.method in SEARCH_METHODS:  # a run of runs: each step is one train_one, tracked like any run
+        from ctrlsparse.training.search import main as search_main
+
+        fresh = lambda: Tracking(tracking.uri, tracking.experiment)  # noqa: E731  (one per step's MLflow run)
+        return search_main(hparams, args, tracking, lambda step, out: train_one(step, out, args, fresh(), parser))
+    return train_one(hparams, args.out, args, tracking, parser)
+
+
+def is_main() -> bool:
+    """Under torchrun (DDP) only rank 0 talks to MLflow and writes the job's files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def train_one(
+    hparams: HParams, out: Path, args: argparse.Namespace, tracking: Tracking, parser: argparse.ArgumentParser
+) -> int:
+    """Train one run into ``out`` (the CLI's flags ``args``: --quiet), mirrored by ``tracking``; the exit code."""
     from ctrlsparse.data.imagefiles import UnreadableImage
     from ctrlsparse.plumbing.files import CheckpointError  # torch only for valid flags
     from ctrlsparse.training.job_time import JobTime
@@ -130,7 +152,7 @@ def main(argv: list[str]) -> int:
         with stop:
             summary = train(
                 hparams,
-                args.out,
+                out,
                 on_epoch=job.counting(None if args.quiet else print_progress),
                 on_start=job.mirroring(tracking.open),
                 stop_requested=stop.is_set,
@@ -145,19 +167,19 @@ def main(argv: list[str]) -> int:
         return EXIT_BUSY
     except DivergenceError as error:
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
-        tracking.end(args.out, "FAILED")
+        tracking.end(out, "FAILED")
         return EXIT_DIVERGED
     except UnreadableImage as error:  # an image file changed on disk after the check before training
         print(f"ctrlsparse train: error: {error}", file=sys.stderr)
-        tracking.end(args.out, "FAILED")
+        tracking.end(out, "FAILED")
         return 2
     except Interrupted as error:
         print(f"ctrlsparse train: {error}; rerun the same command to resume", file=sys.stderr)
-        tracking.end(args.out, "KILLED")
+        tracking.end(out, "KILLED")
         return EXIT_TERMINATED
-    job.mirroring(tracking.end)(args.out, "FINISHED")
-    if main:
-        job.write(args.out)  # where this job's time went, beside Snakemake's benchmark of it (the report's split)
+    job.mirroring(tracking.end)(out, "FINISHED")
+    if is_main():
+        job.write(out)  # where this job's time went, beside Snakemake's benchmark of it (the report's split)
     skipped = summary.get("skipped_images")
     print(
         f"{summary['run_key']}: test accuracy {100 * summary['test_accuracy']:.2f}%, expected density "
@@ -225,7 +247,8 @@ class Tracking:
 
             self.opened = open_run(out, tracking_uri=self.uri, experiment=self.experiment) is not None
 
-    def end(self, out: Path, status: str) -> None:
+    def end(self, out: Path, status: str, draw: bool = True) -> None:
+        """End the run's MLflow mirror with ``status`` (``draw``: its dynamics figure first; a search has none)."""
         if not self.opened:
             return
         from ctrlsparse.tracking import end_run, mirror_run
@@ -233,7 +256,8 @@ class Tracking:
         if status == "KILLED":  # the metrics follow when the resumed run ends
             end_run(out, status)
         else:
-            draw_dynamics(out)
+            if draw:
+                draw_dynamics(out)
             mirror_run(out, tracking_uri=self.uri, experiment=self.experiment, status=status)
 
 
