@@ -34,8 +34,9 @@ def test_budget_has_one_written_form_and_names_the_run():
     assert readable(run_key(alone)) == "digits/mlp/constrained-budget~macs=0.2/seed~0"
     plain = HParams.resolve()
     assert plain.budgets == {} and readable(run_key(plain)) == "digits/mlp/constrained-model~0.5/seed~0"
-    same_knobs = HParams.resolve(budget="macs=0.3", gates_polarization=plain.gates_polarization)
+    same_knobs = HParams.resolve(budget="macs=0.3", gates_polarization=plain.gates_polarization, keep_a_gate_open=False)
     assert run_key(same_knobs).split("/")[3] == run_key(plain).split("/")[3]  # an axis: the budget is not hashed
+    assert run_key(HParams.resolve(budget="macs=0.3")).split("/")[3] != run_key(plain).split("/")[3]  # its knobs
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,16 @@ AXES = ("dataset", "arch", "method", "target_scope", "target", "budget", "penalt
 # Fields added after runs had been trained with this layout: a value at the field's default is left out of the
 # hash, so that every run trained before the field existed (which computed what the default computes) keeps
 # its key and is not trained again; any other value is hashed like every field.
-LATER_FIELDS = ("formulation", "penalty_coefficient", "search_range", "search_iterations")
+LATER_FIELDS = (
+    "formulation",
+    "penalty_coefficient",
+    "search_range",
+    "search_iterations",
+    "keep_a_gate_open",
+    "target_anneal",
+    "distill",
+    "distill_temperature",
+)
 # The key's layout; the workflow's wildcards are these names (``hash`` is 8 hex digits).
 RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}"
 HASH_LENGTH = 8
