@@ -297,3 +297,29 @@ def test_tables_show_par_and_mac_percent_and_the_magnitude_rows(tmp_path):
     assert cells[2] == "0.5" and float(cells[5]) < 50 and float(cells[6]) < 50
     dense = next(line for line in text.splitlines() if line.startswith("| dense |"))
     assert "| 100.0 | 100.0 |" in dense
+
+
+def test_the_compress_figure_draws_warm_starts_beside_runs_from_scratch_and_dense():
+    import pandas as pd
+
+    from ctrlsparse.report.compress_plot import compress_figure, compress_points
+
+    rows = [{"method": "dense", "variant": "dense", "budget": "", "macs_pct": 100.0, "test_accuracy": 0.98}]
+    for variant, accuracy in (("constrained-budget+warm+epochs=100", 0.95), ("constrained-budget+epochs=250", 0.9)):
+        for budget, share in (("macs=0.1", 10.2), ("macs=0.05", 5.1)):
+            rows.append(
+                {
+                    "method": "constrained",
+                    "variant": variant,
+                    "budget": budget,
+                    "macs_pct": share,
+                    "test_accuracy": accuracy,
+                }
+            )
+    runs = pd.DataFrame(rows).assign(dataset="digits", arch="cnn")
+    points = compress_points(runs)
+    assert list(points["start"]) == ["dense", "warm start", "warm start", "from scratch", "from scratch"]
+    figure = compress_figure({"runs": runs})
+    (ax,) = figure.axes
+    assert [line.get_label() for line in ax.get_lines()] == ["dense", "warm start", "from scratch"]
+    assert compress_points(runs[runs["variant"] != "constrained-budget+warm+epochs=100"]).empty  # no warm runs

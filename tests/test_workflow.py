@@ -159,21 +159,24 @@ def test_make_demo_builds_and_names_the_default_grids_own_report():
 
 
 def test_a_budget_grid_trains_purges_and_tabulates_its_runs(tmp_path):
-    """grid.constrained.budgets: one run per budget (no density target) through train, purge, tables and report."""
+    """grid.constrained.budgets: one run per budget (no density target) through train, purge, tables and report;
+    grid.constrained.warm_budgets: the same budget from the dense run's weights (a warm start)."""
     update = {
         "experiment": "ctrlsparse-budget",
         "grid": {
             "archs": ["mlp"],
             "seeds": [0],
-            "constrained": {"scopes": ["model"], "targets": [], "budgets": ["macs=0.5"]},
+            "constrained": {"scopes": ["model"], "targets": [], "budgets": ["macs=0.5"], "warm_budgets": ["macs=0.5"]},
             "penalized": {"penalties": []},
             "magnitude": {"targets": []},
-            "dense": False,
+            "dense": True,
         },
         "hparams": {"epochs": 30},
     }
-    (key,) = [run.key for run in runs_of(update)]
+    runs = runs_of(update)
+    key, warm, dense = (run.key for run in runs)
     assert readable(key) == "digits/mlp/constrained-budget~macs=0.5/seed~0"
+    assert readable(warm) == "digits/mlp/constrained-budget+warm~macs=0.5/seed~0" and runs[1].pretrained == dense
     config = tmp_path / "budget.yaml"
     config.write_text(json.dumps(update))
     workdir = tmp_path / "work"
@@ -181,7 +184,14 @@ def test_a_budget_grid_trains_purges_and_tabulates_its_runs(tmp_path):
     snakemake(workdir, "--configfile", str(config), "--cores", "2", "--profile", str(ROOT / "profiles" / "local"))
     summary = json.loads((workdir / "results" / "runs" / key / "summary.json").read_text())
     assert summary["budgets"] == {"macs": 0.5} and summary["macs_pct"] == pytest.approx(100 * summary["eval_macs"])
+    started = json.loads((workdir / "results" / "runs" / warm / "hparams.json").read_text())
+    assert (
+        started["pretrained"].endswith(dense) and started["droprate_init"] == 0.05 and started["target_anneal"] == 0.5
+    )
     (runs_csv,) = (workdir / "results").rglob("runs.csv")
-    assert key in runs_csv.read_text() and "budget" in runs_csv.read_text().splitlines()[0]
-    (mirrored,) = mlflow_runs(workdir, experiment="ctrlsparse-budget")
-    assert mirrored.data.tags["run_key"] == key and "expected_macs" in mirrored.data.metrics
+    assert key in runs_csv.read_text() and warm in runs_csv.read_text()
+    assert "budget" in runs_csv.read_text().splitlines()[0]
+    (compress_png,) = (workdir / "results").rglob("compress.png")
+    assert compress_png.stat().st_size > 10_000  # drawn, not the "no warm-start runs" placeholder
+    mirrored = {run.data.tags["run_key"]: run for run in mlflow_runs(workdir, experiment="ctrlsparse-budget")}
+    assert set(mirrored) == {key, warm, dense} and "expected_macs" in mirrored[key].data.metrics

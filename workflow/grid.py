@@ -27,6 +27,8 @@ GRID_FIELDS = (
 )
 # Keys the workflow sets per job from the resources.
 JOB_FIELDS = ("threads", "device")
+# A warm start's ``pretrained`` in the grid (the dense run of its seed); the job gets that run's directory.
+DENSE_RUN = "the dense run of the same seed"
 # Directories under the results directory that every grid shares; a grid's own one is named by its experiment.
 SHARED_DIRS = (paths.RUN_ROOT, "logs", "benchmarks", "mlflow", "slurm_logs")
 
@@ -113,6 +115,12 @@ def check_config(config: dict[str, Any]) -> list[Run]:
         raise ConfigError(
             "grid.magnitude.targets", "magnitude pruning starts from the dense runs: set grid.dense: true (or [] here)"
         )
+    for where, sweep in sweeps(config):
+        if sweep["constrained"].get("warm_budgets") and not grid["dense"]:
+            raise ConfigError(
+                f"{where}.constrained.warm_budgets",
+                "warm starts begin from the dense runs: set grid.dense: true (or [] here)",
+            )
     runs = expand_runs(config)
     if not runs:
         raise ConfigError(
@@ -172,6 +180,8 @@ def _settings(grid: dict[str, Any]) -> list[dict[str, Any]]:
             settings.append({"method": "constrained", "target_scope": scope, "target": values})
     for budget in grid["constrained"].get("budgets", []):  # MAC / param budgets alone (no density constraint)
         settings.append({"method": "constrained", "target_scope": "none", "budget": budget})
+    for budget in grid["constrained"].get("warm_budgets", []):  # the same, from the dense run of the same seed
+        settings.append({"method": "constrained", "target_scope": "none", "budget": budget, "pretrained": DENSE_RUN})
     for scope in grid["penalized"]["scopes"]:
         for penalty in grid["penalized"]["penalties"]:
             settings.append({"method": "penalized", "target_scope": scope, "penalty": penalty})
@@ -212,7 +222,8 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
                                 hparams = HParams.resolve(**given, **extra, tag=run_tag(changed, hparams, list(extra)))
                         except HParamError as error:
                             raise ConfigError(_owner(error.key, where, overrides, extra), error.message) from None
-                        start = dense_key(overrides, hparams) if hparams.method in STARTS_FROM_A_RUN else ""
+                        starts = hparams.method in STARTS_FROM_A_RUN or hparams.pretrained
+                        start = dense_key(overrides, hparams) if starts else ""
                         run = Run(hparams, start)
                         if run.key in mine:
                             raise ConfigError(

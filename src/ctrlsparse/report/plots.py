@@ -18,6 +18,7 @@ from ctrlsparse.report.aggregate import LAYERS, RUNS, SETTINGS
 from ctrlsparse.report.budget_plot import budget_figure
 from ctrlsparse.report.canvas import empty, grid, legend_entries, of_method, one_legend, pyplot
 from ctrlsparse.report.canvas import panels as panels_of
+from ctrlsparse.report.compress_plot import compress_figure
 from ctrlsparse.report.seeds import COLORS, MARKERS, accuracy_vs, mean_and_seeds
 
 
@@ -239,6 +240,7 @@ FIGURES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "layers": (layer_figure, "layer_density.png"),
     "dynamics": (dynamics_figure, "dynamics.png"),
     "budget": (budget_figure, "budget_control.png"),
+    "compress": (compress_figure, "compress.png"),
 }
 
 
