@@ -3,8 +3,8 @@
     .venv/bin/pip install torch-pruning==1.6.1        # the peer (a benchmark-only dependency)
     .venv/bin/python benchmarks/compress.py --dataset digits --archs cnn,mlp --jobs 2
     .venv/bin/python benchmarks/compress.py --dataset mnist5k --archs lenet5,mlp --finetune-epochs 60 --jobs 2
-    .venv/bin/python benchmarks/compress.py --dataset imagefolder --data-root DIR --archs torchvision:resnet18 \\
-        --image-size 28 --finetune-epochs 15 --pretrain-epochs 15
+    .venv/bin/python benchmarks/compress.py --dataset imagefolder --data-root mnist5k --archs torchvision:resnet18 \\
+        --image-size 28 --finetune-epochs 15 --pretrain-epochs 15   # mnist5k written as an image folder of PNGs
 
 For every arch and seed, one dense run (the data set's defaults, or ``--pretrain-epochs``) is the trained model all
 three start from; then per MAC share B (``--shares``):
@@ -142,6 +142,25 @@ def peer(common: dict, seed: int, share: float, importance: str, dense_dir: str,
     return {"accuracy": correct / total, "macs": 100 * macs}
 
 
+def mnist5k_folder(root: Path) -> Path:
+    """mnist5k's train / test images as an image folder of PNGs (``train/<digit>/``, ``val/<digit>/``)."""
+    from PIL import Image
+
+    from ctrlsparse.data.digits import stratified_split
+    from ctrlsparse.data.mnist5k import SPLIT_SEED, TEST_SIZE, mnist5k_csv, read_table
+
+    if (root / "val").exists():
+        return root
+    images, labels = read_table(mnist5k_csv())
+    train, test = stratified_split(labels, TEST_SIZE, SPLIT_SEED)
+    for split, chosen in (("train", train), ("val", test)):
+        for index in chosen.tolist():
+            folder = root / split / str(labels[index])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[index, 0]).save(folder / f"{index}.png")
+    return root
+
+
 def cell(results: list[dict]) -> str:
     accuracies = [100 * r["accuracy"] for r in results]
     macs = statistics.mean(r["macs"] for r in results)
@@ -152,7 +171,7 @@ def cell(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--data-root", default="")
+    parser.add_argument("--data-root", default="", help="imagefolder: the folder (mnist5k: written from mnist5k)")
     parser.add_argument("--image-size", type=int, default=0, help="imagefolder: the image side")
     parser.add_argument("--archs", default="cnn,mlp")
     parser.add_argument("--shares", default="0.3,0.1,0.05,0.02")
@@ -175,7 +194,9 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
         for arch in args.archs.split(","):
             common = {"dataset": args.dataset, "arch": arch, "threads": 1, "device": "cpu"}
-            if args.data_root:
+            if args.data_root == "mnist5k":
+                common["data_root"] = str(mnist5k_folder(root / "mnist5k_folder"))
+            elif args.data_root:
                 common["data_root"] = args.data_root
             if args.image_size:
                 common["image_size"] = args.image_size

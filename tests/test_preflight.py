@@ -210,9 +210,9 @@ def test_gated_layers_counted_on_the_meta_device_are_the_models():
     from ctrlsparse.models.factory import LayerFactory
     from ctrlsparse.registry import ARCHS
 
-    for arch in ("mlp", "lenet5", "wrn16_4"):
+    for arch in ("mlp", "lenet5", "wrn16_4", "torchvision:mobilenet_v3_small"):  # gate groups listed on meta too
         names = preflight.gated_layer_names(arch)
-        model = ARCHS[arch]((1, 28, 28) if arch != "wrn16_4" else (3, 8, 8), 10, LayerFactory())
+        model = ARCHS[arch](*preflight.PROBE_INPUT, LayerFactory())
         assert names == tuple(name for name, _ in gated_layers(model))
         assert next(model.parameters()).device == torch.device("cpu")  # the meta device stayed inside the check
 

@@ -102,7 +102,8 @@ class Layouts(fx.Interpreter):
         if node.op == "output":
             return Op("output", operands=tuple(self.tensor_inputs(node)))
         if ops.is_move(node, self.modules):
-            moved = self.move(node)
+            with torch.device("cpu"):  # channel ids live on the CPU whatever the model's device (meta, cuda)
+                moved = self.move(node)
             if moved is not None:
                 return moved
         if not isinstance(value, Tensor):

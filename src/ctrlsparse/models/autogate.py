@@ -63,6 +63,8 @@ def gate(
     coupling = Coupling(graph)
     plans = coupling.groups()
     gated = with_gate_groups(graph, coupling, plans, droprate_init)
+    if example_input.device.type == "meta":  # a model without data, to list its gate groups (the preflight)
+        return gated.train(model.training)
     sizes = removed_parameters(gated, example_input)
     if any(len(set(part.tolist())) > 1 for part in sizes):  # not seen in torchvision's families
         plans = uniform_plans(plans, sizes)
@@ -154,7 +156,8 @@ def gates_of(
     starts, start = {}, 0
     for k in used:
         starts[k], start = start, start + sizes[k]
-    return used, torch.tensor([start if found is None else starts[found[0]] + found[1] for found in channels])
+    index = [start if found is None else starts[found[0]] + found[1] for found in channels]
+    return used, torch.tensor(index, device="cpu")
 
 
 def mask_layer_norm(graph: ChannelGraph, node: fx.Node, groups: list[fx.Node], index: torch.Tensor | None) -> None:
