@@ -81,6 +81,7 @@ def test_smoke_run_produces_runs_tables_figures_and_the_pdf(smoke_run):
             "layer_density.png",
             "dynamics.png",
             "budget_control.png",
+            "compress.png",
         ]
     )
     pdf = (grid / "report.pdf").read_bytes()
