@@ -49,7 +49,7 @@ def test_the_seeds_of_one_setting_share_the_hash_and_every_other_value_changes_i
 
 def test_fields_added_later_enter_the_hash_only_when_set_so_earlier_runs_keep_their_keys():
     """The hash of a run that leaves formulation, penalty_coefficient, the search's fields, keep_a_gate_open,
-    target_anneal and distillation at their defaults is the hash it had before they existed (pinned: main at
+    target_anneal, fix_gates and distillation at their defaults is the hash it had before they existed (pinned: main at
     ead9bfd, before all of them); any other value is hashed."""
     assert hparams_hash(HParams.resolve()) == "b21d0a91"
     assert hparams_hash(HParams.resolve(dataset="mnist5k", arch="lenet5", epochs=62, constraint="le")) == "267d6f6c"
@@ -58,6 +58,7 @@ def test_fields_added_later_enter_the_hash_only_when_set_so_earlier_runs_keep_th
         {"penalty_coefficient": 10.0},
         {"keep_a_gate_open": True},
         {"target_anneal": 0.5},
+        {"fix_gates": 0.3},
     ):
         assert hparams_hash(HParams.resolve(**changed)) != hparams_hash(HParams.resolve()), changed
     search = HParams.resolve(method="search")

@@ -120,9 +120,10 @@ def test_a_cut_network_at_chance_is_not_feasible_and_says_where():
     assert feasibility.assess(healthy | {"chance_accuracy": None})["at_chance"] is None  # older summaries
 
 
-def test_distillation_learns_from_the_dense_run(dense_runs):
+@pytest.mark.parametrize("constraint", [{"target": (0.5,)}, {"budget": "macs=0.3", "target_scope": "none"}])
+def test_distillation_learns_from_the_dense_run(dense_runs, constraint):
     out, dense = dense_runs["cnn"]
-    hparams = HParams.resolve(arch="cnn", target=(0.5,), pretrained=str(out), distill=0.5, epochs=1, device="cpu")
+    hparams = HParams.resolve(arch="cnn", **constraint, pretrained=str(out), distill=0.5, epochs=1, device="cpu")
     run = build_run(hparams)
     assert run.problem.teacher is not None and not run.problem.teacher.training
     inputs, labels = next(run.data.train_batches(64, torch.Generator().manual_seed(0)))
@@ -154,3 +155,32 @@ def test_annealed_targets_move_from_the_dense_model_to_the_budget(violation):
         expected = (value - current) / current if violation == "relative" else value - current
         (observed,) = problem._observed(p).values()
         assert observed.tolist() == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-6)
+
+
+def test_fixed_gates_train_the_weights_of_the_eval_model_alone(dense_runs):
+    """fix_gates 0.5 of 4 epochs: epochs 0-1 train the gates, 2-3 keep every log alpha and sample no gate (the
+    training forward is the eval model's), while the weights still learn."""
+    from ctrlsparse.training.loop import train_epoch
+    from ctrlsparse.training.setup import set_learning_rates
+
+    out, _ = dense_runs["cnn"]
+    hparams = HParams.resolve(
+        arch="cnn", budget="macs=0.3", target_scope="none", pretrained=str(out), epochs=4, fix_gates=0.5, device="cpu"
+    )
+    run = build_run(hparams)
+    layers = [layer for _, layer in gated_layers(run.model)]
+    for epoch, fixed in ((1, False), (2, True)):
+        set_learning_rates(run, epoch)
+        run.problem.before_epoch(epoch)
+        alphas = [layer.log_alpha.detach().clone() for layer in layers]
+        weights = [layer.weight.detach().clone() for layer in layers if hasattr(layer, "weight")]
+        train_epoch(run)
+        same = [torch.equal(a, layer.log_alpha) for a, layer in zip(alphas, layers, strict=True)]
+        assert all(same) if fixed else not any(same)
+        assert not any(torch.equal(w, layer.weight) for w, layer in zip(weights, layers, strict=True))
+    run.model.train()
+    train_gates = [layer.gates() for layer in layers]
+    run.model.eval()
+    assert all(torch.equal(z, layer.gates()) for z, layer in zip(train_gates, layers, strict=True))
+    with pytest.raises(HParamError, match="fix_gates"):
+        HParams.resolve(arch="cnn", target=(0.5,), fix_gates=0.6, target_anneal=0.5)

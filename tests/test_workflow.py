@@ -187,7 +187,7 @@ def test_a_budget_grid_trains_purges_and_tabulates_its_runs(tmp_path):
     assert summary["budgets"] == {"macs": 0.5} and summary["macs_pct"] == pytest.approx(100 * summary["eval_macs"])
     started = json.loads((workdir / "results" / "runs" / warm / "hparams.json").read_text())
     assert (
-        started["pretrained"].endswith(dense) and started["droprate_init"] == 0.05 and started["target_anneal"] == 0.5
+        started["pretrained"].endswith(dense) and started["droprate_init"] == 0.05 and started["target_anneal"] == 0.3
     )
     (runs_csv,) = (workdir / "results").rglob("runs.csv")
     assert key in runs_csv.read_text() and warm in runs_csv.read_text()

@@ -54,7 +54,7 @@ class Density:
 
     def sample_gates_(self) -> None:
         """Draw every layer's next training gates at once (see :func:`ctrlsparse.layers.sample_all_gates_`)."""
-        if self.layers:
+        if self.layers and not self.layers[0].fixed:
             sample_all_gates_(self.layers, self.log_alphas, self.counts)
 
     def prob_active(self) -> Tensor:

@@ -11,6 +11,9 @@ class HParamError(ValueError):
         self.key = key
         self.message = message
 
+    def __reduce__(self):  # pickled as its two arguments (a worker process's error reaches its parent whole)
+        return type(self), (self.key, self.message)
+
 
 class UnknownNameError(ValueError):
     """A name that is not in a registry; the message names the axis, the value and the valid choices."""

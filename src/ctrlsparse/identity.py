@@ -42,6 +42,7 @@ LATER_FIELDS = (
     "search_iterations",
     "keep_a_gate_open",
     "target_anneal",
+    "fix_gates",
     "distill",
     "distill_temperature",
 )

@@ -40,6 +40,7 @@ class Gates(nn.Module):
         self.droprate_init = droprate_init
         self.last_gates: Tensor | None = None
         self.next_gates: Tensor | None = None  # a sample drawn for this layer by sample_all_gates_, used once
+        self.fixed = False  # fix_gates: the median gates in training mode too, log alpha no longer trained
         self.reset_gates()
 
     def reset_gates(self) -> None:
@@ -55,9 +56,10 @@ class Gates(nn.Module):
 
     def gates(self) -> Tensor:
         """A fresh sample in training mode (the one :func:`sample_all_gates_` left, if any); the deterministic
-        median gates in eval mode."""
-        if not self.training:
+        median gates in eval mode and once the gates are fixed (``fix_gates``)."""
+        if not self.training or self.fixed:
             z = hc.median_gates(self.log_alpha)
+            self.next_gates = None
         elif self.next_gates is not None:
             z, self.next_gates = self.next_gates, None
         else:

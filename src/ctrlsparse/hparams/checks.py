@@ -73,6 +73,10 @@ def check(hparams: Any) -> str:
         raise HParamError("gates_beta2", f"{hparams.gates_beta2} must lie in [0, 1), e.g. 0.999 (torch's Adam)")
     if not 0.0 < hparams.droprate_init < 1.0:
         raise HParamError("droprate_init", f"{hparams.droprate_init} must lie in (0, 1)")
+    if not 0.0 <= hparams.fix_gates < 1.0:
+        raise HParamError("fix_gates", f"{hparams.fix_gates} must lie in [0, 1) (a fraction of the epochs)")
+    if hparams.target_anneal + hparams.fix_gates > 1.0:
+        raise HParamError("fix_gates", "target_anneal + fix_gates must be <= 1: the gates are fixed after the anneal")
     if not 0.0 <= hparams.target_anneal <= 1.0:
         raise HParamError("target_anneal", f"{hparams.target_anneal} must lie in [0, 1] (a fraction of the epochs)")
     if not 0.0 <= hparams.distill <= 1.0 or hparams.distill_temperature <= 0:

@@ -159,7 +159,12 @@ GATE_GROUP_PREFIXES = ("torchvision:", "module:")
 
 # Defaults of a warm start (a constrained or penalized run from a dense run's weights, ``pretrained``): gates that
 # start open at eval (log alpha 2.94: every eval gate 1), so that the trained function is where training starts.
-WARM_START_DEFAULTS: dict[str, Any] = {"droprate_init": 0.05, "keep_a_gate_open": True, "target_anneal": 0.5}
+WARM_START_DEFAULTS: dict[str, Any] = {
+    "droprate_init": 0.05,
+    "keep_a_gate_open": True,
+    "target_anneal": 0.3,
+    "fix_gates": 0.3,
+}
 
 
 def case_defaults(

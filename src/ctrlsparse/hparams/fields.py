@@ -130,7 +130,12 @@ class HParams(SettingName):
     )
     target_anneal: float = _help(
         "fraction of the epochs over which the targets and budgets move from 1 (the dense model) to their values "
-        "(cubic, as gradual pruning; default 0.5 in warm starts); 0: held from the first step (the paper)",
+        "(cubic, as gradual pruning; default 0.3 in warm starts); 0: held from the first step (the paper)",
+        default=0.0,
+    )
+    fix_gates: float = _help(
+        "fraction of the epochs at the end that train the weights of the eval model alone: every gate fixed at "
+        "its eval value (what the purge keeps), log alpha frozen (default 0.3 in warm starts); 0: never fixed",
         default=0.0,
     )
     distill: float = _help(

@@ -16,6 +16,11 @@ from ctrlsparse.layers import GatedLayer, clamp_log_alphas_, keep_a_gate_open_
 from ctrlsparse.problems.warm_start import load_dense_weights
 
 
+def fixed_from(hparams: HParams) -> int:
+    """The first epoch with fixed gates (``fix_gates``); ``hparams.epochs`` when they are never fixed."""
+    return hparams.epochs - round(hparams.fix_gates * hparams.epochs)
+
+
 class L0Problem(cooper.ConstrainedMinimizationProblem):
     """Minimise E_z[CE(f(x; theta * z), y)] + wd * expected L2; subclasses add the density terms.
 
@@ -92,7 +97,13 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
         return cooper.optim.UnconstrainedOptimizer(cmp=self, primal_optimizers=primal)
 
     def before_epoch(self, epoch: int) -> None:
-        """Runs before every epoch (``epoch`` counts from 0); nothing here."""
+        """Runs before every epoch (``epoch`` counts from 0). With ``fix_gates`` F, the last F of the epochs train
+        the weights of the eval model alone: every gate is its median (the eval gate, what the purge keeps) in
+        training too and log alpha stops moving (its learning rate is 0 then, ``set_learning_rates``), so the
+        architecture the run returns is fine-tuned as it is."""
+        fixed = epoch >= fixed_from(self.hparams)
+        for layer in self.density.layers:
+            layer.fixed = fixed
 
     def after_step(self, cmp_state: cooper.CMPState) -> None:
         """Runs after every optimizer step: keep log alpha inside its clamp range, and a gate of every gate set

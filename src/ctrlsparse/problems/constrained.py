@@ -144,6 +144,7 @@ class ConstrainedL0Problem(L0Problem):
         they move from 1 (the dense model) to their values over the first F of the epochs, cubically (gradual
         pruning's schedule: fast while much is left to remove, gently at the end); after that, and with F 0,
         they are the values themselves. A warm start then stays near the function it starts from."""
+        super().before_epoch(epoch)
         final = torch.cat([self.targets, self.budget_targets])
         span = self.hparams.target_anneal * self.hparams.epochs
         left = max(0.0, 1.0 - epoch / span) if span > 0 else 0.0

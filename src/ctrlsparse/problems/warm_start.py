@@ -34,6 +34,11 @@ def gate_state_keys(model: nn.Module) -> set[str]:
 
 def dense_state(hparams: HParams, device: torch.device) -> dict[str, torch.Tensor]:
     """The final state dict of the dense run ``hparams.pretrained`` (checked: finished, dense, same data and arch)."""
+    return dense_checkpoint(hparams, device)["model"]
+
+
+def dense_checkpoint(hparams: HParams, device: torch.device) -> dict:
+    """The checkpoint of the dense run ``hparams.pretrained`` (its ``model`` and its ``hparams``), checked."""
     from ctrlsparse.plumbing.files import read_checkpoint
 
     if not hparams.pretrained:
@@ -53,7 +58,7 @@ def dense_state(hparams: HParams, device: torch.device) -> dict[str, torch.Tenso
             f"{hparams.pretrained} is a {dense['method']} run of {dense['dataset']}/{dense['arch']}; "
             f"give a dense run of {hparams.dataset}/{hparams.arch}",
         )
-    return state["model"]
+    return state
 
 
 def load_dense_weights(model: nn.Module, hparams: HParams) -> None:

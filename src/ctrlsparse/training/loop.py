@@ -19,7 +19,7 @@ from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import write_csv, write_json
 from ctrlsparse.training import checkpoint, distributed, run_lock
 from ctrlsparse.training.evaluate import evaluate
-from ctrlsparse.training.setup import Run, build_run, set_learning_rates, weights_lr
+from ctrlsparse.training.setup import Run, build_run, gates_lr, set_learning_rates, weights_lr
 from ctrlsparse.training.summary import build_summary
 
 
@@ -120,11 +120,13 @@ def _train(
     for epoch in range(progress.epoch, hparams.epochs):
         start = time.perf_counter()
         set_learning_rates(run, epoch)
-        run.problem.before_epoch(epoch)  # constrained runs: this epoch's targets (target_anneal)
+        run.problem.before_epoch(
+            epoch
+        )  # constrained runs: this epoch's targets (target_anneal), fixed gates (fix_gates)
         train_loss = train_epoch(run)  # returns a float: the device has finished the epoch's steps
         train_seconds = time.perf_counter() - start
         row = {"epoch": epoch + 1, "train_loss": train_loss, **evaluate(run)}
-        row |= {"lr": weights_lr(hparams, epoch), "gates_lr": run.rates.gates_lr}
+        row |= {"lr": weights_lr(hparams, epoch), "gates_lr": gates_lr(run, epoch)}
         row |= {"train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - start}
         try:
             check_finite(row, key)

@@ -16,8 +16,8 @@ from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import gate_parameters
 from ctrlsparse.models.external import PREFIXES as EXTERNAL
 from ctrlsparse.models.factory import LayerFactory
-from ctrlsparse.problems.base import L0Problem
-from ctrlsparse.problems.warm_start import dense_state
+from ctrlsparse.problems.base import L0Problem, fixed_from
+from ctrlsparse.problems.warm_start import dense_checkpoint
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 from ctrlsparse.training import distributed, forward
 from ctrlsparse.training.budget import ControlRates, control_rates
@@ -83,7 +83,12 @@ def weights_lr(hparams: HParams, epoch: int) -> float:
 
 def set_learning_rates(run: Run, epoch: int) -> None:
     for group in run.primal.param_groups:
-        group["lr"] = weights_lr(run.hparams, epoch) if group["name"] == "weights" else run.rates.gates_lr
+        group["lr"] = weights_lr(run.hparams, epoch) if group["name"] == "weights" else gates_lr(run, epoch)
+
+
+def gates_lr(run: Run, epoch: int) -> float:
+    """The gates' learning rate in ``epoch``: 0 once they are fixed (``fix_gates``)."""
+    return run.rates.gates_lr if epoch < fixed_from(run.hparams) else 0.0
 
 
 def load_data(hparams: HParams, processes: distributed.Processes) -> TensorData:
@@ -108,9 +113,11 @@ def load_data(hparams: HParams, processes: distributed.Processes) -> TensorData:
 
 def teacher_model(hparams: HParams, input_shape: tuple[int, ...], num_classes: int, device: torch.device) -> nn.Module:
     """The dense run ``hparams.pretrained``'s model, frozen, in eval mode (the teacher of ``--distill``)."""
-    dense = dataclasses.replace(hparams, method="dense", distill=0.0, pretrained="")
+    state = dense_checkpoint(hparams, device)
+    known = {field.name for field in dataclasses.fields(HParams)}  # the dense run's own settings build its model
+    dense = HParams.from_dict({key: value for key, value in state["hparams"].items() if key in known})
     teacher = build_model(dense, input_shape, num_classes)
-    teacher.load_state_dict(dense_state(hparams, device))
+    teacher.load_state_dict(state["model"])
     return teacher.to(device).eval().requires_grad_(False)
 
 
