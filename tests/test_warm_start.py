@@ -4,6 +4,7 @@ model's function; no layer is ever cut away (keep_a_gate_open); a run that is cu
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -184,3 +185,24 @@ def test_fixed_gates_train_the_weights_of_the_eval_model_alone(dense_runs):
     assert all(torch.equal(z, layer.gates()) for z, layer in zip(train_gates, layers, strict=True))
     with pytest.raises(HParamError, match="fix_gates"):
         HParams.resolve(arch="cnn", target=(0.5,), fix_gates=0.6, target_anneal=0.5)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_an_impossible_budget_ends_infeasible_and_says_why(tmp_path, keep):
+    """macs=0.001 on the digits CNN (one channel of conv1 alone is 0.16% of its MACs): with a gate of every layer
+    kept open no layer is cut, but the model is at chance; without, a layer is cut. Either way never feasible."""
+    from ctrlsparse.plumbing import paths
+    from ctrlsparse.training.purge_cli import purge_run
+
+    hparams = HParams.resolve(
+        arch="cnn", budget="macs=0.001", target_scope="none", epochs=3, keep_a_gate_open=keep, device="cpu"
+    )
+    train(hparams, tmp_path, None)
+    purge_run(tmp_path)
+    result = json.loads(paths.summary_path(tmp_path).read_text())
+    assert result["feasible"] is False
+    text = feasibility.describe_missed(result)
+    if keep:  # the smallest model that keeps every layer is within a point of 0.1%, and answers at chance
+        assert "has no open gate" not in text and "is at chance" in text, text
+    else:
+        assert "has no open gate (the network is cut there)" in text, text
