@@ -42,7 +42,8 @@ from torch import Tensor, nn
 from ctrlsparse.cost import ExpectedCost
 from ctrlsparse.density_targets import layer_targets
 from ctrlsparse.hparams import HParams
-from ctrlsparse.problems.base import L0Problem
+from ctrlsparse.problems.base import L0Problem, fixed_from
+from ctrlsparse.problems.rounding import round_to_targets_
 
 CONSTRAINT_TYPES = {"le": cooper.ConstraintType.INEQUALITY, "eq": cooper.ConstraintType.EQUALITY}
 FORMULATIONS = {
@@ -145,6 +146,8 @@ class ConstrainedL0Problem(L0Problem):
         pruning's schedule: fast while much is left to remove, gently at the end); after that, and with F 0,
         they are the values themselves. A warm start then stays near the function it starts from."""
         super().before_epoch(epoch)
+        if epoch == fixed_from(self.hparams) < self.hparams.epochs:  # the gates stop here: round them to the targets
+            round_to_targets_(self)
         final = torch.cat([self.targets, self.budget_targets])
         span = self.hparams.target_anneal * self.hparams.epochs
         left = max(0.0, 1.0 - epoch / span) if span > 0 else 0.0
