@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse.errors import HParamError, UnknownNameError
-from ctrlsparse.hparams import SEARCH_METHODS, HParams, format_number
-from ctrlsparse.identity import RUN_PATTERN, STARTS_FROM_A_RUN, run_fields, run_key
+from ctrlsparse.hparams import HParams, format_number
+from ctrlsparse.identity import RUN_PATTERN, run_fields, run_key
 from ctrlsparse.plumbing import paths
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 from ctrlsparse.tracking.store import default_uri
@@ -222,7 +222,7 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
                                 hparams = HParams.resolve(**given, **extra, tag=run_tag(changed, hparams, list(extra)))
                         except HParamError as error:
                             raise ConfigError(_owner(error.key, where, overrides, extra), error.message) from None
-                        starts = hparams.method in STARTS_FROM_A_RUN or hparams.pretrained
+                        starts = METHODS.spec(hparams.method).starts_from or hparams.pretrained
                         start = dense_key(overrides, hparams) if starts else ""
                         run = Run(hparams, start)
                         if run.key in mine:
@@ -244,7 +244,7 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
 def shared_steps(run: Run, runs: list[Run]) -> list[Run]:
     """The grid's runs that a search run may take as steps (same run key at one of the lambdas it can visit):
     the workflow trains them before the search, which then finds them finished (never two trainers at once)."""
-    if run.hparams.method not in SEARCH_METHODS:
+    if not METHODS.spec(run.hparams.method).runs_of:
         return []
     search = METHODS[run.hparams.method]
     keys = {run_key(search.step(run.hparams, penalty)) for penalty in search.of(run.hparams).candidates()}
@@ -253,7 +253,7 @@ def shared_steps(run: Run, runs: list[Run]) -> list[Run]:
 
 def purged(run: Run) -> bool:
     """Whether the purge step makes a smaller model of the run: structured runs that trained a model."""
-    return run.hparams.gating == "structured" and run.hparams.method not in SEARCH_METHODS
+    return run.hparams.gating == "structured" and not METHODS.spec(run.hparams.method).runs_of
 
 
 def dense_key(overrides: dict[str, Any], run: HParams) -> str:

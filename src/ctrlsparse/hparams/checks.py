@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from ctrlsparse.errors import HParamError, UnknownNameError
-from ctrlsparse.hparams.naming import SEARCH_METHODS
 from ctrlsparse.hparams.text import format_number
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 
@@ -84,8 +83,10 @@ def check(hparams: Any) -> str:
         raise HParamError(key, f"{getattr(hparams, key)} must lie in [0, 1] (distill) / be > 0 (temperature)")
     if hparams.distill and not hparams.pretrained:
         raise HParamError("distill", "distillation needs the dense run to learn from: give --pretrained RUN_DIR")
-    if hparams.pretrained and hparams.method == "dense":
-        raise HParamError("pretrained", "a dense run trains from scratch; give it to a constrained/penalized run")
+    if hparams.pretrained and not METHODS.spec(hparams.method).gates:
+        raise HParamError(
+            "pretrained", f"a {hparams.method} run trains from scratch; give it to a constrained/penalized run"
+        )
     _check_search(hparams)
     _check_external(hparams)
     return budget
@@ -98,13 +99,14 @@ def _check_search(hparams: Any) -> None:
         raise HParamError("search_range", f"{hparams.search_range} must be two log10 lambdas, low < high, e.g. -3,0")
     if hparams.search_iterations < 0:
         raise HParamError("search_iterations", f"{hparams.search_iterations} must be >= 0")
-    if hparams.method in SEARCH_METHODS:
+    if METHODS.spec(hparams.method).runs_of:
         if len(hparams.target) > 1:
             raise HParamError("target", "a search aims the model's density with one lambda: give one target")
         return
     for key in ("search_range", "search_iterations"):  # a run of another method would carry them in its key
         if getattr(hparams, key) != type(hparams).__dataclass_fields__[key].default:
-            raise HParamError(key, f"applies to method search only, not {hparams.method!r}; leave it unset")
+            searches = " or ".join(METHODS.select(lambda spec: spec.runs_of))
+            raise HParamError(key, f"applies to method {searches} only, not {hparams.method!r}; leave it unset")
 
 
 def _check_external(hparams: Any) -> None:
@@ -140,8 +142,9 @@ def _canonical_budget(hparams: Any) -> str:
         if not 0.0 < value <= 1.0:
             raise HParamError("budget", f"{part!r}: the fraction must lie in (0, 1], e.g. macs=0.3")
         values[kind] = value
-    if values and hparams.method != "constrained":
-        raise HParamError("budget", f"budgets are constraints: give method constrained, not {hparams.method!r}")
+    if values and not METHODS.spec(hparams.method).constraints:
+        constrained = " or ".join(METHODS.select(lambda spec: spec.constraints))
+        raise HParamError("budget", f"budgets are constraints: give method {constrained}, not {hparams.method!r}")
     if values and hparams.gating != "structured":
         raise HParamError("budget", "MAC/parameter budgets need structured gates (--gating structured)")
     if hparams.target_scope == "none" and not values:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctrlsparse.hparams import SEARCH_METHODS
+from ctrlsparse.registry import METHODS
 from ctrlsparse.report.settings_table import fmt
 
 COLUMNS = [
@@ -39,7 +39,7 @@ def price_rows(settings: Any) -> list[list[str]]:
     if settings.empty or "method" not in settings:
         return []
     rows = []
-    for _, search in settings[settings["method"].isin(SEARCH_METHODS)].iterrows():
+    for _, search in settings[settings["method"].isin(METHODS.select(lambda spec: spec.runs_of))].iterrows():
         variant = "constrained" + str(search["variant"])[len(str(search["method"])) :]
         same = settings[
             (settings["dataset"] == search["dataset"])
