@@ -103,14 +103,12 @@ def check_config(config: dict[str, Any]) -> list[Run]:
             if name in GRID_FIELDS + JOB_FIELDS:
                 section = "the grid: section" if name in GRID_FIELDS else "resources:"
                 raise ConfigError(f"{prefix}hparams.{name}", f"is set per run by {section}; set it there instead")
-    for key, targets in (("grid.constrained.targets", grid["constrained"]["targets"]),):
-        for target in targets:
-            values = target if isinstance(target, list) else [target]
-            for value in values:
-                if not 0 < value <= 1:
-                    raise ConfigError(key, f"{value} is outside (0, 1]; give density fractions such as 0.5")
-            if isinstance(target, list) and len(target) > 1 and "layer" not in grid["constrained"]["scopes"]:
-                raise ConfigError(key, f"per-layer target {target} needs 'layer' in grid.constrained.scopes")
+    # a target's range is the schema's check (and HParams' for each run); a per-layer list needs the layer scope
+    for target in grid["constrained"]["targets"]:
+        if isinstance(target, list) and len(target) > 1 and "layer" not in grid["constrained"]["scopes"]:
+            raise ConfigError(
+                "grid.constrained.targets", f"per-layer target {target} needs 'layer' in grid.constrained.scopes"
+            )
     if grid.get("magnitude", {}).get("targets") and not grid["dense"]:
         raise ConfigError(
             "grid.magnitude.targets", "magnitude pruning starts from the dense runs: set grid.dense: true (or [] here)"

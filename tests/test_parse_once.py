@@ -1,5 +1,5 @@
-"""A budget is parsed once, by one function (``hparams.checks.parse_budget``): ``HParams`` keeps the mapping, and
-a bad budget gives the same one-line error through the workflow and through the CLI."""
+"""Budgets and targets are parsed and checked once: ``hparams.checks.parse_budget`` is the one budget parser and
+``HParams`` keeps its mapping; a bad budget or target gives the same one-line error through the workflow and the CLI."""
 
 from __future__ import annotations
 
@@ -54,3 +54,19 @@ def test_a_bad_budget_gives_the_same_line_through_the_workflow_and_the_cli(bad, 
         main(["--budget", bad, "--target-scope", "none", "--out", "unused"])
     assert exited.value.code == 2
     assert f"error: --budget: {message} (see" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_bad_density_target_is_the_schemas_range_check_then_the_same_hparams_check_as_the_cli(capsys):
+    config = merged({"grid": {"constrained": {"targets": [1.5]}}})
+    with pytest.raises(Exception, match="1.5"):
+        validate(config, schema=str(grid.SCHEMA))  # the schema checks the config's ranges
+    with pytest.raises(HParamError) as made:
+        HParams.resolve(target=(1.5,))
+    with pytest.raises(grid.ConfigError) as workflow:  # past the schema (a caller that skipped it): HParams' check
+        grid.check_config(config)
+    assert str(workflow.value).endswith(f": {made.value.message}")
+    from ctrlsparse.training.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--target", "1.5", "--out", "unused"])
+    assert f"error: --target: {made.value.message} (see" in capsys.readouterr().err.splitlines()[-1]
