@@ -45,12 +45,12 @@ class Registry(Mapping[str, Callable[..., Any]]):
         self._resolved: dict[str, Callable[..., Any]] = {}
 
     def spec(self, name: str) -> Any:
-        """The spec of a listed entry (:class:`UnknownNameError` for any other name)."""
-        return self._specs[self.check(name)]
+        """The spec of a known name (None for an axis without specs; :class:`UnknownNameError` for an unknown name)."""
+        return self._specs.get(self.check(name))
 
     def select(self, test: Callable[[Any], bool]) -> list[str]:
         """The listed names whose spec passes ``test``, in registry order."""
-        return [name for name in self._targets if test(self._specs[name])]
+        return [name for name in self._targets if test(self._specs.get(name))]
 
     def register(self, name: str, target: str | Callable[..., Any], spec: Any = None) -> None:
         """Add an entry: ``target`` is a ``"module:attribute"`` string or the constructor itself."""
