@@ -146,6 +146,7 @@ class MethodSpec:
     constraints: bool = False  # its targets (and --budget) are constraints: multipliers, violations, feasibility
     starts_from: str = ""  # the method whose finished run it must start from (--pretrained); "": from scratch
     runs_of: str = ""  # it trains runs of this method instead of a model of its own (no checkpoint, no purge)
+    priced_against: str = ""  # the report's price table sets its settings beside this method's (same scope, level)
     # Defaults over every preset (hparams.defaults.case_defaults), per data set ("*": the others).
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -178,7 +179,7 @@ _METHOD_SPECS = {
         "ctrlsparse.problems.magnitude:MagnitudePruningProblem", starts_from="dense", defaults=MAGNITUDE_RECIPE
     ),
     # the penalized method bisected over log10 lambda (ctrlsparse.problems.search)
-    "search": MethodSpec("ctrlsparse.problems.search:PenaltySearch", runs_of="penalized"),
+    "search": MethodSpec("ctrlsparse.problems.search:PenaltySearch", runs_of="penalized", priced_against="constrained"),
 }
 METHODS = Registry("method", {name: str(spec.problem) for name, spec in _METHOD_SPECS.items()}, specs=_METHOD_SPECS)
 
