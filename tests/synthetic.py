@@ -17,8 +17,9 @@ from typing import Any
 from ctrlsparse.data.describe import with_digest
 from ctrlsparse.feasibility import assess, worst_violation
 from ctrlsparse.hparams import HParams
-from ctrlsparse.identity import STARTS_FROM_A_RUN, hparams_hash, run_key
+from ctrlsparse.identity import hparams_hash, run_key
 from ctrlsparse.plumbing import paths
+from ctrlsparse.registry import METHODS
 from ctrlsparse.training.summary import final_numbers
 
 # Gated layers as named by the library's models (digits sizes: 64-300-100-10 MLP; 10/20-channel CNN, FC 100;
@@ -45,7 +46,7 @@ def write_synthetic_run(
     hp = HParams.resolve(epochs=epochs, **given)
     # a magnitude run prunes the dense run of its dataset, arch and seed (trained as long)
     dense = HParams.resolve(epochs=epochs, dataset=hp.dataset, arch=hp.arch, seed=hp.seed, method="dense")
-    start = run_key(dense) if hp.method in STARTS_FROM_A_RUN else ""
+    start = run_key(dense) if METHODS.spec(hp.method).starts_from else ""
     key = run_key(hp, start)
     rng = random.Random(f"{key}")
     run = paths.run_dir(root, key)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse.errors import HParamError, UnknownNameError
-from ctrlsparse.hparams import SEARCH_METHODS, HParams, format_number
-from ctrlsparse.identity import RUN_PATTERN, STARTS_FROM_A_RUN, run_fields, run_key
+from ctrlsparse.hparams import HParams, format_number
+from ctrlsparse.identity import RUN_PATTERN, run_fields, run_key
 from ctrlsparse.plumbing import paths
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 from ctrlsparse.tracking.store import default_uri
@@ -103,14 +103,12 @@ def check_config(config: dict[str, Any]) -> list[Run]:
             if name in GRID_FIELDS + JOB_FIELDS:
                 section = "the grid: section" if name in GRID_FIELDS else "resources:"
                 raise ConfigError(f"{prefix}hparams.{name}", f"is set per run by {section}; set it there instead")
-    for key, targets in (("grid.constrained.targets", grid["constrained"]["targets"]),):
-        for target in targets:
-            values = target if isinstance(target, list) else [target]
-            for value in values:
-                if not 0 < value <= 1:
-                    raise ConfigError(key, f"{value} is outside (0, 1]; give density fractions such as 0.5")
-            if isinstance(target, list) and len(target) > 1 and "layer" not in grid["constrained"]["scopes"]:
-                raise ConfigError(key, f"per-layer target {target} needs 'layer' in grid.constrained.scopes")
+    # a target's range is the schema's check (and HParams' for each run); a per-layer list needs the layer scope
+    for target in grid["constrained"]["targets"]:
+        if isinstance(target, list) and len(target) > 1 and "layer" not in grid["constrained"]["scopes"]:
+            raise ConfigError(
+                "grid.constrained.targets", f"per-layer target {target} needs 'layer' in grid.constrained.scopes"
+            )
     if grid.get("magnitude", {}).get("targets") and not grid["dense"]:
         raise ConfigError(
             "grid.magnitude.targets", "magnitude pruning starts from the dense runs: set grid.dense: true (or [] here)"
@@ -222,7 +220,7 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
                                 hparams = HParams.resolve(**given, **extra, tag=run_tag(changed, hparams, list(extra)))
                         except HParamError as error:
                             raise ConfigError(_owner(error.key, where, overrides, extra), error.message) from None
-                        starts = hparams.method in STARTS_FROM_A_RUN or hparams.pretrained
+                        starts = METHODS.spec(hparams.method).starts_from or hparams.pretrained
                         start = dense_key(overrides, hparams) if starts else ""
                         run = Run(hparams, start)
                         if run.key in mine:
@@ -244,7 +242,7 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
 def shared_steps(run: Run, runs: list[Run]) -> list[Run]:
     """The grid's runs that a search run may take as steps (same run key at one of the lambdas it can visit):
     the workflow trains them before the search, which then finds them finished (never two trainers at once)."""
-    if run.hparams.method not in SEARCH_METHODS:
+    if not METHODS.spec(run.hparams.method).runs_of:
         return []
     search = METHODS[run.hparams.method]
     keys = {run_key(search.step(run.hparams, penalty)) for penalty in search.of(run.hparams).candidates()}
@@ -253,7 +251,7 @@ def shared_steps(run: Run, runs: list[Run]) -> list[Run]:
 
 def purged(run: Run) -> bool:
     """Whether the purge step makes a smaller model of the run: structured runs that trained a model."""
-    return run.hparams.gating == "structured" and run.hparams.method not in SEARCH_METHODS
+    return run.hparams.gating == "structured" and not METHODS.spec(run.hparams.method).runs_of
 
 
 def dense_key(overrides: dict[str, Any], run: HParams) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ctrlsparse.density_targets import layer_targets
 from ctrlsparse.hparams import HParams, format_number
+from ctrlsparse.registry import method_spec
 
 DEFAULT_TOLERANCE: float = HParams.feasibility_tolerance  # 0.01
 FRACTIONAL_GAP = 0.02  # eval density this far above the expected one flags fractional gates
@@ -54,8 +55,9 @@ def purged_name(kind: str) -> str:
 def constraint_targets(summary: dict[str, Any]) -> dict[str, float]:
     """Target of each constraint of a constrained run: ``{"model": ε}`` or one per gated layer, then each budget
     (the expected share the multipliers see) and, once the run is purged, each budget again as ``purged <kind>``
-    (the share of the model the user receives); ``{}`` for other methods."""
-    if summary.get("method") != "constrained":
+    (the share of the model the user receives); ``{}`` for methods without constraints."""
+    spec = method_spec(summary.get("method"))
+    if spec is None or not spec.constraints:
         return {}
     targets = list(summary.get("target") or [])
     budgets = dict(summary.get("budgets") or {})  # macs / params budgets: constraints of their own

@@ -28,7 +28,9 @@ BETA = 2.0 / 3.0  # temperature
 GAMMA = -0.1  # lower stretch limit
 ZETA = 1.1  # upper stretch limit
 EPS = 1e-6  # noise and probability clamp
-LOG_ALPHA_MIN = math.log(1e-2)  # log alpha is clamped to [log 1e-2, log 1e2] after every step
+# log alpha is clamped to [log alpha_min, log 1e2] after every step; alpha_min is a hyperparameter (default 1e-4,
+# hparams.defaults), this is the paper's 1e-2 (its presets' value and the clamp's default argument)
+LOG_ALPHA_MIN = math.log(1e-2)
 LOG_ALPHA_MAX = math.log(1e2)
 
 # beta * log(-gamma / zeta) = -1.5986: the shift between log alpha and the logit of P(z != 0).

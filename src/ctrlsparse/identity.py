@@ -22,7 +22,6 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from ctrlsparse.hparams.checks import BUDGET_KINDS, SCOPES
-from ctrlsparse.hparams.defaults import STARTS_FROM_A_RUN
 from ctrlsparse.plumbing import paths
 from ctrlsparse.registry import METHODS
 
@@ -59,7 +58,7 @@ LEVEL_PATTERN = rf"[0-9.e+,-]+|({_KINDS})=[0-9.e+-]+(,({_KINDS})=[0-9.e+-]+)*"
 
 def hparams_hash(hparams: HParams, pretrained_key: str = "") -> str:
     """Short hash of every computation field that is not a readable axis (epochs, learning rates, ...), and of
-    the key of the run it starts from (``pretrained_key``: required by the methods in ``STARTS_FROM_A_RUN``).
+    the key of the run it starts from (``pretrained_key``: required by a method whose spec ``starts_from`` a run).
     A field of :data:`LATER_FIELDS` at its default is left out."""
     defaults = {f.name: f.default for f in fields(hparams) if f.name in LATER_FIELDS}
     rest: dict[str, Any] = {
@@ -67,7 +66,7 @@ def hparams_hash(hparams: HParams, pretrained_key: str = "") -> str:
         for key, value in hparams.computation().items()
         if key not in AXES and not (key in defaults and value == _plain(defaults[key]))
     }
-    if hparams.method in STARTS_FROM_A_RUN and not pretrained_key:
+    if METHODS.spec(hparams.method).starts_from and not pretrained_key:
         raise ValueError(f"a {hparams.method} run's identity needs the key of the run it starts from")
     if pretrained_key:
         rest["pretrained"] = pretrained_key

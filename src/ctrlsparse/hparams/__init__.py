@@ -7,12 +7,12 @@ output directories, without paying for ``import torch``.
 
 Resolution order (later wins): field defaults < ``DATASET_DEFAULTS`` for the dataset < ``ARCH_DEFAULTS`` for
 the arch < ``LAYERWISE_DEFAULTS`` for the dataset (layer-wise runs only) < ``BUDGET_DEFAULTS`` (runs with a
-MAC / parameter budget) < ``GATE_GROUP_DEFAULTS`` (archs gated by ``ctrlsparse.gate``) < ``METHOD_DEFAULTS``
-(fine-tuning recipes) < values given (``defaults.case_defaults``).
+MAC / parameter budget) < ``GATE_GROUP_DEFAULTS`` (archs gated by ``ctrlsparse.gate``) < ``WARM_START_DEFAULTS``
+(warm starts) < the method's own ``defaults`` (its spec in ``ctrlsparse.registry.METHODS``: magnitude pruning's
+fine-tuning recipe) < values given (``defaults.case_defaults``).
 """
 
 from ctrlsparse.hparams.fields import EXECUTION, HParams
-from ctrlsparse.hparams.naming import SEARCH_METHODS, TARGETED_METHODS
 from ctrlsparse.hparams.text import format_number
 
-__all__ = ["EXECUTION", "SEARCH_METHODS", "TARGETED_METHODS", "HParams", "format_number"]
+__all__ = ["EXECUTION", "HParams", "format_number"]

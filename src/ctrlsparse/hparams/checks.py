@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from ctrlsparse.errors import HParamError, UnknownNameError
-from ctrlsparse.hparams.naming import SEARCH_METHODS
 from ctrlsparse.hparams.text import format_number
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 
@@ -22,9 +21,9 @@ VIOLATIONS = ("absolute", "relative")
 GATINGS = ("structured", "unstructured")
 
 
-def check(hparams: Any) -> str:
+def check(hparams: Any) -> dict[str, float]:
     """Raise :class:`HParamError` for the first bad value of ``hparams`` (an HParams being made); return its
-    budget written one way (:func:`_canonical_budget`)."""
+    budget parsed (:func:`parse_budget`), which ``HParams`` keeps."""
     for key, registry in (("dataset", DATASETS), ("arch", ARCHS), ("method", METHODS)):
         try:
             registry.check(getattr(hparams, key))
@@ -37,7 +36,7 @@ def check(hparams: Any) -> str:
     _choice(hparams, "formulation", FORMULATIONS)
     _choice(hparams, "violation", VIOLATIONS)
     _choice(hparams, "gating", GATINGS)
-    budget = _canonical_budget(hparams)
+    budgets = _check_budget(hparams)
     if not hparams.target:
         raise HParamError("target", "no value given; give a density fraction such as 0.5")
     for value in hparams.target:
@@ -84,11 +83,13 @@ def check(hparams: Any) -> str:
         raise HParamError(key, f"{getattr(hparams, key)} must lie in [0, 1] (distill) / be > 0 (temperature)")
     if hparams.distill and not hparams.pretrained:
         raise HParamError("distill", "distillation needs the dense run to learn from: give --pretrained RUN_DIR")
-    if hparams.pretrained and hparams.method == "dense":
-        raise HParamError("pretrained", "a dense run trains from scratch; give it to a constrained/penalized run")
+    if hparams.pretrained and not METHODS.spec(hparams.method).gates:
+        raise HParamError(
+            "pretrained", f"a {hparams.method} run trains from scratch; give it to a constrained/penalized run"
+        )
     _check_search(hparams)
     _check_external(hparams)
-    return budget
+    return budgets
 
 
 def _check_search(hparams: Any) -> None:
@@ -98,13 +99,14 @@ def _check_search(hparams: Any) -> None:
         raise HParamError("search_range", f"{hparams.search_range} must be two log10 lambdas, low < high, e.g. -3,0")
     if hparams.search_iterations < 0:
         raise HParamError("search_iterations", f"{hparams.search_iterations} must be >= 0")
-    if hparams.method in SEARCH_METHODS:
+    if METHODS.spec(hparams.method).runs_of:
         if len(hparams.target) > 1:
             raise HParamError("target", "a search aims the model's density with one lambda: give one target")
         return
     for key in ("search_range", "search_iterations"):  # a run of another method would carry them in its key
         if getattr(hparams, key) != type(hparams).__dataclass_fields__[key].default:
-            raise HParamError(key, f"applies to method search only, not {hparams.method!r}; leave it unset")
+            searches = " or ".join(METHODS.select(lambda spec: spec.runs_of))
+            raise HParamError(key, f"applies to method {searches} only, not {hparams.method!r}; leave it unset")
 
 
 def _check_external(hparams: Any) -> None:
@@ -123,10 +125,12 @@ def _check_external(hparams: Any) -> None:
         raise HParamError("image_std", f"{hparams.image_std} must be > 0")
 
 
-def _canonical_budget(hparams: Any) -> str:
-    """The budget checked and written one way (kinds in :data:`BUDGET_KINDS` order, shortest numbers)."""
+def parse_budget(text: str) -> dict[str, float]:
+    """A budget ``kind=fraction[,kind=fraction]`` as ``{kind: fraction}``, kinds in :data:`BUDGET_KINDS` order
+    (the one parser of budgets: :class:`HParams` keeps what it returns, the report reads run tables with it);
+    :class:`HParamError` naming the bad part."""
     values: dict[str, float] = {}
-    for part in (p.strip() for p in hparams.budget.split(",") if p.strip()):
+    for part in (p.strip() for p in text.split(",") if p.strip()):
         kind, sign, text = part.partition("=")
         try:
             value = float(text) if sign else None
@@ -140,13 +144,25 @@ def _canonical_budget(hparams: Any) -> str:
         if not 0.0 < value <= 1.0:
             raise HParamError("budget", f"{part!r}: the fraction must lie in (0, 1], e.g. macs=0.3")
         values[kind] = value
-    if values and hparams.method != "constrained":
-        raise HParamError("budget", f"budgets are constraints: give method constrained, not {hparams.method!r}")
+    return {kind: values[kind] for kind in BUDGET_KINDS if kind in values}
+
+
+def budget_text(budgets: dict[str, float]) -> str:
+    """A parsed budget written one way (``macs=0.3,params=0.25``: kinds in order, shortest numbers)."""
+    return ",".join(f"{kind}={format_number(value)}" for kind, value in budgets.items())
+
+
+def _check_budget(hparams: Any) -> dict[str, float]:
+    """The budget parsed, and allowed for the run's method, gating and scope."""
+    values = parse_budget(hparams.budget)
+    if values and not METHODS.spec(hparams.method).constraints:
+        constrained = " or ".join(METHODS.select(lambda spec: spec.constraints))
+        raise HParamError("budget", f"budgets are constraints: give method {constrained}, not {hparams.method!r}")
     if values and hparams.gating != "structured":
         raise HParamError("budget", "MAC/parameter budgets need structured gates (--gating structured)")
     if hparams.target_scope == "none" and not values:
         raise HParamError("target_scope", "'none' leaves no constraint: give a --budget such as macs=0.3")
-    return ",".join(f"{kind}={format_number(values[kind])}" for kind in BUDGET_KINDS if kind in values)
+    return values
 
 
 def _choice(hparams: Any, key: str, choices: tuple[str, ...]) -> None:

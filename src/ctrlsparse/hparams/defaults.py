@@ -1,5 +1,6 @@
-"""The presets a run's hyperparameters start from: per data set, per architecture, for layer-wise runs, and the
-fine-tuning recipes of the methods that start from a trained run (resolved by :meth:`HParams.resolve`).
+"""The presets a run's hyperparameters start from: per data set, per architecture, for layer-wise runs, budget
+runs, gate groups and warm starts (resolved by :meth:`HParams.resolve`, with the method's own defaults from its
+spec in :data:`ctrlsparse.registry.METHODS`).
 
 Each table lists only what it changes over the field defaults of :class:`ctrlsparse.hparams.HParams`.
 """
@@ -7,6 +8,8 @@ Each table lists only what it changes over the field defaults of :class:`ctrlspa
 from __future__ import annotations
 
 from typing import Any
+
+from ctrlsparse.registry import method_spec
 
 # Defaults per dataset: the budget and the weights' optimiser. The control knobs (gates_lr, dual_lr,
 # gates_beta2, constraint, alpha_min) are the field defaults for every data set but the paper's, which keep the
@@ -135,17 +138,6 @@ LAYERWISE_DEFAULTS: dict[str, dict[str, Any]] = {
 # digits CNN's conv2 is 55% of its MACs); closed, a layer passes no gradient and never reopens (issue 29).
 BUDGET_DEFAULTS: dict[str, Any] = {"gates_polarization": 0.05, "keep_a_gate_open": True}
 
-# Fine-tuning recipes of the methods that start from a trained run, per dataset ("*": the others), over all of
-# the above. Magnitude pruning (paper.md §3): 20 epochs of SGD, momentum 0.9, constant lr 1e-3, wd 1e-4. On
-# digits the dense run trained with Adam at 5e-3; 30 epochs (360 steps) of Adam at 1e-3 recover its accuracy.
-METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "magnitude": {
-        "*": {"epochs": 20, "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "lr_milestones": (), "weight_decay": 1e-4},
-        "digits": {"epochs": 30, "optimizer": "adam", "lr": 1e-3, "lr_milestones": (), "weight_decay": 0.0},
-    },
-}
-
-
 # Defaults of models gated by ctrlsparse.gate (torchvision:, module:), over the budget ones. They have thousands
 # of gates (MobileNetV2: 9,128 in 25 groups), each a small share of the tie-breaker's weights (which sum to 1),
 # and many that the loss on small images is indifferent to: at kappa 0.02 / 0.05 a third of MobileNetV2's gates
@@ -172,24 +164,15 @@ def case_defaults(
 ) -> dict[str, Any]:
     """The presets of one case, later ones winning: the dataset's, the arch's, the layer-wise ones (for
     ``target_scope`` layer), the budget ones (with a ``budget``), the gate groups' (archs gated by
-    ``ctrlsparse.gate``), the warm start's (``pretrained`` given), then the method's fine-tuning recipe."""
+    ``ctrlsparse.gate``), the warm start's (``pretrained`` given), then the method's own defaults (its spec's:
+    magnitude pruning's fine-tuning recipe)."""
+    spec = method_spec(method)
     return {
         **DATASET_DEFAULTS.get(dataset, {}),
         **ARCH_DEFAULTS.get(arch, {}),
         **(LAYERWISE_DEFAULTS.get(dataset, {}) if target_scope == "layer" else {}),
         **(BUDGET_DEFAULTS if budget else {}),
         **(GATE_GROUP_DEFAULTS if arch.startswith(GATE_GROUP_PREFIXES) else {}),
-        **(WARM_START_DEFAULTS if pretrained and method not in STARTS_FROM_A_RUN else {}),
-        **method_defaults(method, dataset),
+        **(WARM_START_DEFAULTS if pretrained and not (spec and spec.starts_from) else {}),
+        **(spec.recipe(dataset) if spec else {}),
     }
-
-
-# Methods that must start from a finished run (``pretrained``): those with a fine-tuning recipe. The other gated
-# methods may (a warm start).
-STARTS_FROM_A_RUN = tuple(METHOD_DEFAULTS)
-
-
-def method_defaults(method: str, dataset: str) -> dict[str, Any]:
-    """The fine-tuning recipe of ``method`` on ``dataset`` ({} for the methods that start from scratch)."""
-    recipes = METHOD_DEFAULTS.get(method, {})
-    return recipes.get(dataset, recipes.get("*", {}))

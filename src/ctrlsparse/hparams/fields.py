@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ctrlsparse.errors import HParamError
-from ctrlsparse.hparams.checks import check
+from ctrlsparse.hparams.checks import budget_text, check
 from ctrlsparse.hparams.defaults import case_defaults
 from ctrlsparse.hparams.naming import SettingName
 
@@ -243,15 +243,16 @@ class HParams(SettingName):
     )
 
     def __post_init__(self) -> None:
-        """Every value checked (:func:`ctrlsparse.hparams.checks.check`); the budget written one way."""
-        object.__setattr__(self, "budget", check(self))
+        """Every value checked (:func:`ctrlsparse.hparams.checks.check`); the budget parsed once, kept beside
+        its text (written one way)."""
+        budgets = check(self)
+        object.__setattr__(self, "_budgets", budgets)  # not a field: no part of equality, the dict or the key
+        object.__setattr__(self, "budget", budget_text(budgets))
 
     @property
     def budgets(self) -> dict[str, float]:
-        """The budget as ``{kind: fraction of the dense model}``, e.g. ``{"macs": 0.3}``."""
-        return {
-            kind: float(value) for kind, _, value in (part.partition("=") for part in self.budget.split(",") if part)
-        }
+        """The budget as ``{kind: fraction of the dense model}``, e.g. ``{"macs": 0.3}`` (parsed when made)."""
+        return dict(self._budgets)
 
     # --- construction ---
     @classmethod

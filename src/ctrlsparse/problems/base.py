@@ -14,6 +14,7 @@ from ctrlsparse.density import Density
 from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import GatedLayer, clamp_log_alphas_, keep_a_gate_open_
 from ctrlsparse.problems.warm_start import load_dense_weights
+from ctrlsparse.registry import METHODS
 
 
 def fixed_from(hparams: HParams) -> int:
@@ -29,13 +30,13 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
     ``l2_detach_gates`` (all paper runs), so weight decay never pushes the gates.
     """
 
-    uses_gates = True
     warm_starts = True  # given --pretrained, start from that dense run's weights (magnitude loads them itself)
 
     def __init__(self, model: nn.Module, hparams: HParams):
         super().__init__()
         self.model = model
         self.hparams = hparams
+        self.uses_gates = METHODS.spec(hparams.method).gates  # the dense baseline trains no gates
         self.density = Density(model)
         self.log_alpha_min = math.log(hparams.alpha_min)  # the clamp runs after every step
         if self.uses_gates and not len(self.density):

@@ -6,4 +6,4 @@ from ctrlsparse.problems.base import L0Problem
 
 
 class DenseProblem(L0Problem):
-    uses_gates = False
+    """The plain objective; its spec has no gates (``MethodSpec.gates``), so none are sampled or counted."""

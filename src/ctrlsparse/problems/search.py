@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ctrlsparse.hparams import HParams
+from ctrlsparse.registry import METHODS
 
 
 def penalty_at(log10_penalty: float) -> float:
@@ -55,10 +56,7 @@ class Outcome:
 
 class PenaltySearch:
     """The registry's entry for ``search`` (not a training problem: it trains no model of its own, but runs of
-    ``step_method`` at the lambdas the bisection picks)."""
-
-    uses_gates = True  # its steps are gated runs
-    step_method = "penalized"
+    the method its spec names, ``MethodSpec.runs_of``, at the lambdas the bisection picks)."""
 
     def __init__(self, target: float, low: float, high: float, iterations: int, tolerance: float):
         self.target, self.low, self.high = target, low, high
@@ -108,12 +106,12 @@ class PenaltySearch:
 
     @classmethod
     def step(cls, hparams: HParams, penalty: float) -> HParams:
-        """The run of one step: the search's hyperparameters with :attr:`step_method` at ``penalty``, and the
+        """The run of one step: the search's hyperparameters with the method it runs at ``penalty``, and the
         target and the search's own fields at their defaults, so that a step is exactly the run that a penalized
         grid point of the same lambda trains (one run key, trained once)."""
         defaults = {f.name: f.default for f in fields(HParams)}
         reset = {name: defaults[name] for name in ("target", "search_range", "search_iterations")}
-        return replace(hparams, method=cls.step_method, penalty=penalty, **reset)
+        return replace(hparams, method=METHODS.spec(hparams.method).runs_of, penalty=penalty, **reset)
 
     def candidates(self) -> list[float]:
         """Every lambda the search may visit: the ends and the midpoints down to ``iterations`` levels (the

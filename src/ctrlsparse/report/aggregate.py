@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import feasibility
-from ctrlsparse.hparams import TARGETED_METHODS
 from ctrlsparse.plumbing import paths
+from ctrlsparse.registry import method_spec
 from ctrlsparse.report import price_table, spread
 from ctrlsparse.report.settings_table import markdown
 
@@ -82,14 +82,14 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     recorded = all(key in s for key in feasibility.FIELDS)
     verdict = {key: s[key] for key in feasibility.FIELDS} if recorded else feasibility.assess(s)
     row = {key: s.get(key) for key in ["run_key", *SETTING, "seed", "epochs", "hparams_hash"]}
-    targeted = (
-        s["method"] in TARGETED_METHODS and s.get("target_scope") != "none"
-    )  # none: budgets only, no density target
+    spec = method_spec(s["method"])
+    level = spec.level if spec else ""
+    targeted = level == "target" and s.get("target_scope") != "none"  # none: budgets only, no density target
     row.update(
         target=",".join(f"{t:g}" for t in targets) if targeted else "",
         target_value=sum(targets) / len(targets) if targeted and targets else math.nan,
         budget=s.get("budget") or "",
-        penalty=s.get("penalty") if s["method"] == "penalized" else math.nan,
+        penalty=s.get("penalty") if level == "penalty" else math.nan,
         max_violation=_number(verdict["max_violation"]),
         satisfied=_number(verdict["feasible"]),
         eval_density_gap=_number(verdict["eval_density_gap"]),
@@ -115,7 +115,7 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     evaluated = s.get("layer_eval_density") or {}
     layer_rows = []
     for index, layer in enumerate(expected):
-        if s["method"] in TARGETED_METHODS and s.get("target_scope") == "layer":
+        if level == "target" and s.get("target_scope") == "layer":
             layer_target = targets[index] if len(targets) == len(expected) else targets[0]
         else:
             layer_target = math.nan

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctrlsparse.hparams.checks import parse_budget
 from ctrlsparse.report.canvas import empty, grid, panels, pyplot
 
 MARKERS = {"macs": "o", "params": "s"}
@@ -16,14 +17,13 @@ def budget_points(runs: Any) -> list[dict[str, Any]]:
     if runs.empty or "budget" not in runs:
         return points
     for _, run in runs[runs["budget"].astype(object).fillna("").astype(str) != ""].iterrows():
-        for part in str(run["budget"]).split(","):
-            kind, _, value = part.partition("=")
+        for kind, value in parse_budget(str(run["budget"])).items():
             points.append(
                 {
                     "dataset": run["dataset"],
                     "arch": run["arch"],
                     "kind": kind,
-                    "budget": float(value),
+                    "budget": value,
                     "purged": run.get(f"{kind}_pct", float("nan")) / 100.0,
                     "expected": run.get(f"expected_{kind}", float("nan")),
                 }

@@ -3,7 +3,10 @@ placeholder figure of a grid without such runs, and legends drawn once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from ctrlsparse.registry import METHODS, MethodSpec
 
 
 def pyplot() -> Any:
@@ -24,9 +27,24 @@ def panels(frame: Any) -> list[tuple[str, Any]]:
     return [(f"{d} / {a}", part) for (d, a), part in frame.groupby(["dataset", "arch"], sort=False)]
 
 
-def of_method(frame: Any, method: str) -> Any:
-    """The rows of one method (an empty frame stays empty)."""
-    return frame[frame["method"] == method] if not frame.empty else frame
+def of_methods(frame: Any, test: Callable[[MethodSpec], bool]) -> Any:
+    """The rows of the methods whose spec passes ``test`` (an empty frame stays empty)."""
+    return frame[frame["method"].isin(METHODS.select(test))] if not frame.empty else frame
+
+
+def constrains(spec: MethodSpec) -> bool:
+    """Methods whose targets are constraints (the control, layer and dynamics figures)."""
+    return spec.constraints
+
+
+def penalizes(spec: MethodSpec) -> bool:
+    """Methods whose level is a penalty (the penalty figure)."""
+    return spec.level == "penalty"
+
+
+def ungated(spec: MethodSpec) -> bool:
+    """Methods without gates: the dense reference of the accuracy figures."""
+    return not spec.gates
 
 
 def grid(plt: Any, n: int, rows: int = 1, height: float = 3.4) -> tuple[Any, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctrlsparse.report.canvas import empty, grid, legend_entries, panels, pyplot
+from ctrlsparse.registry import METHODS
+from ctrlsparse.report.canvas import empty, grid, legend_entries, panels, pyplot, ungated
 
 STARTS = {"warm start": ("tab:green", "o"), "from scratch": ("tab:grey", "s")}
 
@@ -17,11 +18,12 @@ def compress_points(runs: Any) -> Any:
     if runs.empty or "budget" not in runs:
         return pd.DataFrame()
     budget = runs["budget"].astype(object).fillna("").astype(str) != ""
-    chosen = runs[budget | (runs["method"] == "dense")].copy()
+    dense = runs["method"].isin(METHODS.select(ungated))
+    chosen = runs[budget | dense].copy()
     warm = chosen["variant"].astype(str).str.contains(r"\+warm", regex=True)
-    chosen["start"] = [
-        "dense" if m == "dense" else "warm start" if w else "from scratch"
-        for m, w in zip(chosen["method"], warm, strict=True)
+    chosen["start"] = [  # a dense run's start is its method
+        m if d else "warm start" if w else "from scratch"
+        for m, d, w in zip(chosen["method"], dense[chosen.index], warm, strict=True)
     ]
     if not (chosen["start"] == "warm start").any():
         return pd.DataFrame()
@@ -38,7 +40,7 @@ def compress_figure(tables: dict[str, Any]) -> Any:
         return empty(plt, "no warm-start budget runs in this grid (grid.constrained.warm_budgets)")
     fig, axes = grid(plt, len(found))
     for ax, (title, rows) in zip(axes[0], found, strict=False):
-        dense = rows[rows["start"] == "dense"]["test_accuracy"]
+        dense = rows[~rows["start"].isin(STARTS)]["test_accuracy"]
         if len(dense):
             ax.axhline(100 * dense.mean(), color="black", lw=1, ls="--", label="dense")
         for start, (color, marker) in STARTS.items():

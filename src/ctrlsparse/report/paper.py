@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from ctrlsparse.hparams import HParams, format_number
+from ctrlsparse.registry import method_spec
 
 KEY = ("dataset", "arch", "variant", "level")
 # The paper's "control" evidence (targets and λ sweeps), shown when nothing matches exactly.
@@ -73,8 +75,9 @@ def _pct(value: Any, scale: float = 100.0) -> str:
 
 
 def _paper_setting(row: dict[str, str]) -> str:
-    symbol = "λ" if row["variant"].startswith("penalized") else "ε"
-    text = f"{row['variant']} {symbol}={row['level']}" if row["variant"] != "dense" else "dense"
+    spec = method_spec(re.split(r"[-+]", row["variant"])[0])
+    symbol = spec.symbol if spec else "ε"
+    text = f"{row['variant']} {symbol}={row['level']}" if symbol else row["variant"]
     return text + (f", gates lr {row['gates_lr']}" if row.get("gates_lr") else "")
 
 

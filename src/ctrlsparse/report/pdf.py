@@ -94,7 +94,7 @@ def percentages(parts: list[float]) -> list[int]:
 def control_rows(settings: Any) -> list[list[str]]:
     fmt = settings_table.fmt
     rows = []
-    for _, r in settings[settings["method"] == "constrained"].iterrows():
+    for _, r in settings_table.constrained_settings(settings).iterrows():
         density = settings_table.spread_text(r, "expected_density")
         acc = settings_table.spread_text(r, "test_accuracy", percent=True)
         feasible = settings_table.feasible_cell(r)
@@ -155,7 +155,7 @@ def build_report(
             f"<b>Figure {index}.</b> {escape(captions[name])}",
             heading=f"{index}. {heading}",
         )
-        if name == "control" and not settings.empty and (settings["method"] == "constrained").any():
+        if name == "control" and not settings_table.constrained_settings(settings).empty:
             b.para(
                 f"Constrained settings (mean over seeds of the last epoch; {spread.RULE}; feasible = "
                 "seeds whose final expected density is at most the tolerance (0.01 unless the run set "

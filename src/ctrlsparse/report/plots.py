@@ -13,10 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse.plumbing import paths
+from ctrlsparse.registry import METHODS
 from ctrlsparse.report import spread
 from ctrlsparse.report.aggregate import LAYERS, RUNS, SETTINGS
 from ctrlsparse.report.budget_plot import budget_figure
-from ctrlsparse.report.canvas import empty, grid, legend_entries, of_method, one_legend, pyplot
+from ctrlsparse.report.canvas import (
+    constrains,
+    empty,
+    grid,
+    legend_entries,
+    of_methods,
+    one_legend,
+    penalizes,
+    pyplot,
+    ungated,
+)
 from ctrlsparse.report.canvas import panels as panels_of
 from ctrlsparse.report.compress_plot import compress_figure
 from ctrlsparse.report.seeds import COLORS, MARKERS, accuracy_vs, mean_and_seeds
@@ -25,7 +36,7 @@ from ctrlsparse.report.seeds import COLORS, MARKERS, accuracy_vs, mean_and_seeds
 def control_figure(tables: dict[str, Any]) -> Any:
     """Achieved vs target density of the constrained runs, with the diagonal (the paper's "control" plot)."""
     plt = pyplot()
-    runs = of_method(tables["runs"], "constrained")
+    runs = of_methods(tables["runs"], constrains)
     single = runs["target"].astype(str).str.match(r"^[0-9.e-]+$") if not runs.empty else None
     panels = panels_of(runs[single] if single is not None else runs)
     if not panels:
@@ -89,12 +100,13 @@ def accuracy_figure(tables: dict[str, Any]) -> Any:
         return empty(plt, "no runs")
     fig, axes = grid(plt, len(panels))
     for ax, (title, part) in zip(axes[0], panels, strict=False):
-        dense = 100 * part.loc[part["variant"] == "dense", "test_accuracy"]
+        reference = part["variant"].isin(METHODS.select(ungated))  # untagged dense runs
+        dense = 100 * part.loc[reference, "test_accuracy"]
         if not dense.empty:
             low, high = spread.interval(dense)
             ax.axhline(dense.mean(), color="black", ls="--", lw=1, label="dense")
             ax.axhspan(low, high, color="black", alpha=0.08)
-        accuracy_vs(ax, part[part["variant"] != "dense"], "expected_density")
+        accuracy_vs(ax, part[~reference], "expected_density")
         ax.set(title=title, xlabel="achieved expected density", ylabel="test accuracy (%)", xlim=(0, 1.05))
     one_legend(axes, loc="best")
     fig.tight_layout()
@@ -123,7 +135,7 @@ def size_figure(tables: dict[str, Any]) -> Any:
 def penalty_figure(tables: dict[str, Any]) -> Any:
     """Penalized baseline: λ vs achieved density (one dot per seed, line through the means, band the spread)."""
     plt = pyplot()
-    panels = panels_of(of_method(tables["runs"], "penalized"))
+    panels = panels_of(of_methods(tables["runs"], penalizes))
     if not panels:
         return empty(plt, "no penalized runs in this grid")
     fig, axes = grid(plt, len(panels))
@@ -149,7 +161,7 @@ def penalty_figure(tables: dict[str, Any]) -> Any:
 def layer_figure(tables: dict[str, Any]) -> Any:
     """Per-layer eval density of the constrained runs (mean over seeds, band the spread), model- vs layer-wise."""
     plt = pyplot()
-    layers = of_method(tables["layers"], "constrained")
+    layers = of_methods(tables["layers"], constrains)
     panels = panels_of(layers)
     if not panels:
         return empty(plt, "no constrained runs in this grid")
@@ -193,7 +205,7 @@ def dynamics_figure(tables: dict[str, Any]) -> Any:
     """Training dynamics of the constrained runs (first seed): density and Lagrange multiplier per epoch; runs of
     one scope that differ in a tag (e.g. the restart ablation's ``dual_restarts=false``) get their own line style."""
     plt = pyplot()
-    runs = of_method(tables["runs"], "constrained")
+    runs = of_methods(tables["runs"], constrains)
     if runs.empty:
         return empty(plt, "no constrained runs in this grid")
     runs = runs[runs["seed"] == runs["seed"].min()]

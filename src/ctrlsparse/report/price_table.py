@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctrlsparse.hparams import SEARCH_METHODS
+from ctrlsparse.registry import METHODS
 from ctrlsparse.report.settings_table import fmt
 
 COLUMNS = [
@@ -39,8 +39,9 @@ def price_rows(settings: Any) -> list[list[str]]:
     if settings.empty or "method" not in settings:
         return []
     rows = []
-    for _, search in settings[settings["method"].isin(SEARCH_METHODS)].iterrows():
-        variant = "constrained" + str(search["variant"])[len(str(search["method"])) :]
+    for _, search in settings[settings["method"].isin(METHODS.select(lambda spec: spec.priced_against))].iterrows():
+        rival = METHODS.spec(search["method"]).priced_against
+        variant = rival + str(search["variant"])[len(str(search["method"])) :]
         same = settings[
             (settings["dataset"] == search["dataset"])
             & (settings["arch"] == search["arch"])

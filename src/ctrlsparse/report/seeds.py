@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctrlsparse.registry import METHODS
 from ctrlsparse.report import spread
 from ctrlsparse.report.aggregate import SETTING
+from ctrlsparse.report.canvas import ungated
 
 COLORS = {
     "constrained-model": "tab:blue",
@@ -71,5 +73,5 @@ def accuracy_vs(ax: Any, part: Any, column: str) -> None:
             x_of_mean="x_setting",
             marker=MARKERS.get(variant, "o"),
             label=variant,
-            linestyle="" if variant == "dense" else "-",
+            linestyle="" if variant in METHODS.select(ungated) else "-",
         )

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from ctrlsparse import feasibility
-from ctrlsparse.hparams import TARGETED_METHODS
+from ctrlsparse.registry import METHODS, method_spec
 from ctrlsparse.report import spread
 
 
@@ -22,11 +22,8 @@ def fmt(value: Any, digits: int = 3, percent: bool = False) -> str:
 
 def setting_label(row: Any) -> str:
     """Short label of a setting, e.g. ``constrained-model ε=0.5`` / ``penalized-model λ=0.01`` / ``dense``."""
-    if row["method"] in TARGETED_METHODS:
-        return f"{row['variant']} ε={row['level']}"
-    if row["method"] == "penalized":
-        return f"{row['variant']} λ={row['level']}"
-    return str(row["variant"])
+    spec = method_spec(row["method"])
+    return f"{row['variant']} {spec.symbol}={row['level']}" if spec and spec.symbol else str(row["variant"])
 
 
 MD_COLUMNS = [
@@ -54,12 +51,19 @@ def feasible_cell(row: Any) -> str:
     return cell
 
 
+def constrained_settings(settings: Any) -> Any:
+    """The settings of the methods whose targets are constraints (``MethodSpec.constraints``)."""
+    if settings.empty:
+        return settings
+    return settings[settings["method"].isin(METHODS.select(lambda spec: spec.constraints))]
+
+
 def missed_line(settings: Any) -> str:
     """One sentence for the report: the constrained settings where a seed missed its target, then those with
     fractional gates, or that every constrained run met its target."""
-    if settings.empty or not (settings["method"] == "constrained").any():
+    constrained = constrained_settings(settings)
+    if constrained.empty:
         return "No constrained runs in this grid."
-    constrained = settings[settings["method"] == "constrained"]
     missed = constrained[constrained["satisfied"] < constrained["seeds"]]
     if len(missed):
         listed = "; ".join(

@@ -15,6 +15,7 @@ from ctrlsparse import feasibility
 from ctrlsparse.plumbing import paths
 from ctrlsparse.plumbing.files import write_json
 from ctrlsparse.plumbing.provenance import git_commit, slurm_job
+from ctrlsparse.registry import method_spec
 from ctrlsparse.tracking.from_files import log_dataset, training_times
 from ctrlsparse.tracking.store import experiment_id, store_client, with_retries
 
@@ -40,9 +41,10 @@ def _text(value: Any) -> str:
 def run_tags(summary: dict[str, Any], extra: dict[str, str] | None = None) -> dict[str, str]:
     """Tags of a mirrored run: grid axes, target/penalty, versions, git commit, SLURM job, then ``extra``."""
     tags = {key: _text(summary[key]) for key in AXIS_TAGS if key in summary}
-    if summary.get("method") == "constrained":
+    spec = method_spec(summary.get("method"))
+    if spec and spec.constraints:  # the targets its multipliers aimed at
         tags["target"] = _text(summary.get("target", ""))
-    if summary.get("method") == "penalized":
+    if spec and spec.level == "penalty":
         tags["penalty"] = _text(summary.get("penalty", ""))
     tags.update(feasibility.as_tags(summary))  # feasible, fractional_gates, target_missed
     for name, version in (summary.get("versions") or {}).items():

@@ -13,9 +13,10 @@ from typing import Any, NoReturn
 
 from ctrlsparse.errors import HParamError
 from ctrlsparse.feasibility import verdict_lines
-from ctrlsparse.hparams import SEARCH_METHODS, TARGETED_METHODS, HParams, format_number
+from ctrlsparse.hparams import HParams, format_number
 from ctrlsparse.hparams.defaults import DATASET_DEFAULTS
 from ctrlsparse.plumbing import paths
+from ctrlsparse.registry import METHODS
 from ctrlsparse.tracking.target import DEFAULT_EXPERIMENT, add_tracking_flags, off, tracking_target
 
 
@@ -78,13 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 def train_argv(hparams: HParams) -> list[str]:
     """The hyperparameter flags of ``ctrlsparse train`` that :func:`build_parser` reads back into ``hparams``.
 
-    The grid axes that name the run come first (dataset, arch, method, seed, then scope, target or penalty, tag),
-    then every other field whose value differs from what :meth:`HParams.resolve` gives those axes; so
+    The grid axes that name the run come first (dataset, arch, method, seed, then the method's own axes: scope and
+    target or penalty, :attr:`MethodSpec.axes <ctrlsparse.registry.MethodSpec.axes>`), then every other field whose value differs from what :meth:`HParams.resolve` gives those axes; so
     ``HParams.resolve(**parsed flags) == hparams``. Without --out, --threads and the MLflow flags.
     """
-    shown = ["dataset", "arch", "method", "seed"]
-    shown += [] if hparams.method == "dense" else ["target_scope"]
-    shown += ["target"] if hparams.method in TARGETED_METHODS else ["penalty"] if hparams.method == "penalized" else []
+    shown = ["dataset", "arch", "method", "seed", *METHODS.spec(hparams.method).axes]
     shown += ["budget"] if hparams.budget else []  # a budget run names its budget (scope none needs it)
     base = HParams.resolve(**{name: getattr(hparams, name) for name in shown})
     shown += [
@@ -124,7 +123,7 @@ def main(argv: list[str]) -> int:
     except HParamError as error:
         parser.error(f"{flag(error.key)}: {error.message}")
     tracking = Tracking.from_args(args) if is_main() else Tracking(None, DEFAULT_EXPERIMENT)
-    if hparams.method in SEARCH_METHODS:  # a run of runs: each step is one train_one, tracked like any run
+    if METHODS.spec(hparams.method).runs_of:  # a run of runs: each step is one train_one, tracked like any run
         from ctrlsparse.training.search import main as search_main
 
         fresh = lambda: Tracking(tracking.uri, tracking.experiment)  # noqa: E731  (one per step's MLflow run)

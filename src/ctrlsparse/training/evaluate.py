@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from ctrlsparse import gates as hc
 from ctrlsparse.feasibility import worst_violation
+from ctrlsparse.registry import METHODS
 from ctrlsparse.training.setup import Run
 
 
@@ -41,7 +42,7 @@ def density_metrics(run: Run) -> dict[str, float]:
         names = problem.constraint_names
         row.update({f"multiplier/{n}": v for n, v in zip(names, multipliers.tolist(), strict=True)})
         row.update({f"violation/{n}": v for n, v in zip(names, violations.tolist(), strict=True)})
-        if run.hparams.method == "constrained":
+        if METHODS.spec(run.hparams.method).constraints:
             by_name = dict(zip(names, violations.tolist(), strict=True))
             row["max_violation"] = worst_violation(by_name, run.hparams.constraint)
     row["eval_density_gap"] = row["eval_density"] - row["expected_density"]

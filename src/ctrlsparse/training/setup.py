@@ -46,7 +46,7 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(hparams: HParams, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     factory = LayerFactory(
-        gated=METHODS[hparams.method].uses_gates,
+        gated=METHODS.spec(hparams.method).gates,
         structured=hparams.gating == "structured",
         droprate_init=hparams.droprate_init,
     )
