@@ -48,6 +48,15 @@ class ChannelGraph:
             value = getattr(value, part)
         return value  # type: ignore[return-value]
 
+    def constant_source(self, node: fx.Node) -> fx.Node | None:
+        """The get_attr node that ``node`` is, or is expanded from at the same rank (a class token
+        ``cls.expand(n, -1, -1)``); None otherwise."""
+        if node.op == "call_method" and node.target == "expand" and isinstance(node.args[0], fx.Node):
+            source = node.args[0]
+            same_rank = self.shapes.get(source) is not None and len(self.shapes[source]) == len(self.shapes[node])
+            return source if source.op == "get_attr" and same_rank else None
+        return node if node.op == "get_attr" else None
+
     def positions(self, node: fx.Node) -> int:
         """Entries per channel of one example of a tracked node's output (H*W of a conv map, T of (N, T, C))."""
         shape = self.shapes[node]
@@ -106,6 +115,10 @@ class Layouts(fx.Interpreter):
                 moved = self.move(node)
             if moved is not None:
                 return moved
+        if ops.is_concat(node) and isinstance(value, Tensor):
+            joined = self.joined(node, value)
+            if joined is not None:
+                return joined
         if not isinstance(value, Tensor):
             return self.query(node)
         module = self.modules[str(node.target)] if node.op == "call_module" else None
@@ -122,6 +135,8 @@ class Layouts(fx.Interpreter):
             return Op(kind, 1, value.shape[1], (source,), module)
         if kind == "gate" and self.tracked_at(source, module.dim % rank):
             return Op("gate", module.dim % rank, value.shape[module.dim % rank], (source,), module)
+        if kind == "attention" and all(self.tracked_at(a, len(self.shapes[a]) - 1) for a in node.args[:3]):
+            return Op("attention", rank - 1, value.shape[-1], tuple(node.args[:3]), module)
         if kind in ("layer_norm", "masked_ln") and self.tracked_at(source, rank - 1):
             return Op(kind, rank - 1, value.shape[-1], (source,), module)
         if node.op == "call_function" and node.target is torch.nn.functional.layer_norm:
@@ -207,6 +222,31 @@ class Layouts(fx.Interpreter):
         factors = tracked if kind == "product" else tuple(a for p, a in operands if p == 0 and kind == "divide")
         return Op("sum" if kind == "sum" else "product", dim, width, tracked, factors=factors, sliced=tuple(sliced))
 
+    def joined(self, node: fx.Node, value: Tensor) -> Op | None:
+        """A concatenation along another dim than its tracked operands' channels: a ``sum`` of them (output channel
+        c is channel c of each), untracked operands of full width sliced with the kept channels."""
+        parts = node.args[0]
+        along = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if not isinstance(parts, list | tuple) or not isinstance(along, int):
+            return None
+        rank = value.dim()
+        tracked = [p for p in parts if self.op(p) is not None and self.op(p).tracked]
+        dims = {self.op(p).dim for p in tracked}
+        if len(dims) != 1 or any(len(self.shapes[p]) != rank for p in tracked):
+            return None
+        (dim,) = dims
+        width = value.shape[dim]
+        if dim == along % rank or any(self.op(p).width != width for p in tracked):
+            return None
+        sliced = []
+        for i, part in enumerate(parts):
+            if part in tracked:
+                continue
+            if not isinstance(part, fx.Node) or not isinstance(self.env.get(part), Tensor):
+                return None
+            sliced.append(((0, i), dim))
+        return Op("sum", dim, width, tuple(tracked), sliced=tuple(sliced))
+
     # --- data movement, followed on channel ids ---
     def channel_ids(self, node: fx.Node):
         if node in self.ids:
@@ -231,7 +271,8 @@ class Layouts(fx.Interpreter):
         swap = {arg: self.channel_ids(arg) for arg in inputs}
         args = fx.node.map_arg(node.args, lambda arg: swap.get(arg, self.env[arg]))
         kwargs = fx.node.map_arg(node.kwargs, lambda arg: swap.get(arg, self.env[arg]))
-        out = getattr(self, node.op)(node.target, args, kwargs)
+        target = "reshape" if node.op == "call_method" and node.target == "view" else node.target  # ids: expanded
+        out = getattr(self, node.op)(target, args, kwargs)
         if isinstance(out, tuple | list) and all(isinstance(part, Tensor) for part in out):
             self.ids[node] = out
             return Op("composite", sources=tuple(inputs))

@@ -16,11 +16,17 @@ Every tensor a node outputs is *tracked* when its channel dimension is known (``
   ``zero_preserving`` when 0 stays 0 (ReLU, pooling ...; not sigmoid).
 - ``sum`` / ``product``: elementwise over broadcast operands (residual adds; squeeze-excitation and layer-scale
   multiplies); ``operands`` are the tracked ones of full width, ``factors`` those that zero a product.
+  A concatenation along another dim than its operands' channels (ViT's class token before the patch tokens) is
+  a ``sum`` for the analysis: each output channel is that channel of every operand.
 - ``move``: pure data movement (flatten, cat, chunk / split and getitem, view / transpose chains such as a
   channel shuffle, permute): each output channel is one channel of its ``sources`` (``index`` into their
   concatenation), found by running the op on channel ids (:mod:`~ctrlsparse.channels.graph`). A move whose
   output spreads channels over several dims (a shuffle's 5-D view) is ``composite``: only the move that ends the
   chain is tracked.
+- ``attention``: :class:`~ctrlsparse.channels.heads.Attention` on channels-last q, k, v (what
+  :mod:`~ctrlsparse.channels.attention` rewrites attention into): output channel c is value channel c weighted
+  by the head's attention (0 stays 0 in the values), and a head's query, key, value and output channels go
+  together (the op mixes a head's query and key channels, no others).
 - ``batch_size`` / ``query``: ``x.size(0)`` / other shape queries (they read no channel values).
 - ``other``: anything else; it reads its inputs whole (zero-filled where channels were removed), always exact.
 """
@@ -34,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ctrlsparse.channels.heads import Attention
 from ctrlsparse.group_gates import GatePoint, MaskedLayerNorm
 from ctrlsparse.layers import Gates, L0BatchNorm2d
 
@@ -148,7 +155,9 @@ class Op:
     module: nn.Module | None = None
     zero_preserving: bool = True  # map
     factors: tuple[fx.Node, ...] = ()  # product: the operands that zero it (a divisor does not)
-    sliced: tuple[tuple[int, int], ...] = ()  # sum / product: (argument position, dim) of untracked full-width
+    # sum / product: (argument position, dim) of untracked full-width operands; a position (0, i): item i of a
+    # concatenation's list
+    sliced: tuple[tuple[int | tuple[int, int], int], ...] = ()
     sources: tuple[fx.Node, ...] = ()  # move / composite: the tracked tensors its channels come from
     index: Tensor | None = None  # move: each output channel's position in the sources' concatenation
     name: str = ""  # move: the op's name (replayable or not); weight: "conv" / "linear"
@@ -156,6 +165,15 @@ class Op:
     @property
     def tracked(self) -> bool:
         return self.dim is not None
+
+
+def argument_at(args: tuple, position: int | tuple[int, int]):
+    """The argument at an :attr:`Op.sliced` position (``(0, i)``: item i of the first argument, a list)."""
+    return args[position[0]][position[1]] if isinstance(position, tuple) else args[position]
+
+
+def is_concat(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in (torch.cat, torch.concat)
 
 
 def target_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
@@ -247,6 +265,8 @@ def module_kind(module: nn.Module) -> str | None:
         return "gate"
     if isinstance(module, MaskedLayerNorm):
         return "masked_ln"
+    if isinstance(module, Attention):
+        return "attention"
     if isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, nn.modules.conv._ConvTransposeNd):
         return "weight"
     if isinstance(module, nn.Linear):

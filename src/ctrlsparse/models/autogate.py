@@ -34,6 +34,7 @@ import torch
 from torch import fx, nn
 
 from ctrlsparse.channels import ChannelGraph, trace
+from ctrlsparse.channels.attention import canonical_attention
 from ctrlsparse.channels.coupling import Coupling, GroupPlan
 from ctrlsparse.channels.trace import KeepParameterFreeModules
 from ctrlsparse.cost import ExpectedCost
@@ -42,10 +43,14 @@ from ctrlsparse.layers import GatedLayer, L0Conv2d, L0Linear, gated_layers
 
 
 def trace_dense(model: nn.Module, example_input: torch.Tensor) -> ChannelGraph:
-    """``model`` (left untouched) traced in eval mode into a graph module of its own copies of the submodules."""
+    """``model`` (left untouched) traced in eval mode into a graph module of its own copies of the submodules,
+    its attention rewritten into :class:`~ctrlsparse.channels.heads.Attention` (:mod:`ctrlsparse.channels.attention`)."""
     if gated_layers(model):
         raise ValueError(f"the model already has gated layers ({gated_layers(model)[0][0]}); give the dense model")
-    return trace(copy.deepcopy(model).eval(), example_input, KeepParameterFreeModules())
+    copied = copy.deepcopy(model).eval()
+    tracer = KeepParameterFreeModules()
+    rewritten = canonical_attention(fx.GraphModule(copied, tracer.trace(copied)), example_input)
+    return trace(rewritten if rewritten is not None else copied, example_input, tracer)
 
 
 def gate(

@@ -1,0 +1,379 @@
+"""Attention rewritten into :class:`~ctrlsparse.channels.heads.Attention` before the channel analysis.
+
+Two forms are rewritten in a traced dense model (:func:`canonical_attention`), so that the op table needs one
+rule for attention whatever the model wrote:
+
+- ``nn.MultiheadAttention`` called without masks, bias_k / bias_v or zero attention (torchvision's ViT): its
+  ``in_proj`` becomes three ``nn.Linear`` (``<name>.q``, ``.k``, ``.v``, the in_proj rows copied), then
+  ``<name>.attention`` and its own ``out_proj``. The parameters are the same numbers under new names.
+- attention written out of Linear layers: ``F.scaled_dot_product_attention(q, k, v)`` (no mask; ``is_causal``
+  and ``scale`` kept), or ``softmax(q @ kᵀ x scale) @ v`` with scalar factors and dropout anywhere on the way,
+  where q, k and v are *head splits* of channels-last tensors and the output is merged back. A head split is any
+  chain of views, reshapes, permutes, transposes, unbinds / chunks and indexing from a (..., T, C) tensor that
+  puts channel ``offset + h * d + j`` at head ``h``, dim ``j`` (a fused qkv Linear: three offsets); the chain is
+  checked by running it on element ids, not by matching op names, as the rest of the analysis follows moves. The
+  source is narrowed to its ``heads * d`` channels (``torch.narrow``, a move the analysis follows).
+
+Anything else (masks, attention weights that are used, another layout) is left as it was: the analysis then reads
+those tensors whole, exactly, without gating the heads. The rewritten model is checked on the example input; if
+its output differs from the original's (atol 1e-5 relative), the rewrite is undone with a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from ctrlsparse.channels import ops
+from ctrlsparse.channels.heads import Attention
+
+SOFTMAX = {F.softmax, torch.softmax}
+MATMUL = {operator.matmul, torch.matmul, torch.bmm}
+UNBIND = {torch.unbind}
+SCALAR_OPS = {operator.mul: "mul", operator.truediv: "div", torch.mul: "mul", torch.div: "div"}
+
+
+class Values(fx.Interpreter):
+    """Every node's value on one example."""
+
+    def __init__(self, module: fx.GraphModule):
+        super().__init__(module)
+        self.values: dict[fx.Node, object] = {}
+
+    def run_node(self, node: fx.Node):
+        value = super().run_node(node)
+        self.values[node] = value
+        return value
+
+
+@dataclass
+class Split:
+    """A head split found from ``node`` back to ``source``: the nodes in between (``chain``, source side first),
+    the channel ``offset``, heads, head dim, the product of scalar factors met and whether the last two dims come
+    swapped (a key transposed for ``q @ kᵀ``)."""
+
+    source: fx.Node
+    chain: list[fx.Node]
+    offset: int
+    heads: int
+    dim: int
+    factor: float
+    swapped: bool
+
+
+def canonical_attention(module: fx.GraphModule, example: Tensor) -> fx.GraphModule | None:
+    """``module`` (a traced dense model) with its attention in :class:`Attention` form (see above), or None when
+    it has no attention this rewrites. ``module`` itself may be changed either way: pass a copy."""
+    if not any(is_multihead(module, n) or is_sdpa(n) or is_matmul(n) for n in module.graph.nodes):
+        return None
+    values = Values(module)
+    with torch.no_grad():
+        reference = values.run(example)
+    rewriter = Rewriter(module, values.values)
+    for node in list(module.graph.nodes):
+        if node not in values.values:
+            continue  # added by an earlier rewrite
+        if is_multihead(module, node):
+            rewriter.multihead(node)
+        elif is_sdpa(node) or is_matmul(node):
+            rewriter.written_out(node)
+    if not rewriter.count:
+        return None
+    module.graph.eliminate_dead_code()
+    module.graph.lint()
+    module.recompile()
+    module.delete_all_unused_submodules()
+    if example.device.type == "meta":
+        return module
+    with torch.no_grad():
+        output = module(example)
+    if not same(output, reference):
+        warnings.warn(
+            "ctrlsparse: rewriting the attention changed the model's output; attention heads are left ungated",
+            stacklevel=2,
+        )
+        return None
+    return module
+
+
+def same(a, b) -> bool:
+    if isinstance(a, Tensor):
+        return isinstance(b, Tensor) and bool(((a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())).item())
+    if isinstance(a, tuple | list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return True
+
+
+def is_multihead(module: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(module.get_submodule(str(node.target)), nn.MultiheadAttention)
+
+
+def is_sdpa(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target is F.scaled_dot_product_attention
+
+
+def is_matmul(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in MATMUL) or (
+        node.op == "call_method" and node.target in ("matmul", "bmm")
+    )
+
+
+class Rewriter:
+    def __init__(self, module: fx.GraphModule, values: dict[fx.Node, object]):
+        self.module, self.graph, self.values = module, module.graph, values
+        self.modules = dict(module.named_modules())
+        self.count = 0
+        # new modules take the mode of the model's own (a traced graph module is in train mode by default)
+        self.training = any(m.training for m in self.modules.values() if not isinstance(m, fx.GraphModule))
+
+    # --- nn.MultiheadAttention ---
+    def multihead(self, node: fx.Node) -> None:
+        layer: nn.MultiheadAttention = self.module.get_submodule(str(node.target))
+        names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask")
+        given = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+        if any(given.get(k) is not None for k in ("key_padding_mask", "attn_mask")) or given.get("is_causal"):
+            return
+        if layer.bias_k is not None or layer.add_zero_attn:
+            return
+        users = list(node.users)
+        if not all(u.op == "call_function" and u.target is operator.getitem for u in users):
+            return
+        if any(u.args[1] != 0 and u.users for u in users):
+            return  # the attention weights are used
+        e, heads = layer.embed_dim, layer.num_heads
+        weight = layer.in_proj_weight
+        weights = (
+            weight.chunk(3) if weight is not None else (layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight)
+        )
+        biases = layer.in_proj_bias.chunk(3) if layer.in_proj_bias is not None else (None,) * 3
+        container = nn.Module()
+        for name, w, b in zip("qkv", weights, biases, strict=True):
+            linear = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                linear.weight.copy_(w)
+                if b is not None:
+                    linear.bias.copy_(b)
+            container.add_module(name, linear)
+        container.attention = Attention(heads, 1.0 / math.sqrt(e // heads), layer.dropout)
+        container.out_proj = layer.out_proj
+        target = str(node.target)
+        self.module.add_submodule(target, container.train(layer.training))
+        graph = self.graph
+        with graph.inserting_before(node):
+            inputs = [given["query"], given["key"], given["value"]]
+            if not layer.batch_first:
+                moved: dict[fx.Node, fx.Node] = {}
+                for x in inputs:
+                    if x not in moved:
+                        moved[x] = graph.call_method("transpose", (x, 0, 1))
+                inputs = [moved[x] for x in inputs]
+            q, k, v = (graph.call_module(f"{target}.{name}", (x,)) for name, x in zip("qkv", inputs, strict=True))
+            out = graph.call_module(f"{target}.out_proj", (graph.call_module(f"{target}.attention", (q, k, v)),))
+            if not layer.batch_first:
+                out = graph.call_method("transpose", (out, 0, 1))
+        for user in users:
+            if user.args[1] == 0:
+                user.replace_all_uses_with(out)
+            graph.erase_node(user)
+        graph.erase_node(node)
+        self.count += 1
+
+    # --- attention written out ---
+    def written_out(self, node: fx.Node) -> None:
+        if is_sdpa(node):
+            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+            given = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+            if given.get("attn_mask") is not None or given.get("enable_gqa"):
+                return
+            q, k, v = given["query"], given["key"], given["value"]
+            dropout, causal, scale = (
+                given.get("dropout_p", 0.0),
+                bool(given.get("is_causal", False)),
+                given.get("scale"),
+            )
+            factor = 1.0
+        else:  # softmax(q @ kᵀ * scale) @ v
+            probabilities, v = node.args[0], node.args[1]
+            found = self.scores(probabilities)
+            if found is None:
+                return
+            (q, k), factor, dropout = found
+            causal, scale = False, None
+        if not all(isinstance(x, fx.Node) for x in (q, k, v)) or not isinstance(dropout, float | int):
+            return
+        splits = [self.split(q, False), self.split(k, not is_sdpa(node)), self.split(v, False)]
+        if any(s is None for s in splits) or len({s.heads for s in splits}) != 1:
+            return
+        sq, sk, sv = splits
+        if sq.dim != sk.dim:
+            return
+        factor *= sq.factor * sk.factor
+        if sv.factor != 1.0:
+            return
+        scale = (1.0 / math.sqrt(sq.dim) if scale is None else float(scale)) if is_sdpa(node) else 1.0
+        merged = self.merge(node, sv.heads)
+        if merged is None:
+            return
+        name = self.unique(f"attention_{node.name}")
+        attention = Attention(sq.heads, scale * factor, float(dropout), causal)
+        self.module.add_submodule(name, attention.train(self.training))
+        with self.graph.inserting_before(merged):
+            sources = [self.narrowed(s) for s in splits]
+            out = self.graph.call_module(name, tuple(sources))
+        merged.replace_all_uses_with(out)
+        self.count += 1
+
+    def scores(self, node: fx.Node) -> tuple[tuple[fx.Node, fx.Node], float, float] | None:
+        """From the attention weights back to ``q @ kᵀ``: ((q, kᵀ), the scalar factors' product, dropout p)."""
+        factor, dropout, softmax = 1.0, 0.0, False
+        while True:
+            if not isinstance(node, fx.Node):
+                return None
+            if node.op == "call_module" and isinstance(self.modules.get(str(node.target)), nn.Dropout):
+                dropout = self.modules[str(node.target)].p
+            elif node.op == "call_function" and node.target is F.dropout:
+                dropout = node.args[1] if len(node.args) > 1 else node.kwargs.get("p", 0.5)
+            elif (node.op == "call_function" and node.target in SOFTMAX) or (
+                node.op == "call_method" and node.target == "softmax"
+            ):
+                dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+                rank = self.values[node].dim()
+                if softmax or dim is None or dim % rank != rank - 1 or node.kwargs.get("dtype") is not None:
+                    return None
+                softmax = True
+            elif self.scalar(node) is not None:
+                factor *= self.scalar(node)
+            elif is_matmul(node) and softmax:
+                return (node.args[0], node.args[1]), factor, dropout
+            else:
+                return None
+            node = self.tensor_argument(node)
+
+    def number(self, argument) -> float | None:
+        """A Python number, given or computed from shapes (``C ** -0.5`` with C from ``x.shape``)."""
+        value = self.values.get(argument) if isinstance(argument, fx.Node) else argument
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def scalar(self, node: fx.Node) -> float | None:
+        """The factor of ``x * s`` / ``x / s`` / ``s * x`` with a number s (None: not such an op)."""
+        is_function = node.op == "call_function" and node.target in SCALAR_OPS
+        is_method = node.op == "call_method" and node.target in ("mul", "div")
+        if not (is_function or is_method) or len(node.args) != 2 or node.kwargs:
+            return None
+        kind = SCALAR_OPS[node.target] if is_function else node.target
+        a, b = node.args
+        if isinstance(self.values.get(a), Tensor) and self.number(b) is not None:
+            return self.number(b) if kind == "mul" else 1.0 / self.number(b)
+        if is_function and kind == "mul" and isinstance(self.values.get(b), Tensor) and self.number(a) is not None:
+            return self.number(a)
+        return None
+
+    def tensor_argument(self, node: fx.Node) -> fx.Node | None:
+        """The one node argument of a move / unbind / scalar op that carries the data."""
+        if self.scalar(node) is not None:
+            a = node.args[0]
+            return a if isinstance(self.values.get(a), Tensor) else node.args[1]
+        first = node.args[0] if node.args else None
+        if isinstance(first, list | tuple):
+            return None
+        return first if isinstance(first, fx.Node) else None
+
+    def walkable(self, node: fx.Node) -> bool:
+        if self.scalar(node) is not None:
+            return True
+        if node.op == "call_function" and node.target in UNBIND or node.op == "call_method" and node.target == "unbind":
+            return True
+        return ops.is_move(node, self.modules) and not (
+            node.op == "call_function" and node.target in (torch.cat, torch.concat)
+        )
+
+    def split(self, node: fx.Node, swapped: bool) -> Split | None:
+        """The head split that ``node`` (N, ..., heads, T, d) is of a channels-last source, or None: the farthest
+        source back along the chain of moves that fits."""
+        value = self.values.get(node)
+        if not isinstance(value, Tensor) or value.dim() < 3:
+            return None
+        path = [node]
+        while self.walkable(path[-1]):
+            previous = self.tensor_argument(path[-1])
+            if previous is None:
+                break
+            path.append(previous)
+        for i in range(len(path) - 1, 0, -1):
+            found = self.split_from(path[i], path[:i][::-1], swapped)
+            if found is not None:
+                return found
+        return None
+
+    def split_from(self, source: fx.Node, chain: list[fx.Node], swapped: bool) -> Split | None:
+        base = self.values.get(source)
+        if not isinstance(base, Tensor) or base.dim() < 2:
+            return None
+        ids = torch.arange(base.numel(), dtype=torch.float64).view(base.shape)
+        out = self.replay(chain, source, ids)
+        if not isinstance(out, Tensor) or out.dim() < 3:
+            return None
+        if swapped:
+            out = out.transpose(-2, -1)
+        heads, dim, channels = out.shape[-3], out.shape[-1], base.shape[-1]
+        offset = int(out.flatten()[0].item()) % channels
+        if offset + heads * dim > channels:
+            return None
+        expected = ids[..., offset : offset + heads * dim].unflatten(-1, (heads, dim)).transpose(-3, -2)
+        if expected.shape != out.shape or not torch.equal(expected, out):
+            return None
+        factor = math.prod(self.scalar(n) for n in chain if self.scalar(n) is not None)
+        return Split(source, chain, offset, heads, dim, factor, swapped)
+
+    def replay(self, chain: list[fx.Node], source: fx.Node, ids: Tensor):
+        env = {source: ids}
+        for node in chain:
+            args = fx.node.map_arg(node.args, lambda n: env.get(n, self.values.get(n)))
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: env.get(n, self.values.get(n)))
+            if self.scalar(node) is not None:
+                env[node] = env[self.tensor_argument(node)]
+            elif node.op == "call_function":
+                env[node] = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                env[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
+            else:
+                env[node] = self.modules[str(node.target)](*args, **kwargs)
+        return env[chain[-1]]
+
+    def merge(self, node: fx.Node, heads: int) -> fx.Node | None:
+        """The first node after the attention output (..., heads, T, d) that holds it as (..., T, heads * d)."""
+        value = self.values[node]
+        if not isinstance(value, Tensor) or value.dim() < 3:
+            return None
+        ids = torch.arange(value.numel(), dtype=torch.float64).view(value.shape)
+        expected = ids.transpose(-3, -2).flatten(-2)
+        chain, current = [], node
+        while len(current.users) == 1:
+            (user,) = current.users
+            if not ops.is_move(user, self.modules) or self.tensor_argument(user) is not current:
+                return None
+            chain.append(user)
+            out = self.replay(chain, node, ids)
+            if isinstance(out, Tensor) and out.shape == expected.shape and torch.equal(out, expected):
+                return user
+            current = user
+        return None
+
+    def narrowed(self, split: Split) -> fx.Node:
+        width = self.values[split.source].shape[-1]
+        if split.offset == 0 and split.heads * split.dim == width:
+            return split.source
+        return self.graph.call_function(torch.narrow, (split.source, -1, split.offset, split.heads * split.dim))
+
+    def unique(self, name: str) -> str:
+        taken = {key for key, _ in self.module.named_modules()}
+        unique, suffix = name, 1
+        while unique in taken:
+            unique, suffix = f"{name}_{suffix}", suffix + 1
+        return unique
