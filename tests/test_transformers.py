@@ -1,0 +1,187 @@
+"""Transformers through ctrlsparse.gate: attention heads, MLP neurons and the embedding width as gate groups.
+
+torchvision's VisionTransformer (nn.MultiheadAttention) and attention written out of Linear layers (a fused qkv with
+scaled_dot_product_attention, timm's way; separate q / k / v with softmax(q @ kᵀ) @ v) each: with every gate open
+the gated model computes the original, on a random gate pattern the purged model computes the gated eval
+function, and at 0/1 gates the expected cost (QKᵀ and AV included) is the purged model's size."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from channels import check_exact, max_error, randomised, set_pattern
+from torch import nn
+
+import ctrlsparse
+from ctrlsparse.channels.heads import Attention
+from ctrlsparse.group_gates import MaskedLayerNorm
+from ctrlsparse.layers import gated_layers
+from ctrlsparse.purge import count, purge, save_purged
+
+
+def small_vit(layers: int = 2, heads: int = 2, width: int = 16, mlp: int = 32) -> nn.Module:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(
+        image_size=16, patch_size=4, num_layers=layers, num_heads=heads, hidden_dim=width, mlp_dim=mlp, num_classes=3
+    )
+
+
+class FusedQKV(nn.Module):
+    """timm's block: one qkv Linear, reshape / permute / unbind into heads, scaled_dot_product_attention."""
+
+    def __init__(self, width: int = 12, heads: int = 3):
+        super().__init__()
+        self.heads = heads
+        self.embed, self.norm = nn.Linear(5, width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.fc1, self.fc2, self.head = nn.Linear(width, 20), nn.Linear(20, width), nn.Linear(width, 4)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        y = nn.functional.scaled_dot_product_attention(q, k, v)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, n, c))
+        x = x + self.fc2(nn.functional.gelu(self.fc1(x)))
+        return self.head(x.mean(1))
+
+
+class SeparateQKV(nn.Module):
+    """q, k, v Linear layers, view + transpose into heads, a scaled q, softmax(q @ kᵀ) with dropout, @ v."""
+
+    def __init__(self, width: int = 12, heads: int = 3):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Linear(5, width)
+        self.q, self.k, self.v, self.out = (nn.Linear(width, width) for _ in range(4))
+        self.drop, self.head = nn.Dropout(0.1), nn.Linear(width, 4)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, n, c = x.shape
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2) * (c // self.heads) ** -0.5
+        k = self.k(x).view(b, n, self.heads, -1).transpose(1, 2)
+        v = self.v(x).view(b, n, self.heads, -1).transpose(1, 2)
+        weights = self.drop((q @ k.transpose(-2, -1)).softmax(dim=-1))
+        y = (weights @ v).transpose(1, 2).contiguous().view(b, n, c)
+        return self.head((x + self.out(y)).mean(1))
+
+
+def groups(gated: nn.Module) -> dict[str, int]:
+    return {name.removeprefix("gates."): group.n_gates for name, group in gated_layers(gated)}
+
+
+def test_a_vit_gates_its_heads_mlp_neurons_and_embedding_width():
+    x = torch.randn(2, 3, 16, 16)
+    model = small_vit()
+    gated = check_exact(model, x)
+    layer = "encoder_layers_encoder_layer_{}_"
+    assert groups(gated) == {
+        "conv_proj": 16,  # the residual stream: patch embedding, class token, positions, norms, every block, head
+        **{layer.format(i) + "self_attention_q": 2 for i in range(2)},  # heads
+        **{layer.format(i) + "mlp_0": 32 for i in range(2)},  # MLP neurons
+    }
+    assert sum(isinstance(m, Attention) for m in gated.modules()) == 2
+    assert sum(isinstance(m, MaskedLayerNorm) for m in gated.modules()) == 5
+    with torch.no_grad():
+        for _, group in gated_layers(gated):
+            group.log_alpha.fill_(5.0)
+        gated.get_submodule("gates.conv_proj").log_alpha[[0, 5, 6]] = -5.0
+        gated.get_submodule("gates." + layer.format(0) + "self_attention_q").log_alpha[1] = -5.0
+        gated.get_submodule("gates." + layer.format(1) + "mlp_0").log_alpha[:10] = -5.0
+    purged = purge(gated, x)
+    modules = dict(purged.named_modules())
+    block = "encoder_layers_encoder_layer_{}_"
+    assert modules["conv_proj"].out_channels == 13 and modules["heads_head"].in_features == 13
+    assert modules[block.format(0) + "self_attention_q"].weight.shape == (8, 13)  # one head of 8 channels left
+    assert modules[block.format(0) + "self_attention_out_proj"].weight.shape == (13, 8)
+    assert modules[block.format(1) + "self_attention_q"].weight.shape == (16, 13)
+    assert (
+        modules[block.format(1) + "mlp_0"].out_features == 22 and modules[block.format(1) + "mlp_3"].in_features == 22
+    )
+    shapes = {name.rstrip("_0123456789"): tuple(p.shape) for name, p in purged.named_parameters()}
+    assert shapes["class_token"] == (1, 1, 13) and shapes["encoder_pos_embedding"] == (1, 17, 13)
+    with torch.no_grad():
+        assert max_error(purged(x), gated(x)) <= 1e-5
+
+
+def test_the_mac_count_includes_attention_on_the_cpu():
+    """torch's counter leaves out the CPU kernel of scaled_dot_product_attention and nn.MultiheadAttention's
+    fast path; ctrlsparse counts them as the matrix products they are."""
+    layer = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    x = torch.randn(1, 5, 8)
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x, x, x, need_weights=False)[0]
+
+    projections, products = 4 * 5 * 8 * 8, 2 * 5 * 5 * 8
+    assert count(Wrapped(), x).macs == projections + products
+    gated = ctrlsparse.gate(Wrapped(), x)
+    assert count(gated, x).macs == projections + products
+
+
+@pytest.mark.parametrize("model", [FusedQKV, SeparateQKV])
+def test_attention_written_out_of_linear_layers_gates_its_heads(model):
+    x = torch.randn(2, 7, 5)
+    gated = check_exact(model(), x, seeds=(1, 2, 3))
+    assert sum(isinstance(m, Attention) for m in gated.modules()) == 1
+    heads = [n for n in groups(gated) if n in ("qkv", "q")]
+    assert len(heads) == 1 and groups(gated)[heads[0]] == 3
+    with torch.no_grad():
+        for _, group in gated_layers(gated):
+            group.log_alpha.fill_(5.0)
+        gated.get_submodule(f"gates.{heads[0]}").log_alpha[[0, 2]] = -5.0
+    purged = purge(gated, x)
+    linears = {name: m.weight.shape for name, m in purged.named_modules() if isinstance(m, nn.Linear)}
+    if model is FusedQKV:  # q, k and v rows of the one head left
+        assert linears["qkv"][0] == 3 * 4 and linears["proj"][1] == 4
+    else:
+        assert linears["q"][0] == linears["k"][0] == linears["v"][0] == linears["out"][1] == 4
+    with torch.no_grad():
+        assert max_error(purged(x), gated(x)) <= 1e-5
+
+
+def test_attention_with_a_mask_is_left_whole_and_stays_exact():
+    class Masked(SeparateQKV):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mask", torch.ones(7, 7).triu(1) * -1e4)
+
+        def forward(self, x):
+            x = self.embed(x)
+            b, n, c = x.shape
+            q, k, v = (f(x).view(b, n, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
+            weights = (q @ k.transpose(-2, -1) + self.mask).softmax(-1)
+            return self.head((x + self.out((weights @ v).transpose(1, 2).reshape(b, n, c))).mean(1))
+
+    gated = check_exact(Masked(), torch.randn(2, 7, 5), seeds=(1,))
+    assert not any(isinstance(m, Attention) for m in gated.modules())
+
+
+def test_a_purged_vit_exports_and_loads_without_ctrlsparse(tmp_path):
+    x = torch.randn(2, 3, 16, 16)
+    gated = ctrlsparse.gate(randomised(small_vit()), x).eval()
+    set_pattern(gated, 3, fractional=True)
+    path = save_purged(purge(gated, x), x, tmp_path / "purged.pt2")
+    torch.save(x, tmp_path / "x.pt")
+    code = (
+        "import sys, torch\n"
+        f"y = torch.export.load({str(path)!r}).module()(torch.load({str(tmp_path / 'x.pt')!r}))\n"
+        "assert not [n for n in sys.modules if n.startswith('ctrlsparse')], 'ctrlsparse was imported'\n"
+        f"torch.save(y, {str(tmp_path / 'y.pt')!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with torch.no_grad():
+        assert max_error(torch.load(tmp_path / "y.pt"), gated(x)) <= 1e-5
