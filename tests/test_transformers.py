@@ -185,3 +185,21 @@ def test_a_purged_vit_exports_and_loads_without_ctrlsparse(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     with torch.no_grad():
         assert max_error(torch.load(tmp_path / "y.pt"), gated(x)) <= 1e-5
+
+
+def test_the_registered_vit_gates_heads_mlp_and_width_and_trains_to_a_density(tmp_path):
+    """The small ViT (arch vit) on digits: dense and gated builds, then a short constrained run for real."""
+    from ctrlsparse.hparams import HParams
+    from ctrlsparse.models.factory import LayerFactory
+    from ctrlsparse.registry import ARCHS
+    from ctrlsparse.training.loop import train
+
+    dense = ARCHS["vit"]((1, 8, 8), 10, LayerFactory(gated=False))
+    assert not gated_layers(dense)
+    gated = ARCHS["vit"]((1, 8, 8), 10, LayerFactory())
+    sizes = groups(gated)
+    assert sizes["embed"] == 48 and [sizes[f"blocks_{i}_qkv"] for i in range(3)] == [3, 3, 3]
+    assert [sizes[f"blocks_{i}_fc1"] for i in range(3)] == [96, 96, 96]
+    assert HParams.resolve(arch="vit").gates_polarization == 2.0  # the gate groups' tie-breaker
+    summary = train(HParams.resolve(arch="vit", epochs=3, target=0.5), tmp_path / "run", on_epoch=None)
+    assert 0.0 < summary["expected_density"] < 1.0 and summary["train_loss"] == summary["train_loss"]  # not NaN

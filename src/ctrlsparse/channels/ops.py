@@ -142,6 +142,9 @@ MOVE_MODULES = (nn.Flatten, nn.Unflatten)
 REPLAYABLE = {"flatten", "permute", "transpose", "contiguous", "unsqueeze", "squeeze", "movedim", "swapaxes"}
 # Parameter-free modules from outside torch.nn that a dense trace keeps whole, known by class name.
 NAMED_MODULES = {"StochasticDepth": "map", "Permute": "move"}
+# Functions from outside torch that a trace keeps as single calls (torch.fx.wrap), known by module and name: the
+# gated model's trace goes into StochasticDepth and meets its function (0 or 1 / (1 - p) per example).
+NAMED_FUNCTIONS = {("torchvision.ops.stochastic_depth", "stochastic_depth"): "map"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,6 +214,9 @@ def map_kind(node: fx.Node, modules: dict[str, nn.Module]) -> bool | None:
     if node.op == "call_function":
         if node.target in ZERO_PRESERVING_FUNCTIONS:
             return not node.kwargs.get("return_indices", False)
+        named = (getattr(node.target, "__module__", ""), getattr(node.target, "__name__", ""))
+        if NAMED_FUNCTIONS.get(named) == "map":
+            return True
         return False if node.target in NONZERO_FUNCTIONS else None
     if node.op == "call_method":
         if node.target in ZERO_PRESERVING_METHODS:
