@@ -48,15 +48,6 @@ class ChannelGraph:
             value = getattr(value, part)
         return value  # type: ignore[return-value]
 
-    def constant_source(self, node: fx.Node) -> fx.Node | None:
-        """The get_attr node that ``node`` is, or is expanded from at the same rank (a class token
-        ``cls.expand(n, -1, -1)``); None otherwise."""
-        if node.op == "call_method" and node.target == "expand" and isinstance(node.args[0], fx.Node):
-            source = node.args[0]
-            same_rank = self.shapes.get(source) is not None and len(self.shapes[source]) == len(self.shapes[node])
-            return source if source.op == "get_attr" and same_rank else None
-        return node if node.op == "get_attr" else None
-
     def positions(self, node: fx.Node) -> int:
         """Entries per channel of one example of a tracked node's output (H*W of a conv map, T of (N, T, C))."""
         shape = self.shapes[node]
@@ -223,29 +214,20 @@ class Layouts(fx.Interpreter):
         return Op("sum" if kind == "sum" else "product", dim, width, tracked, factors=factors, sliced=tuple(sliced))
 
     def joined(self, node: fx.Node, value: Tensor) -> Op | None:
-        """A concatenation along another dim than its tracked operands' channels: a ``sum`` of them (output channel
-        c is channel c of each), untracked operands of full width sliced with the kept channels."""
-        parts = node.args[0]
-        along = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        """A concatenation along another dim than its tracked operands' channels: a ``sum`` of them, untracked
+        operands (of full width: cat needs it) sliced with the kept channels."""
+        parts, along = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         if not isinstance(parts, list | tuple) or not isinstance(along, int):
             return None
-        rank = value.dim()
         tracked = [p for p in parts if self.op(p) is not None and self.op(p).tracked]
-        dims = {self.op(p).dim for p in tracked}
-        if len(dims) != 1 or any(len(self.shapes[p]) != rank for p in tracked):
+        dims, rank = {self.op(p).dim for p in tracked}, value.dim()
+        if len(dims) != 1 or any(len(self.shapes[p]) != rank for p in tracked) or dims == {along % rank}:
             return None
         (dim,) = dims
-        width = value.shape[dim]
-        if dim == along % rank or any(self.op(p).width != width for p in tracked):
+        if any(not isinstance(self.env.get(p), Tensor) for p in parts if p not in tracked):
             return None
-        sliced = []
-        for i, part in enumerate(parts):
-            if part in tracked:
-                continue
-            if not isinstance(part, fx.Node) or not isinstance(self.env.get(part), Tensor):
-                return None
-            sliced.append(((0, i), dim))
-        return Op("sum", dim, width, tuple(tracked), sliced=tuple(sliced))
+        sliced = tuple(((0, i), dim) for i, p in enumerate(parts) if p not in tracked)
+        return Op("sum", dim, value.shape[dim], tuple(tracked), sliced=sliced)
 
     # --- data movement, followed on channel ids ---
     def channel_ids(self, node: fx.Node):

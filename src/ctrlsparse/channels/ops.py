@@ -175,6 +175,16 @@ def argument_at(args: tuple, position: int | tuple[int, int]):
     return args[position[0]][position[1]] if isinstance(position, tuple) else args[position]
 
 
+def constant_source(node: fx.Node, shapes: dict) -> fx.Node | None:
+    """The get_attr node that ``node`` is, or is expanded from at the same rank (a class token
+    ``cls.expand(n, -1, -1)``); None otherwise. ``shapes``: each node's output shape."""
+    if node.op == "call_method" and node.target == "expand" and isinstance(node.args[0], fx.Node):
+        source = node.args[0]
+        same_rank = shapes.get(source) is not None and len(shapes[source]) == len(shapes[node])
+        return source if source.op == "get_attr" and same_rank else None
+    return node if node.op == "get_attr" else None
+
+
 def is_concat(node: fx.Node) -> bool:
     return node.op == "call_function" and node.target in (torch.cat, torch.concat)
 

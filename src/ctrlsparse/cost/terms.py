@@ -22,7 +22,7 @@ from torch import nn
 
 from ctrlsparse.channels.algebra import Expr
 from ctrlsparse.channels.flow import Flow
-from ctrlsparse.channels.ops import argument_at
+from ctrlsparse.channels.ops import argument_at, constant_source
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def cost_terms(flow: Flow, model: nn.Module) -> list[Term]:
                 terms.append(Term("params", float(len(constants)), flow.mask(node)))
         elif op.kind in ("sum", "product"):
             for position, _ in op.sliced:
-                argument = graph.constant_source(argument_at(node.args, position))
+                argument = constant_source(argument_at(node.args, position), graph.shapes)
                 if argument is not None and isinstance(graph.constant(argument), nn.Parameter):
                     constant = graph.constant(argument)
                     claimed.add(id(constant))

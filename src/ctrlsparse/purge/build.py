@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ctrlsparse.channels.flow import Flow
-from ctrlsparse.channels.ops import REPLAYABLE, argument_at
+from ctrlsparse.channels.ops import REPLAYABLE, argument_at, constant_source
 from ctrlsparse.group_gates import channel_gates
 from ctrlsparse.layers import GatedLayer
 from ctrlsparse.purge.layers import plain, sliced_batchnorm, sliced_grouped, sliced_layer, sliced_layer_norm
@@ -212,7 +212,7 @@ class Builder:
         self.layouts[node] = channels(node)
 
     def _slice(self, argument: fx.Node, dim: int, keep: Tensor) -> fx.Node:
-        source = self.graph.constant_source(argument)
+        source = constant_source(argument, self.graph.shapes)
         if source is not None:  # a parameter (or one expanded at the same rank): sliced itself
             constant = self.graph.constant(source)
             sliced = constant.detach().index_select(dim, keep.to(constant.device))
