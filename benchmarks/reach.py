@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/reach.py --models resnet18,convnext_tiny --size 64 --jobs 2
 
 For every classification builder of ``torchvision.models`` (random weights, BatchNorm statistics and affine
-parameters randomised away from the identity, a ``--size`` x ``--size`` input, batch 2), one process each:
+parameters and LayerNorm affine parameters randomised away from the identity, a ``--size`` x ``--size`` input,
+batch 2; the ViTs built for that size), one process each:
 
 - **ctrlsparse**: ``ctrlsparse.gate``, then every gate group closed but its first gate; *reach* is the purged
   model's MACs as a share of the dense model's (FlopCounterMode, batch 1). The three exactness checks:
@@ -43,15 +44,19 @@ def randomised(model):
                 module.running_var.uniform_(0.5, 1.5)
                 module.weight.uniform_(0.5, 1.0)
                 module.bias.uniform_(-0.2, 0.2)
+            if isinstance(module, nn.LayerNorm) and module.weight is not None:
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
     return model.eval()
 
 
-def build(name: str):
+def build(name: str, size: int):
     import torch
     import torchvision
 
     torch.manual_seed(0)
-    return randomised(torchvision.models.get_model(name, weights=None, num_classes=10))
+    fixed = {"image_size": size} if name.startswith("vit_") else {}  # a ViT's position embedding fixes its size
+    return randomised(torchvision.models.get_model(name, weights=None, num_classes=10, **fixed))
 
 
 def ours(name: str, size: int) -> dict:
@@ -63,7 +68,7 @@ def ours(name: str, size: int) -> dict:
     from ctrlsparse.purge import count, purge
 
     torch.set_num_threads(1)
-    model, x = build(name), torch.randn(2, 3, size, size)
+    model, x = build(name, size), torch.randn(2, 3, size, size)
     dense = count(model, x)
     gated = ctrlsparse.gate(model, x).eval()
     groups = [group for _, group in gated_layers(gated)]
@@ -105,7 +110,7 @@ def torch_pruning(name: str, size: int) -> str:
     except ImportError:
         return "not installed"
     torch.set_num_threads(1)
-    model, x = build(name), torch.randn(2, 3, size, size)
+    model, x = build(name, size), torch.randn(2, 3, size, size)
     dense = count(model, x)
     classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 10]
     try:
@@ -121,7 +126,7 @@ def torch_pruning(name: str, size: int) -> str:
 def one_row(name: str, size: int, max_params: float, peer: bool) -> str:
     start = time.time()
     try:
-        model = build(name)
+        model = build(name, size)
         params = sum(p.numel() for p in model.parameters())
         del model
         if params > max_params:

@@ -30,6 +30,7 @@ from torch import Tensor, fx, nn
 
 from ctrlsparse.channels.head_splits import WrittenOut, is_matmul, is_sdpa
 from ctrlsparse.channels.heads import Attention
+from ctrlsparse.channels.windows import Windows, is_function
 
 
 class Values(fx.Interpreter):
@@ -48,13 +49,14 @@ class Values(fx.Interpreter):
 def canonical_attention(module: fx.GraphModule, example: Tensor) -> fx.GraphModule | None:
     """``module`` (a traced dense model) with its attention in :class:`Attention` form (see above), or None when
     it has no attention this rewrites. ``module`` itself may be changed either way: pass a copy."""
-    if not any(is_multihead(module, n) or is_sdpa(n) or is_matmul(n) for n in module.graph.nodes):
+    if not any(is_multihead(module, n) or is_sdpa(n) or is_matmul(n) or is_swin(n) for n in module.graph.nodes):
         return None
     values = Values(module)
     with torch.no_grad():
         reference = values.run(example)
     rewriter = Rewriter(module, values.values)
     written = WrittenOut(module, values.values)
+    windows = Windows(module, values.values)
     for node in list(module.graph.nodes):
         if node not in values.values:
             continue  # added by an earlier rewrite
@@ -62,7 +64,11 @@ def canonical_attention(module: fx.GraphModule, example: Tensor) -> fx.GraphModu
             rewriter.multihead(node)
         elif is_sdpa(node) or is_matmul(node):
             written.rewrite(node)
-    if not rewriter.count + written.count:
+        elif is_function(node, "shifted_window_attention"):
+            windows.attention(node)
+        elif is_function(node, "_patch_merging_pad"):
+            windows.patch_merging(node)
+    if not rewriter.count + written.count + windows.count:
         return None
     module.graph.eliminate_dead_code()
     module.graph.lint()
@@ -87,6 +93,10 @@ def same(a, b) -> bool:
     if isinstance(a, tuple | list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return True
+
+
+def is_swin(node: fx.Node) -> bool:
+    return is_function(node, "shifted_window_attention") or is_function(node, "_patch_merging_pad")
 
 
 def is_multihead(module: fx.GraphModule, node: fx.Node) -> bool:

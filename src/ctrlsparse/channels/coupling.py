@@ -114,6 +114,12 @@ class Coupling:
             first = self.offsets[node] + np.arange(heads) * (op.width // heads)
             for part in (*op.operands, node):
                 tie(self.elements(part), np.repeat(first, graph.ops[part].width // heads))
+            for bias in node.args[3:]:  # a score bias (sliced by head in the purge): no gate of its own
+                bias_op = graph.ops.get(bias)
+                if bias_op is not None and bias_op.tracked:
+                    ungatable.append(self.elements(bias))
+                elif bias_op is not None and bias_op.kind == "composite":
+                    ungatable += [self.elements(source) for source in self.tracked_sources(bias)]
         elif op.kind == "move":
             starts, start = [], 0
             for source in op.sources:

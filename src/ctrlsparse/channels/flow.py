@@ -158,6 +158,8 @@ class Flow:
             heads = algebra.spread(algebra.both([needed, self.nonzero[value]]), self.head_of(node), op.module.heads)
             for source in (query, key):
                 self._reads[source].append(algebra.gather(heads, self.head_of(source, node)))
+            for bias in node.args[3:]:  # a score bias: read whole
+                self._read_whole(bias)
         elif op.kind == "move":
             total = sum(self.graph.ops[s].width for s in op.sources)
             spread = algebra.spread(needed, op.index, total)

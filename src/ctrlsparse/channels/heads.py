@@ -19,12 +19,23 @@ def split_heads(x: Tensor, heads: int) -> Tensor:
     return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float, dropout: float = 0.0, causal: bool = False):
-    """Multi-head attention of channels-last q, k, v; returns (..., Tq, heads * d_v)."""
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    heads: int,
+    scale: float,
+    dropout: float = 0.0,
+    causal: bool = False,
+    bias: Tensor | None = None,
+) -> Tensor:
+    """Multi-head attention of channels-last q, k, v (``bias``: added to the scores, (..., heads, Tq, Tk));
+    returns (..., Tq, heads * d_v)."""
     out = F.scaled_dot_product_attention(
         split_heads(q, heads),
         split_heads(k, heads),
         split_heads(v, heads),
+        attn_mask=bias,
         dropout_p=dropout,
         is_causal=causal,
         scale=scale,
@@ -34,15 +45,16 @@ def attend(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float, dropout: f
 
 class Attention(nn.Module):
     """Parameter-free multi-head attention (see the module docstring); ``dropout`` on the attention weights in
-    training mode, ``scale`` the factor of QKᵀ (1 / sqrt(d) as a rule), ``causal`` a causal mask."""
+    training mode, ``scale`` the factor of QKᵀ (1 / sqrt(d) as a rule), ``causal`` a causal mask; ``forward``'s
+    ``bias``, added to the scores, holds a slice per head (dim -3: Swin's relative position bias and shift mask)."""
 
     def __init__(self, heads: int, scale: float, dropout: float = 0.0, causal: bool = False):
         super().__init__()
         self.heads, self.scale, self.dropout, self.causal = heads, float(scale), float(dropout), causal
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
         dropout = self.dropout if self.training else 0.0
-        return attend(q, k, v, self.heads, self.scale, dropout, self.causal)
+        return attend(q, k, v, self.heads, self.scale, dropout, self.causal, bias)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, scale={self.scale:.4g}, dropout={self.dropout}, causal={self.causal}"

@@ -119,6 +119,7 @@ MOVE_FUNCTIONS = {
     torch.squeeze,
     torch.movedim,
     torch.swapaxes,
+    torch.roll,
     operator.getitem,
 }
 MOVE_METHODS = {
@@ -139,7 +140,7 @@ MOVE_METHODS = {
 }
 MOVE_MODULES = (nn.Flatten, nn.Unflatten)
 # Moves that may be replayed on fewer channels (their arguments name dims, never sizes).
-REPLAYABLE = {"flatten", "permute", "transpose", "contiguous", "unsqueeze", "squeeze", "movedim", "swapaxes"}
+REPLAYABLE = {"flatten", "permute", "transpose", "contiguous", "unsqueeze", "squeeze", "movedim", "swapaxes", "roll"}
 # Parameter-free modules from outside torch.nn that a dense trace keeps whole, known by class name.
 NAMED_MODULES = {"StochasticDepth": "map", "Permute": "move"}
 # Functions from outside torch that a trace keeps as single calls (torch.fx.wrap), known by module and name: the
@@ -224,6 +225,10 @@ def map_kind(node: fx.Node, modules: dict[str, nn.Module]) -> bool | None:
     if node.op == "call_function":
         if node.target in ZERO_PRESERVING_FUNCTIONS:
             return not node.kwargs.get("return_indices", False)
+        if node.target is F.pad:  # zeros around other dims than the channels (a channel-padding pad is no map)
+            mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+            value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+            return mode == "constant" and not value
         named = (getattr(node.target, "__module__", ""), getattr(node.target, "__name__", ""))
         if NAMED_FUNCTIONS.get(named) == "map":
             return True

@@ -162,7 +162,7 @@ class Builder:
         else:
             rows, columns = self.kept(node), indices(flow.columns(node))
             new = sliced_layer(layer, weight, bias, rows, columns)
-        value = self.adapt(source, columns) if reads else self.values[source]
+        value = self.adapt(source, columns) if reads else self.whole(source)  # zeros where channels went
         self.values[node] = self.new.call_module(self.attribute(str(node.target), new), (value,))
         self.layouts[node] = rows
 
@@ -207,6 +207,9 @@ class Builder:
                 new.call_method("transpose", (new.call_method("unflatten", (value, -1, (len(heads), -1))), -3, -2))
             )
         kwargs = {"is_causal": layer.causal, "scale": layer.scale}
+        if len(node.args) > 3:  # a score bias, one slice per head along dim -3
+            index = self.tensor("index", heads)
+            kwargs["attn_mask"] = new.call_function(torch.index_select, (self.whole(node.args[3]), -3, index))
         out = new.call_function(F.scaled_dot_product_attention, tuple(parts), kwargs)
         self.values[node] = new.call_method("flatten", (new.call_method("transpose", (out, -3, -2)), -2))
         self.layouts[node] = channels(node)
