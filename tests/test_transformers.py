@@ -111,6 +111,57 @@ def test_a_vit_gates_its_heads_mlp_neurons_and_embedding_width():
         assert max_error(purged(x), gated(x)) <= 1e-5
 
 
+def small_swin() -> nn.Module:
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    return SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4], num_classes=3
+    )
+
+
+@pytest.mark.parametrize("size", [32, 40])  # 40: windows padded (10 -> 12 patches a side)
+def test_a_swin_gates_its_heads_mlp_neurons_and_each_stages_width(size):
+    """Shifted windows with the relative position bias and the shift mask: heads, MLP neurons and each stage's
+    stream (the patch embedding's, then each patch merging's reduction) are gate groups, exactly."""
+    x = torch.randn(2, 3, size, size)
+    gated = check_exact(small_swin(), x)
+    assert groups(gated) == {
+        "features_0_0": 16,  # stage 1's stream
+        **{f"features_1_{b}_attn_qkv": 2 for b in range(2)},
+        **{f"features_1_{b}_mlp_0": 64 for b in range(2)},
+        "features_2_reduction": 32,  # stage 2's stream
+        **{f"features_3_{b}_attn_qkv": 4 for b in range(2)},
+        **{f"features_3_{b}_mlp_0": 128 for b in range(2)},
+    }
+    with torch.no_grad():
+        for _, group in gated_layers(gated):
+            group.log_alpha.fill_(5.0)
+        gated.get_submodule("gates.features_3_1_attn_qkv").log_alpha[[0, 2, 3]] = -5.0
+    purged = purge(gated, x)
+    assert purged.get_submodule("features_3_1_attn_qkv").out_features == 3 * 8
+    assert purged.get_submodule("features_3_1_attn_proj").in_features == 8
+    with torch.no_grad():
+        assert max_error(purged(x), gated(x)) <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, size", [("vit_b_16", 32), ("swin_t", 64)])
+def test_vit_b_16_and_swin_t_are_exact_and_reach_below_five_percent_of_their_macs(name, size):
+    import torchvision
+
+    torch.manual_seed(0)
+    fixed = {"image_size": size} if name.startswith("vit") else {}
+    model = torchvision.models.get_model(name, weights=None, num_classes=10, **fixed)
+    x = torch.randn(2, 3, size, size)
+    gated = check_exact(model, x, seeds=(1,))
+    with torch.no_grad():
+        for _, group in gated_layers(gated):
+            group.log_alpha.fill_(-10.0)
+            group.log_alpha[0] = 10.0
+    assert count(purge(gated, x), x).macs <= 0.05 * count(model, x).macs
+
+
 def test_the_mac_count_includes_attention_on_the_cpu():
     """torch's counter leaves out the CPU kernel of scaled_dot_product_attention and nn.MultiheadAttention's
     fast path; ctrlsparse counts them as the matrix products they are."""
