@@ -14,7 +14,8 @@ batch 2; the ViTs built for that size), one process each:
   *open*: max |gated output - original output| with every gate open; *purge*: max |purged - gated eval| output,
   relative to the output's scale, on a random pattern with fractional gates.
 - **Torch-Pruning** (if installed): ``DependencyGraph`` + ``MagnitudePruner`` (L1), ``pruning_ratio=0.95``,
-  classifier kept; the pruned model's MAC share with the same counter.
+  classifier kept (transformers: ``num_heads`` of every attention layer, ``prune_num_heads``,
+  ``head_pruning_ratio=0.95``, as its ViT examples); the pruned model's MAC share with the same counter.
 
 A builder that torch.fx cannot trace, or whose check fails, is listed with the reason; builders with more than
 ``--max-params`` parameters are listed as skipped (this machine's memory). Prints a Markdown table.
@@ -113,9 +114,20 @@ def torch_pruning(name: str, size: int) -> str:
     model, x = build(name, size), torch.randn(2, 3, size, size)
     dense = count(model, x)
     classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 10]
+    heads = {  # its attention layers, as its ViT / Swin examples give them: nn.MultiheadAttention, Swin's qkv
+        (m if isinstance(m, torch.nn.MultiheadAttention) else m.qkv): m.num_heads
+        for m in model.modules()
+        if isinstance(m, torch.nn.MultiheadAttention) or (hasattr(m, "qkv") and hasattr(m, "num_heads"))
+    }
+    transformer = {"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False, "head_pruning_ratio": 0.95}
     try:
         pruner = tp.pruner.MagnitudePruner(
-            model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.95, ignored_layers=classifier
+            model,
+            x,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=0.95,
+            ignored_layers=classifier,
+            **(transformer if heads else {}),
         )
         pruner.step()
         return f"{100 * count(model.eval(), x).macs / dense.macs:.2f}"
