@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/reach.py --models resnet18,convnext_tiny --size 64 --jobs 2
 
 For every classification builder of ``torchvision.models`` (random weights, BatchNorm statistics and affine
-parameters and LayerNorm affine parameters randomised away from the identity, a ``--size`` x ``--size`` input,
+parameters and LayerNorm affine parameters randomised away from the identity, a classifier or class token
+initialised at zero random, a ``--size`` x ``--size`` input,
 batch 2; the ViTs built for that size), one process each:
 
 - **ctrlsparse**: ``ctrlsparse.gate``, then every gate group closed but its first gate; *reach* is the purged
@@ -48,6 +49,9 @@ def randomised(model):
             if isinstance(module, nn.LayerNorm) and module.weight is not None:
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
+        for parameter in model.parameters():  # torchvision's ViT zeroes its head and class token
+            if parameter.dim() >= 2 and not parameter.any():
+                parameter.normal_(0.0, parameter.shape[-1] ** -0.5)
     return model.eval()
 
 
