@@ -30,6 +30,7 @@ SHAPES = {
     "wrn28_10": ((3, 16, 16), 100),
     "resnet18": ((3, 32, 32), 200),
     "resnet50": ((3, 64, 64), 1000),
+    "vit": ((1, 8, 8), 10),
 }
 BIG = {"wrn28_10", "resnet50"}
 PATTERNS = ("random", "nearly_closed", "mixed")
