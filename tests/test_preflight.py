@@ -61,7 +61,7 @@ CASES = {
     ),
     "unknown arch in a sweep": Case(
         {"sweeps": [{"archs": ["vgg"], "constrained": {"targets": [0.5]}}]},
-        "config key sweeps[0] (arch): unknown arch 'vgg'; choose one of: mlp, cnn, lenet5, wrn28_10, wrn16_4, "
+        "config key sweeps[0] (arch): unknown arch 'vgg'; choose one of: mlp, cnn, lenet5, vit, wrn28_10, wrn16_4, "
         "resnet18, resnet50",
     ),
     "unknown method": Case(

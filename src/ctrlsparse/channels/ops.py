@@ -25,8 +25,7 @@ Every tensor a node outputs is *tracked* when its channel dimension is known (``
   chain is tracked.
 - ``attention``: :class:`~ctrlsparse.channels.heads.Attention` on channels-last q, k, v (what
   :mod:`~ctrlsparse.channels.attention` rewrites attention into): output channel c is value channel c weighted
-  by the head's attention (0 stays 0 in the values), and a head's query, key, value and output channels go
-  together (the op mixes a head's query and key channels, no others).
+  by its head's attention (0 stays 0), and a head's query, key, value and output channels go together.
 - ``batch_size`` / ``query``: ``x.size(0)`` / other shape queries (they read no channel values).
 - ``other``: anything else; it reads its inputs whole (zero-filled where channels were removed), always exact.
 """
@@ -226,9 +225,8 @@ def map_kind(node: fx.Node, modules: dict[str, nn.Module]) -> bool | None:
         if node.target in ZERO_PRESERVING_FUNCTIONS:
             return not node.kwargs.get("return_indices", False)
         if node.target is F.pad:  # zeros around other dims than the channels (a channel-padding pad is no map)
-            mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
-            value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
-            return mode == "constant" and not value
+            given = dict(zip(("input", "pad", "mode", "value"), node.args, strict=False)) | dict(node.kwargs)
+            return given.get("mode", "constant") == "constant" and not given.get("value")
         named = (getattr(node.target, "__module__", ""), getattr(node.target, "__name__", ""))
         if NAMED_FUNCTIONS.get(named) == "map":
             return True
