@@ -254,3 +254,35 @@ def test_the_registered_vit_gates_heads_mlp_and_width_and_trains_to_a_density(tm
     assert HParams.resolve(arch="vit").gates_polarization == 2.0  # the gate groups' tie-breaker
     summary = train(HParams.resolve(arch="vit", epochs=3, target=0.5), tmp_path / "run", on_epoch=None)
     assert 0.0 < summary["expected_density"] < 1.0 and summary["train_loss"] == summary["train_loss"]  # not NaN
+
+
+@pytest.mark.slow
+def test_the_vit_preset_trains_through_the_workflow_into_tables_report_and_mlflow(tmp_path):
+    """workflow/presets/vit.yaml shrunk to 2 epochs: its five runs are purged, tabled, plotted, reported and mirrored
+    to MLflow like the CNNs' (the smoke run's checks, on the transformer)."""
+    import json
+
+    from workflow_cli import PRESETS, ROOT, preset, readable, runs_of, snakemake
+
+    keys = [run.key for run in runs_of(preset("vit"), {"hparams": {"epochs": 2}})]
+    assert sorted(readable(k) for k in keys) == [
+        "mnist5k/vit/constrained-budget~macs=0.3/seed~0",
+        "mnist5k/vit/constrained-budget~macs=0.5/seed~0",
+        "mnist5k/vit/constrained-model~0.3/seed~0",
+        "mnist5k/vit/constrained-model~0.5/seed~0",
+        "mnist5k/vit/dense~1/seed~0",
+    ]
+    (tmp_path / "short.yaml").write_text("hparams: {epochs: 2}\n")
+    configs = ["--configfile", str(PRESETS / "vit.yaml"), str(tmp_path / "short.yaml")]
+    snakemake(tmp_path, *configs, "--cores", "2", "--profile", str(ROOT / "profiles" / "local"), timeout=900)
+    results = tmp_path / "results"
+    for key in keys:
+        summary = json.loads((results / "runs" / key / "summary.json").read_text())
+        assert summary["arch"] == "vit" and 0 < summary["macs_pct"] <= 100
+        assert (results / "runs" / key / "purged.pt2").stat().st_size > 0
+    grid = results / "ctrlsparse-vit"
+    assert len((grid / "tables" / "runs.csv").read_text().splitlines()) == 1 + len(keys)
+    assert (grid / "report.pdf").read_bytes().startswith(b"%PDF") and (grid / "plots" / "budget_control.png").exists()
+    from test_workflow import mlflow_runs
+
+    assert sorted(r.data.tags["run_key"] for r in mlflow_runs(tmp_path, experiment="ctrlsparse-vit")) == sorted(keys)
