@@ -251,6 +251,8 @@ def test_the_registered_vit_gates_heads_mlp_and_width_and_trains_to_a_density(tm
     sizes = groups(gated)
     assert sizes["embed"] == 48 and [sizes[f"blocks_{i}_qkv"] for i in range(3)] == [3, 3, 3]
     assert [sizes[f"blocks_{i}_fc1"] for i in range(3)] == [96, 96, 96]
+    with torch.device("meta"):  # the preflight lists the groups of a model built without memory
+        assert groups(ARCHS["vit"]((3, 32, 32), 10, LayerFactory())) == sizes
     assert HParams.resolve(arch="vit").gates_polarization == 2.0  # the gate groups' tie-breaker
     summary = train(HParams.resolve(arch="vit", epochs=3, target=0.5), tmp_path / "run", on_epoch=None)
     assert 0.0 < summary["expected_density"] < 1.0 and summary["train_loss"] == summary["train_loss"]  # not NaN

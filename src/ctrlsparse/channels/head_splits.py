@@ -186,7 +186,7 @@ class WrittenOut:
         base = self.values.get(source)
         if not isinstance(base, Tensor) or base.dim() < 2:
             return None
-        ids = torch.arange(base.numel(), dtype=torch.float64).view(base.shape)
+        ids = torch.arange(base.numel(), dtype=torch.float64, device="cpu").view(base.shape)
         out = self.replay(chain, source, ids)
         if not isinstance(out, Tensor) or out.dim() < 3:
             return None
@@ -222,7 +222,7 @@ class WrittenOut:
         value = self.values[node]
         if not isinstance(value, Tensor) or value.dim() < 3:
             return None
-        ids = torch.arange(value.numel(), dtype=torch.float64).view(value.shape)
+        ids = torch.arange(value.numel(), dtype=torch.float64, device="cpu").view(value.shape)
         expected = ids.transpose(-3, -2).flatten(-2)
         chain, current = [], node
         while len(current.users) == 1:
