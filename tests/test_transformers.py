@@ -203,6 +203,26 @@ def test_attention_written_out_of_linear_layers_gates_its_heads(model):
         assert max_error(purged(x), gated(x)) <= 1e-5
 
 
+class CrossAttention(nn.Module):
+    """nn.MultiheadAttention sequence-first (batch_first False), keys and values of another width (kdim, vdim)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 12), nn.Linear(5, 8)
+        self.attention = nn.MultiheadAttention(12, 3, kdim=8, vdim=8)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x):
+        query, memory = self.a(x).transpose(0, 1), self.b(x.flip(1)).transpose(0, 1)
+        y, _ = self.attention(query, memory, memory)
+        return self.head(y.mean(0))
+
+
+def test_sequence_first_cross_attention_gates_its_heads():
+    gated = check_exact(CrossAttention(), torch.randn(2, 7, 5))
+    assert groups(gated) == {"a": 12, "b": 8, "attention_q": 3, "attention_out_proj": 12}
+
+
 def test_attention_with_a_mask_is_left_whole_and_stays_exact():
     class Masked(SeparateQKV):
         def __init__(self):

@@ -1,6 +1,6 @@
 """Attention rewritten into :class:`~ctrlsparse.channels.heads.Attention` before the channel analysis.
 
-Two forms are rewritten in a traced dense model (:func:`canonical_attention`), so that the op table needs one
+Three forms are rewritten in a traced dense model (:func:`canonical_attention`), so that the op table needs one
 rule for attention whatever the model wrote:
 
 - ``nn.MultiheadAttention`` called without masks, bias_k / bias_v or zero attention (torchvision's ViT): its
@@ -12,10 +12,14 @@ rule for attention whatever the model wrote:
   chain of views, reshapes, permutes, transposes, unbinds / chunks and indexing from a (..., T, C) tensor that
   puts channel ``offset + h * d + j`` at head ``h``, dim ``j`` (a fused qkv Linear: three offsets); the chain is
   checked by running it on element ids, not by matching op names, as the rest of the analysis follows moves. The
-  source is narrowed to its ``heads * d`` channels (``torch.narrow``, a move the analysis follows).
+  source is narrowed to its ``heads * d`` channels (``torch.narrow``, a move the analysis follows)
+  (:mod:`~ctrlsparse.channels.head_splits`).
+- torchvision's Swin: ``shifted_window_attention`` and ``_patch_merging_pad`` (:mod:`~ctrlsparse.channels.windows`).
 
 Anything else (masks, attention weights that are used, another layout) is left as it was: the analysis then reads
-those tensors whole, exactly, without gating the heads. The rewritten model is checked on the example input; if
+those tensors whole, exactly, without gating the heads; so are torch.nn's own ``TransformerEncoderLayer`` /
+``TransformerDecoderLayer`` / ``Transformer``, which torch.fx keeps as single calls (torch.nn modules are leaves
+of its trace, and their forward branches on tensor properties). The rewritten model is checked on the example input; if
 its output differs from the original's (atol 1e-5 relative), the rewrite is undone with a warning.
 """
 
