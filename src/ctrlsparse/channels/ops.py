@@ -142,9 +142,15 @@ MOVE_MODULES = (nn.Flatten, nn.Unflatten)
 REPLAYABLE = {"flatten", "permute", "transpose", "contiguous", "unsqueeze", "squeeze", "movedim", "swapaxes", "roll"}
 # Parameter-free modules from outside torch.nn that a dense trace keeps whole, known by class name.
 NAMED_MODULES = {"StochasticDepth": "map", "Permute": "move"}
-# Functions from outside torch that a trace keeps as single calls (torch.fx.wrap), known by module and name: the
-# gated model's trace goes into StochasticDepth and meets its function (0 or 1 / (1 - p) per example).
+# Functions a trace keeps whole (torch.fx.wrap), by module and name: a gated model's trace meets StochasticDepth's
+# (0 or 1 / (1 - p) per example). A map on channels last (Swin); on channels along dim 1 (EfficientNet, ConvNeXt)
+# an unknown op as before this rule, so that those models' gate-group sizes and costs (their runs) stay the same.
 NAMED_FUNCTIONS = {("torchvision.ops.stochastic_depth", "stochastic_depth"): "map"}
+
+
+def named_function(node: fx.Node) -> str | None:
+    named = (getattr(node.target, "__module__", ""), getattr(node.target, "__name__", ""))
+    return NAMED_FUNCTIONS.get(named) if node.op == "call_function" else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,21 +174,6 @@ class Op:
     @property
     def tracked(self) -> bool:
         return self.dim is not None
-
-
-def argument_at(args: tuple, position: int | tuple[int, int]):
-    """The argument at an :attr:`Op.sliced` position (``(0, i)``: item i of the first argument, a list)."""
-    return args[position[0]][position[1]] if isinstance(position, tuple) else args[position]
-
-
-def constant_source(node: fx.Node, shapes: dict) -> fx.Node | None:
-    """The get_attr node that ``node`` is, or is expanded from at the same rank (a class token
-    ``cls.expand(n, -1, -1)``); None otherwise. ``shapes``: each node's output shape."""
-    if node.op == "call_method" and node.target == "expand" and isinstance(node.args[0], fx.Node):
-        source = node.args[0]
-        same_rank = shapes.get(source) is not None and len(shapes[source]) == len(shapes[node])
-        return source if source.op == "get_attr" and same_rank else None
-    return node if node.op == "get_attr" else None
 
 
 def is_concat(node: fx.Node) -> bool:
@@ -227,8 +218,7 @@ def map_kind(node: fx.Node, modules: dict[str, nn.Module]) -> bool | None:
         if node.target is F.pad:  # zeros around other dims than the channels (a channel-padding pad is no map)
             given = dict(zip(("input", "pad", "mode", "value"), node.args, strict=False)) | dict(node.kwargs)
             return given.get("mode", "constant") == "constant" and not given.get("value")
-        named = (getattr(node.target, "__module__", ""), getattr(node.target, "__name__", ""))
-        if NAMED_FUNCTIONS.get(named) == "map":
+        if named_function(node) == "map":
             return True
         return False if node.target in NONZERO_FUNCTIONS else None
     if node.op == "call_method":

@@ -22,7 +22,7 @@ from torch import nn
 
 from ctrlsparse.channels.algebra import Expr
 from ctrlsparse.channels.flow import Flow
-from ctrlsparse.channels.ops import argument_at, constant_source
+from ctrlsparse.channels.operands import argument_at, constant_source
 
 
 @dataclass(frozen=True)

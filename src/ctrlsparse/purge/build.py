@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ctrlsparse.channels.flow import Flow
-from ctrlsparse.channels.ops import REPLAYABLE, argument_at, constant_source
+from ctrlsparse.channels.operands import argument_at, constant_source
+from ctrlsparse.channels.ops import REPLAYABLE
 from ctrlsparse.group_gates import channel_gates
 from ctrlsparse.layers import GatedLayer
 from ctrlsparse.purge.layers import plain, sliced_batchnorm, sliced_grouped, sliced_layer, sliced_layer_norm
