@@ -240,9 +240,10 @@ def test_attention_with_a_mask_is_left_whole_and_stays_exact():
     assert not any(isinstance(m, Attention) for m in gated.modules())
 
 
-def test_a_purged_vit_exports_and_loads_without_ctrlsparse(tmp_path):
-    x = torch.randn(2, 3, 16, 16)
-    gated = ctrlsparse.gate(randomised(small_vit()), x).eval()
+@pytest.mark.parametrize("model", [small_vit, pytest.param(small_swin, marks=pytest.mark.slow)])
+def test_a_purged_transformer_exports_and_loads_without_ctrlsparse(model, tmp_path):
+    x = torch.randn(2, 3, 32, 32) if model is small_swin else torch.randn(2, 3, 16, 16)
+    gated = ctrlsparse.gate(randomised(model()), x).eval()
     set_pattern(gated, 3, fractional=True)
     path = save_purged(purge(gated, x), x, tmp_path / "purged.pt2")
     torch.save(x, tmp_path / "x.pt")
