@@ -309,3 +309,31 @@ def test_the_vit_preset_trains_through_the_workflow_into_tables_report_and_mlflo
     from test_workflow import mlflow_runs
 
     assert sorted(r.data.tags["run_key"] for r in mlflow_runs(tmp_path, experiment="ctrlsparse-vit")) == sorted(keys)
+
+
+def test_layer_wise_targets_by_kind_stream_heads_and_mlp(tmp_path):
+    """Gate groups know their kind (width: a residual stream, heads, hidden: MLP neurons); a layer-wise target
+    list of one number per kind applies each to every group of that kind, in training and in the verdict."""
+    from ctrlsparse.density_targets import layer_targets
+    from ctrlsparse.errors import HParamError
+    from ctrlsparse.feasibility import constraint_targets
+    from ctrlsparse.hparams import HParams
+    from ctrlsparse.training.loop import train
+
+    swin = ctrlsparse.gate(small_swin(), torch.randn(2, 3, 32, 32))
+    kinds = {name.removeprefix("gates."): group.kind for name, group in gated_layers(swin)}
+    assert kinds["features_0_0"] == kinds["features_2_reduction"] == "width"  # each stage's stream
+    assert kinds["features_3_1_attn_qkv"] == "heads" and kinds["features_3_1_mlp_0"] == "hidden"
+    names = ["embed", "blocks_0_qkv", "blocks_0_fc1", "blocks_1_qkv", "blocks_1_fc1"]
+    kinds = ["width", "heads", "hidden", "heads", "hidden"]
+    assert layer_targets((0.8, 0.5, 0.3), names, "vit", kinds=kinds) == [0.8, 0.5, 0.3, 0.5, 0.3]
+    with pytest.raises(HParamError, match=r"give one target or 5, or one per kind \(width, heads, hidden\)"):
+        layer_targets((0.8, 0.5), names, "vit", kinds=kinds)
+    hparams = HParams.resolve(arch="vit", epochs=1, target_scope="layer", target=(0.8, 0.5, 0.3))
+    summary = train(hparams, tmp_path / "run", on_epoch=None)
+    assert summary["layer_kinds"]["gates.blocks_2_qkv"] == "heads"
+    assert constraint_targets(summary) == {
+        "gates.embed": 0.8,
+        **{f"gates.blocks_{b}_qkv": 0.5 for b in range(3)},
+        **{f"gates.blocks_{b}_fc1": 0.3 for b in range(3)},
+    }

@@ -35,6 +35,7 @@ class GroupPlan:
 
     name: str
     components: list[int]
+    kind: str = "hidden"  # heads (an attention's), width (a residual stream: it meets a sum), hidden (the rest)
 
 
 class Coupling:
@@ -176,7 +177,9 @@ class Coupling:
         nodes = list(self.offsets)
         plans = []
         for signature, components in by_signature.items():
-            plans.append(GroupPlan(self._name(nodes, signature), components))
+            kinds = {self.graph.ops[nodes[position]].kind for position in signature}
+            kind = "heads" if "attention" in kinds else "width" if "sum" in kinds else "hidden"
+            plans.append(GroupPlan(self._name(nodes, signature), components, kind))
         return plans
 
     def _name(self, nodes: list[fx.Node], signature: tuple[int, ...]) -> str:

@@ -88,7 +88,7 @@ def uniform_plans(plans: list[GroupPlan], sizes: list[torch.Tensor]) -> list[Gro
     for plan, part in zip(plans, sizes, strict=True):
         for k, size in enumerate(sorted(set(part.tolist()))):
             components = [c for c, s in zip(plan.components, part.tolist(), strict=True) if s == size]
-            split.append(GroupPlan(plan.name if k == 0 else f"{plan.name}.{k}", components))
+            split.append(GroupPlan(plan.name if k == 0 else f"{plan.name}.{k}", components, plan.kind))
     return split
 
 
@@ -110,7 +110,7 @@ def with_gate_groups(
     group_nodes = []
     for plan in plans:
         name = unique_name(module, "gates." + plan.name.replace(".", "_"))
-        module.add_submodule(name, GateGroup(len(plan.components), 1, droprate_init, device=device))
+        module.add_submodule(name, GateGroup(len(plan.components), 1, droprate_init, device=device, kind=plan.kind))
         with g.inserting_before(first):
             group_nodes.append(g.call_module(name, ()))
     where = {component: (k, i) for k, plan in enumerate(plans) for i, component in enumerate(plan.components)}
