@@ -337,3 +337,18 @@ def test_layer_wise_targets_by_kind_stream_heads_and_mlp(tmp_path):
         **{f"gates.blocks_{b}_qkv": 0.5 for b in range(3)},
         **{f"gates.blocks_{b}_fc1": 0.3 for b in range(3)},
     }
+
+
+@pytest.mark.parametrize("model", [small_vit, small_swin])
+def test_a_gated_transformer_loads_its_dense_models_weights(model):
+    """A warm start loads the dense run's state dict: nn.MultiheadAttention's in_proj into the q / k / v Linear
+    layers it became, Swin's shift mask is no state; then, all gates open, the gated model computes the dense one."""
+    x = torch.randn(2, 3, 32, 32) if model is small_swin else torch.randn(2, 3, 16, 16)
+    dense, other = randomised(model()), model()
+    gated = ctrlsparse.gate(other, x).eval()  # other weights than dense's
+    missing, unexpected = gated.load_state_dict(dense.state_dict(), strict=False)
+    assert not unexpected and all("log_alpha" in key or key.endswith(".index") for key in missing)
+    with torch.no_grad():
+        for _, group in gated_layers(gated):
+            group.log_alpha.fill_(5.0)
+        assert max_error(gated(x), dense(x)) <= 1e-5

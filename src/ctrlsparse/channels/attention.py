@@ -5,7 +5,8 @@ rule for attention whatever the model wrote:
 
 - ``nn.MultiheadAttention`` called without masks, bias_k / bias_v or zero attention (torchvision's ViT): its
   ``in_proj`` becomes three ``nn.Linear`` (``<name>.q``, ``.k``, ``.v``, the in_proj rows copied), then
-  ``<name>.attention`` and its own ``out_proj``. The parameters are the same numbers under new names.
+  ``<name>.attention`` and its own ``out_proj``. The parameters are the same numbers under new names (the gated
+  model loads the MultiheadAttention's state dict too, :func:`load_multihead_state`: warm starts).
 - attention written out of Linear layers: ``F.scaled_dot_product_attention(q, k, v)`` (no mask; ``is_causal``
   and ``scale`` kept), or ``softmax(q @ kᵀ x scale) @ v`` with scalar factors and dropout anywhere on the way,
   where q, k and v are *head splits* of channels-last tensors and the output is merged back. A head split is any
@@ -107,13 +108,41 @@ def is_multihead(module: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_module" and isinstance(module.get_submodule(str(node.target)), nn.MultiheadAttention)
 
 
+def from_multihead(state: dict, prefix: str) -> None:
+    """An ``nn.MultiheadAttention``'s entries of ``state`` (under ``prefix``) as its rewrite's: ``in_proj_weight`` /
+    ``in_proj_bias`` (or the ``q/k/v_proj_weight`` of other key and value widths) into ``q``, ``k``, ``v``."""
+    for kind in ("weight", "bias"):
+        packed = state.pop(f"{prefix}in_proj_{kind}", None)
+        for name, part in zip("qkv", packed.chunk(3) if packed is not None else (), strict=False):
+            state[f"{prefix}{name}.{kind}"] = part
+    for name in "qkv":
+        if f"{prefix}{name}_proj_weight" in state:
+            state[f"{prefix}{name}.weight"] = state.pop(f"{prefix}{name}_proj_weight")
+
+
+def load_multihead_state(model: nn.Module) -> None:
+    """Let ``model`` (gated, its nn.MultiheadAttention rewritten: ``<path>.q/.k/.v/.attention/.out_proj``) load the
+    state dict of the model it was made from too, so that a dense run's weights start a gated run (warm starts)."""
+    paths = []
+    for name, module in model.named_modules():
+        parent = name.rpartition(".")[0]
+        if isinstance(module, Attention) and name.endswith("attention"):
+            owner = model.get_submodule(parent)
+            if all(isinstance(getattr(owner, c, None), nn.Linear) for c in ("q", "k", "v", "out_proj")):
+                paths.append(f"{parent}." if parent else "")
+    if paths:
+
+        def hook(_module: nn.Module, state: dict, prefix: str, *args) -> None:
+            for path in paths:
+                from_multihead(state, prefix + path)
+
+        model.register_load_state_dict_pre_hook(hook)
+
+
 class Rewriter:
     def __init__(self, module: fx.GraphModule, values: dict[fx.Node, object]):
         self.module, self.graph, self.values = module, module.graph, values
-        self.modules = dict(module.named_modules())
         self.count = 0
-        # new modules take the mode of the model's own (a traced graph module is in train mode by default)
-        self.training = any(m.training for m in self.modules.values() if not isinstance(m, fx.GraphModule))
 
     # --- nn.MultiheadAttention ---
     def multihead(self, node: fx.Node) -> None:

@@ -7,8 +7,8 @@ concatenation). Whole, each reads its input whole and writes a fresh tensor, so 
 could be gated. Written out here with the same numbers, they are maps (``F.pad`` on other dims than the
 channels), moves (``torch.roll``, views, permutes, slices, the concatenation) and one
 :class:`~ctrlsparse.channels.heads.Attention` whose additive bias (relative position bias + shift mask, per head,
-precomputed for the traced input size) the purge slices with the kept heads. The qkv and proj Linear layers are
-called as modules under their own names.
+the mask precomputed for the traced input size, a buffer left out of the state dict) the purge slices with the
+kept heads. The qkv and proj Linear layers are called as modules under their own names.
 
 Supported: Swin V1 (``logit_scale`` None) with the attention's dropout off in the traced graph (torchvision passes
 ``training`` as a constant, False in the eval-mode trace). Swin V2's cosine attention (``logit_scale``, the
@@ -107,7 +107,7 @@ class Windows:
             if any(shift):
                 owner = proj.rpartition(".")[0]
                 mask = shift_mask(padded, window, shift).to(self.values[node].device, self.values[node].dtype)
-                self.module.get_submodule(owner).register_buffer("shift_mask", mask)
+                self.module.get_submodule(owner).register_buffer("shift_mask", mask, persistent=False)
                 bias = g.call_function(torch.add, (bias, g.get_attr(f"{owner}.shift_mask")))
             name = f"{proj.rpartition('.')[0]}.attention"
             self.module.add_submodule(name, Attention(heads, (channels // heads) ** -0.5).eval())

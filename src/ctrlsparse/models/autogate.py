@@ -34,7 +34,7 @@ import torch
 from torch import fx, nn
 
 from ctrlsparse.channels import ChannelGraph, trace
-from ctrlsparse.channels.attention import canonical_attention
+from ctrlsparse.channels.attention import canonical_attention, load_multihead_state
 from ctrlsparse.channels.coupling import Coupling, GroupPlan
 from ctrlsparse.channels.trace import KeepParameterFreeModules
 from ctrlsparse.cost import ExpectedCost
@@ -64,11 +64,14 @@ def gate(
     """
     graph = trace_dense(model, example_input)
     if not structured:
-        return gate_per_weight(graph, droprate_init).train(model.training)
+        gated = gate_per_weight(graph, droprate_init)
+        load_multihead_state(gated)
+        return gated.train(model.training)
     coupling = Coupling(graph)
     plans = coupling.groups()
     gated = with_gate_groups(graph, coupling, plans, droprate_init)
     if example_input.device.type == "meta":  # a model without data, to list its gate groups (the preflight)
+        load_multihead_state(gated)
         return gated.train(model.training)
     sizes = removed_parameters(gated, example_input)
     if any(len(set(part.tolist())) > 1 for part in sizes):  # not seen in torchvision's families
@@ -78,6 +81,7 @@ def gate(
         sizes = removed_parameters(gated, example_input)
     for (_, group), part in zip(gated_layers(gated), sizes, strict=True):
         group.group_size = int(part[0]) if len(part) else 1
+    load_multihead_state(gated)
     return gated.train(model.training)
 
 
