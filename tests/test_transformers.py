@@ -1,12 +1,14 @@
 """Transformers through ctrlsparse.gate: attention heads, MLP neurons and the embedding width as gate groups.
 
-torchvision's VisionTransformer (nn.MultiheadAttention) and attention written out of Linear layers (a fused qkv with
-scaled_dot_product_attention, timm's way; separate q / k / v with softmax(q @ kᵀ) @ v) each: with every gate open
+torchvision's VisionTransformer (nn.MultiheadAttention) and Swin (shifted windows), and attention written out of
+Linear layers (a fused qkv with scaled_dot_product_attention, timm's way; separate q / k / v with softmax(q @ kᵀ) @ v;
+Hugging Face's transpose_for_scores) each: with every gate open
 the gated model computes the original, on a random gate pattern the purged model computes the gated eval
 function, and at 0/1 gates the expected cost (QKᵀ and AV included) is the purged model's size."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -32,7 +34,8 @@ def small_vit(layers: int = 2, heads: int = 2, width: int = 16, mlp: int = 32) -
 
 
 class FusedQKV(nn.Module):
-    """timm's block: one qkv Linear, reshape / permute / unbind into heads, scaled_dot_product_attention."""
+    """timm's block: one qkv Linear, reshape / permute / unbind into heads, q_norm / k_norm off (Identity),
+    scaled_dot_product_attention."""
 
     def __init__(self, width: int = 12, heads: int = 3):
         super().__init__()
@@ -40,13 +43,14 @@ class FusedQKV(nn.Module):
         self.embed, self.norm = nn.Linear(5, width), nn.LayerNorm(width)
         self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
         self.fc1, self.fc2, self.head = nn.Linear(width, 20), nn.Linear(20, width), nn.Linear(width, 4)
+        self.q_norm = self.k_norm = nn.Identity()
 
     def forward(self, x):
         x = self.embed(x)
         b, n, c = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        y = nn.functional.scaled_dot_product_attention(q, k, v)
+        y = nn.functional.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
         x = x + self.proj(y.transpose(1, 2).reshape(b, n, c))
         x = x + self.fc2(nn.functional.gelu(self.fc1(x)))
         return self.head(x.mean(1))
@@ -71,6 +75,29 @@ class SeparateQKV(nn.Module):
         weights = self.drop((q @ k.transpose(-2, -1)).softmax(dim=-1))
         y = (weights @ v).transpose(1, 2).contiguous().view(b, n, c)
         return self.head((x + self.out(y)).mean(1))
+
+
+class HuggingFace(nn.Module):
+    """Hugging Face's BERT / ViT self-attention: view + permute into heads (transpose_for_scores), q @ kᵀ / sqrt(d),
+    F.softmax, dropout, @ v, merged by a view to ``size()[:-2] + (all_head_size,)``."""
+
+    def __init__(self, width: int = 12, heads: int = 3):
+        super().__init__()
+        self.heads, self.size = heads, width // heads
+        self.embed = nn.Linear(5, width)
+        self.query, self.key, self.value, self.output = (nn.Linear(width, width) for _ in range(4))
+        self.dropout, self.head = nn.Dropout(0.1), nn.Linear(width, 4)
+
+    def split(self, x):
+        return x.view(x.size()[:-1] + (self.heads, self.size)).permute(0, 2, 1, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        q, k, v = self.split(self.query(h)), self.split(self.key(h)), self.split(self.value(h))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.size)
+        context = torch.matmul(self.dropout(nn.functional.softmax(scores, dim=-1)), v).permute(0, 2, 1, 3).contiguous()
+        context = context.view(context.size()[:-2] + (self.heads * self.size,))
+        return self.head((h + self.output(context)).mean(1))
 
 
 def groups(gated: nn.Module) -> dict[str, int]:
@@ -182,12 +209,12 @@ def test_the_mac_count_includes_attention_on_the_cpu():
     assert count(gated, x).macs == projections + products
 
 
-@pytest.mark.parametrize("model", [FusedQKV, SeparateQKV])
+@pytest.mark.parametrize("model", [FusedQKV, SeparateQKV, HuggingFace])
 def test_attention_written_out_of_linear_layers_gates_its_heads(model):
     x = torch.randn(2, 7, 5)
     gated = check_exact(model(), x, seeds=(1, 2, 3))
     assert sum(isinstance(m, Attention) for m in gated.modules()) == 1
-    heads = [n for n in groups(gated) if n in ("qkv", "q")]
+    heads = [n for n in groups(gated) if n in ("qkv", "q", "query")]
     assert len(heads) == 1 and groups(gated)[heads[0]] == 3
     with torch.no_grad():
         for _, group in gated_layers(gated):
@@ -197,6 +224,8 @@ def test_attention_written_out_of_linear_layers_gates_its_heads(model):
     linears = {name: m.weight.shape for name, m in purged.named_modules() if isinstance(m, nn.Linear)}
     if model is FusedQKV:  # q, k and v rows of the one head left
         assert linears["qkv"][0] == 3 * 4 and linears["proj"][1] == 4
+    elif model is HuggingFace:
+        assert linears["query"][0] == linears["key"][0] == linears["value"][0] == linears["output"][1] == 4
     else:
         assert linears["q"][0] == linears["k"][0] == linears["v"][0] == linears["out"][1] == 4
     with torch.no_grad():

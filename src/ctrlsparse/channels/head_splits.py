@@ -160,6 +160,8 @@ class WrittenOut:
             return True
         if node.op == "call_function" and node.target in UNBIND or node.op == "call_method" and node.target == "unbind":
             return True
+        if node.op == "call_module" and isinstance(self.modules.get(str(node.target)), nn.Identity):
+            return True  # timm's q_norm / k_norm when off
         return ops.is_move(node, self.modules) and not (
             node.op == "call_function" and node.target in (torch.cat, torch.concat)
         )
@@ -225,8 +227,11 @@ class WrittenOut:
         ids = torch.arange(value.numel(), dtype=torch.float64, device="cpu").view(value.shape)
         expected = ids.transpose(-3, -2).flatten(-2)
         chain, current = [], node
-        while len(current.users) == 1:
-            (user,) = current.users
+        while True:
+            users = [u for u in current.users if not self.shape_query(u)]  # x.size() for the merged shape: not data
+            if len(users) != 1:
+                return None
+            (user,) = users
             if not ops.is_move(user, self.modules) or self.tensor_argument(user) is not current:
                 return None
             chain.append(user)
@@ -234,7 +239,12 @@ class WrittenOut:
             if isinstance(out, Tensor) and out.shape == expected.shape and torch.equal(out, expected):
                 return user
             current = user
-        return None
+
+    @staticmethod
+    def shape_query(node: fx.Node) -> bool:
+        return (node.op == "call_method" and node.target in ("size", "dim")) or (
+            node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "ndim")
+        )
 
     def narrowed(self, split: Split) -> fx.Node:
         width = self.values[split.source].shape[-1]
