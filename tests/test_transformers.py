@@ -252,20 +252,44 @@ def test_sequence_first_cross_attention_gates_its_heads():
     assert groups(gated) == {"a": 12, "b": 8, "attention_q": 3, "attention_out_proj": 12}
 
 
-def test_attention_with_a_mask_is_left_whole_and_stays_exact():
-    class Masked(SeparateQKV):
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("mask", torch.ones(7, 7).triu(1) * -1e4)
+class Masked(SeparateQKV):
+    """A causal mask (a buffer) plus a learned bias per head, added to the scaled scores; or (``fill``) the mask
+    applied with masked_fill, which the rewrite does not know."""
 
-        def forward(self, x):
-            x = self.embed(x)
-            b, n, c = x.shape
-            q, k, v = (f(x).view(b, n, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
-            weights = (q @ k.transpose(-2, -1) + self.mask).softmax(-1)
-            return self.head((x + self.out((weights @ v).transpose(1, 2).reshape(b, n, c))).mean(1))
+    def __init__(self, fill: bool = False):
+        super().__init__()
+        self.fill = fill
+        self.register_buffer("mask", torch.ones(7, 7).triu(1) * -1e4)
+        self.bias = nn.Parameter(torch.randn(self.heads, 7, 7))
 
-    gated = check_exact(Masked(), torch.randn(2, 7, 5), seeds=(1,))
+    def forward(self, x):
+        x = self.embed(x)
+        b, n, c = x.shape
+        q, k, v = (f(x).view(b, n, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
+        scores = q @ k.transpose(-2, -1) * 0.5
+        scores = (
+            (scores + self.bias).masked_fill(self.mask < 0, -1e4) if self.fill else scores + (self.mask + self.bias)
+        )
+        y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        return self.head((x + self.out(y)).mean(1))
+
+
+def test_attention_with_an_additive_mask_and_a_bias_per_head_gates_its_heads():
+    x = torch.randn(2, 7, 5)
+    gated = check_exact(Masked(), x, seeds=(1, 2))
+    assert sum(isinstance(m, Attention) for m in gated.modules()) == 1 and groups(gated)["q"] == 3
+    with torch.no_grad():
+        for _, group in gated_layers(gated):
+            group.log_alpha.fill_(5.0)
+        gated.get_submodule("gates.q").log_alpha[1] = -5.0
+    purged = purge(gated, x)  # the bias keeps the slices of heads 0 and 2
+    assert purged.get_submodule("q").out_features == 8
+    with torch.no_grad():
+        assert max_error(purged(x), gated(x)) <= 1e-5
+
+
+def test_attention_masked_in_another_way_is_left_whole_and_stays_exact():
+    gated = check_exact(Masked(fill=True), torch.randn(2, 7, 5), seeds=(1,))
     assert not any(isinstance(m, Attention) for m in gated.modules())
 
 

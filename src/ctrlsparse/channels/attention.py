@@ -7,8 +7,9 @@ rule for attention whatever the model wrote:
   ``in_proj`` becomes three ``nn.Linear`` (``<name>.q``, ``.k``, ``.v``, the in_proj rows copied), then
   ``<name>.attention`` and its own ``out_proj``. The parameters are the same numbers under new names (the gated
   model loads the MultiheadAttention's state dict too, :func:`load_multihead_state`: warm starts).
-- attention written out of Linear layers: ``F.scaled_dot_product_attention(q, k, v)`` (no mask; ``is_causal``
-  and ``scale`` kept), or ``softmax(q @ kᵀ x scale) @ v`` with scalar factors and dropout anywhere on the way,
+- attention written out of Linear layers: ``F.scaled_dot_product_attention(q, k, v)`` (``attn_mask``,
+  ``is_causal`` and ``scale`` kept), or ``softmax(q @ kᵀ x scale + mask) @ v`` with scalar factors and dropout
+  anywhere on the way and an optional additive mask or bias before them (the Attention's score bias),
   where q, k and v are *head splits* of channels-last tensors and the output is merged back. A head split is any
   chain of views, reshapes, permutes, transposes, unbinds / chunks and indexing from a (..., T, C) tensor that
   puts channel ``offset + h * d + j`` at head ``h``, dim ``j`` (a fused qkv Linear: three offsets); the chain is
@@ -17,11 +18,12 @@ rule for attention whatever the model wrote:
   (:mod:`~ctrlsparse.channels.head_splits`).
 - torchvision's Swin: ``shifted_window_attention`` and ``_patch_merging_pad`` (:mod:`~ctrlsparse.channels.windows`).
 
-Anything else (masks, attention weights that are used, another layout) is left as it was: the analysis then reads
-those tensors whole, exactly, without gating the heads; so are torch.nn's own ``TransformerEncoderLayer`` /
-``TransformerDecoderLayer`` / ``Transformer``, which torch.fx keeps as single calls (torch.nn modules are leaves
-of its trace, and their forward branches on tensor properties). The rewritten model is checked on the example input; if
-its output differs from the original's (atol 1e-5 relative), the rewrite is undone with a warning.
+Anything else (MultiheadAttention's masks, a mask applied otherwise, attention weights that are used, another
+layout) is left as it was: the analysis then reads those tensors whole, exactly, without gating the heads; so are
+torch.nn's own ``TransformerEncoderLayer`` / ``TransformerDecoderLayer`` / ``Transformer``, which torch.fx keeps
+as single calls (torch.nn modules are leaves of its trace, and their forward branches on tensor properties). The
+rewritten model is checked on the example input; if its output differs from the original's (atol 1e-5 relative),
+the rewrite is undone with a warning.
 """
 
 from __future__ import annotations

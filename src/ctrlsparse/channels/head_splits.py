@@ -60,7 +60,8 @@ class WrittenOut:
         if is_sdpa(node):
             names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
             given = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
-            if given.get("attn_mask") is not None or given.get("enable_gqa"):
+            bias = given.get("attn_mask")
+            if given.get("enable_gqa") or (bias is not None and given.get("is_causal")):
                 return
             q, k, v = given["query"], given["key"], given["value"]
             dropout, causal, scale = (
@@ -74,7 +75,7 @@ class WrittenOut:
             found = self.scores(probabilities)
             if found is None:
                 return
-            (q, k), factor, dropout = found
+            (q, k), factor, dropout, bias = found
             causal, scale = False, None
         if not all(isinstance(x, fx.Node) for x in (q, k, v)) or not isinstance(dropout, float | int):
             return
@@ -96,16 +97,21 @@ class WrittenOut:
         self.module.add_submodule(name, attention.train(self.training))
         with self.graph.inserting_before(merged):
             sources = [self.narrowed(s) for s in splits]
-            out = self.graph.call_module(name, tuple(sources))
+            out = self.graph.call_module(name, (*sources, *([bias] if bias is not None else [])))
         merged.replace_all_uses_with(out)
         self.count += 1
 
-    def scores(self, node: fx.Node) -> tuple[tuple[fx.Node, fx.Node], float, float] | None:
-        """From the attention weights back to ``q @ kᵀ``: ((q, kᵀ), the scalar factors' product, dropout p)."""
-        factor, dropout, softmax = 1.0, 0.0, False
+    def scores(self, node: fx.Node) -> tuple[tuple[fx.Node, fx.Node], float, float, fx.Node | None] | None:
+        """From the attention weights back to ``q @ kᵀ``: ((q, kᵀ), the scalar factors' product, dropout p, an
+        additive mask or bias added before the factors, or None)."""
+        factor, dropout, softmax, bias = 1.0, 0.0, False, None
         while True:
             if not isinstance(node, fx.Node):
                 return None
+            added = self.added(node) if softmax and bias is None and factor == 1.0 else None
+            if added is not None:  # scores + mask (a mask added after a scale: the scale would apply to it too)
+                node, bias = added
+                continue
             if node.op == "call_module" and isinstance(self.modules.get(str(node.target)), nn.Dropout):
                 dropout = self.modules[str(node.target)].p
             elif node.op == "call_function" and node.target is F.dropout:
@@ -121,10 +127,27 @@ class WrittenOut:
             elif self.scalar(node) is not None:
                 factor *= self.scalar(node)
             elif is_matmul(node) and softmax:
-                return (node.args[0], node.args[1]), factor, dropout
+                return (node.args[0], node.args[1]), factor, dropout, bias
             else:
                 return None
             node = self.tensor_argument(node)
+
+    def added(self, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+        """(the scores, the mask) of ``scores + mask``, where the scores lead back to a matmul through scalars."""
+        is_add = (node.op == "call_function" and node.target in (operator.add, torch.add)) or (
+            node.op == "call_method" and node.target == "add"
+        )
+        if not is_add or len(node.args) != 2 or node.kwargs:
+            return None
+        for scores, mask in (node.args, node.args[::-1]):
+            if not (isinstance(mask, fx.Node) and isinstance(self.values.get(mask), Tensor)):
+                continue
+            found = scores
+            while isinstance(found, fx.Node) and self.scalar(found) is not None:
+                found = self.tensor_argument(found)
+            if isinstance(found, fx.Node) and is_matmul(found):
+                return scores, mask
+        return None
 
     def number(self, argument) -> float | None:
         """A Python number, given or computed from shapes (``C ** -0.5`` with C from ``x.shape``)."""

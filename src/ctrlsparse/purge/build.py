@@ -208,9 +208,11 @@ class Builder:
                 new.call_method("transpose", (new.call_method("unflatten", (value, -1, (len(heads), -1))), -3, -2))
             )
         kwargs = {"is_causal": layer.causal, "scale": layer.scale}
-        if len(node.args) > 3:  # a score bias, one slice per head along dim -3
-            index = self.tensor("index", heads)
-            kwargs["attn_mask"] = new.call_function(torch.index_select, (self.whole(node.args[3]), -3, index))
+        if len(node.args) > 3:  # a score bias or mask: its slices of the kept heads (dim -3), if it has one a head
+            bias, shape = self.whole(node.args[3]), self.graph.shapes[node.args[3]]
+            if len(shape) >= 3 and shape[-3] == layer.heads > 1:
+                bias = new.call_function(torch.index_select, (bias, -3, self.tensor("index", heads)))
+            kwargs["attn_mask"] = bias
         out = new.call_function(F.scaled_dot_product_attention, tuple(parts), kwargs)
         self.values[node] = new.call_method("flatten", (new.call_method("transpose", (out, -3, -2)), -2))
         self.layouts[node] = channels(node)
