@@ -9,7 +9,7 @@ rule for attention whatever the model wrote:
   model loads the MultiheadAttention's state dict too, :func:`load_multihead_state`: warm starts).
 - attention written out of Linear layers: ``F.scaled_dot_product_attention(q, k, v)`` (``attn_mask``,
   ``is_causal`` and ``scale`` kept), or ``softmax(q @ kᵀ x scale + mask) @ v`` with scalar factors and dropout
-  anywhere on the way and an optional additive mask or bias before them (the Attention's score bias),
+  anywhere on the way and an optional additive mask or bias added after them (the Attention's score bias),
   where q, k and v are *head splits* of channels-last tensors and the output is merged back. A head split is any
   chain of views, reshapes, permutes, transposes, unbinds / chunks and indexing from a (..., T, C) tensor that
   puts channel ``offset + h * d + j`` at head ``h``, dim ``j`` (a fused qkv Linear: three offsets); the chain is
