@@ -33,17 +33,14 @@ def is_matmul(node: fx.Node) -> bool:
 
 @dataclass
 class Split:
-    """A head split found from ``node`` back to ``source``: the nodes in between (``chain``, source side first),
-    the channel ``offset``, heads, head dim, the product of scalar factors met and whether the last two dims come
-    swapped (a key transposed for ``q @ kᵀ``)."""
+    """A head split of the channels-last ``source``: its channels ``offset`` to ``offset + heads * dim``, and the
+    product of the scalar factors met on the way."""
 
     source: fx.Node
-    chain: list[fx.Node]
     offset: int
     heads: int
     dim: int
     factor: float
-    swapped: bool
 
 
 class WrittenOut:
@@ -225,7 +222,7 @@ class WrittenOut:
         if expected.shape != out.shape or not torch.equal(expected, out):
             return None
         factor = math.prod(self.scalar(n) for n in chain if self.scalar(n) is not None)
-        return Split(source, chain, offset, heads, dim, factor, swapped)
+        return Split(source, offset, heads, dim, factor)
 
     def replay(self, chain: list[fx.Node], source: fx.Node, ids: Tensor):
         env = {source: ids}
