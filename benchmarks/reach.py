@@ -5,7 +5,9 @@
     .venv/bin/python benchmarks/reach.py --models resnet18,convnext_tiny --size 64 --jobs 2
 
 For every classification builder of ``torchvision.models`` (random weights, BatchNorm statistics and affine
-parameters randomised away from the identity, a ``--size`` x ``--size`` input, batch 2), one process each:
+parameters and LayerNorm affine parameters randomised away from the identity, a classifier or class token
+initialised at zero random, a ``--size`` x ``--size`` input,
+batch 2; the ViTs built for that size), one process each:
 
 - **ctrlsparse**: ``ctrlsparse.gate``, then every gate group closed but its first gate; *reach* is the purged
   model's MACs as a share of the dense model's (FlopCounterMode, batch 1). The three exactness checks:
@@ -13,7 +15,8 @@ parameters randomised away from the identity, a ``--size`` x ``--size`` input, b
   *open*: max |gated output - original output| with every gate open; *purge*: max |purged - gated eval| output,
   relative to the output's scale, on a random pattern with fractional gates.
 - **Torch-Pruning** (if installed): ``DependencyGraph`` + ``MagnitudePruner`` (L1), ``pruning_ratio=0.95``,
-  classifier kept; the pruned model's MAC share with the same counter.
+  classifier kept (transformers: ``num_heads`` of every attention layer, ``prune_num_heads``,
+  ``head_pruning_ratio=0.95``, as its ViT examples); the pruned model's MAC share with the same counter.
 
 A builder that torch.fx cannot trace, or whose check fails, is listed with the reason; builders with more than
 ``--max-params`` parameters are listed as skipped (this machine's memory). Prints a Markdown table.
@@ -43,15 +46,22 @@ def randomised(model):
                 module.running_var.uniform_(0.5, 1.5)
                 module.weight.uniform_(0.5, 1.0)
                 module.bias.uniform_(-0.2, 0.2)
+            if isinstance(module, nn.LayerNorm) and module.weight is not None:
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+        for parameter in model.parameters():  # torchvision's ViT zeroes its head and class token
+            if parameter.dim() >= 2 and not parameter.any():
+                parameter.normal_(0.0, parameter.shape[-1] ** -0.5)
     return model.eval()
 
 
-def build(name: str):
+def build(name: str, size: int):
     import torch
     import torchvision
 
     torch.manual_seed(0)
-    return randomised(torchvision.models.get_model(name, weights=None, num_classes=10))
+    fixed = {"image_size": size} if name.startswith("vit_") else {}  # a ViT's position embedding fixes its size
+    return randomised(torchvision.models.get_model(name, weights=None, num_classes=10, **fixed))
 
 
 def ours(name: str, size: int) -> dict:
@@ -63,7 +73,7 @@ def ours(name: str, size: int) -> dict:
     from ctrlsparse.purge import count, purge
 
     torch.set_num_threads(1)
-    model, x = build(name), torch.randn(2, 3, size, size)
+    model, x = build(name, size), torch.randn(2, 3, size, size)
     dense = count(model, x)
     gated = ctrlsparse.gate(model, x).eval()
     groups = [group for _, group in gated_layers(gated)]
@@ -105,12 +115,23 @@ def torch_pruning(name: str, size: int) -> str:
     except ImportError:
         return "not installed"
     torch.set_num_threads(1)
-    model, x = build(name), torch.randn(2, 3, size, size)
+    model, x = build(name, size), torch.randn(2, 3, size, size)
     dense = count(model, x)
     classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 10]
+    heads = {  # its attention layers, as its ViT / Swin examples give them: nn.MultiheadAttention, Swin's qkv
+        (m if isinstance(m, torch.nn.MultiheadAttention) else m.qkv): m.num_heads
+        for m in model.modules()
+        if isinstance(m, torch.nn.MultiheadAttention) or (hasattr(m, "qkv") and hasattr(m, "num_heads"))
+    }
+    transformer = {"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False, "head_pruning_ratio": 0.95}
     try:
         pruner = tp.pruner.MagnitudePruner(
-            model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.95, ignored_layers=classifier
+            model,
+            x,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=0.95,
+            ignored_layers=classifier,
+            **(transformer if heads else {}),
         )
         pruner.step()
         return f"{100 * count(model.eval(), x).macs / dense.macs:.2f}"
@@ -121,7 +142,7 @@ def torch_pruning(name: str, size: int) -> str:
 def one_row(name: str, size: int, max_params: float, peer: bool) -> str:
     start = time.time()
     try:
-        model = build(name)
+        model = build(name, size)
         params = sum(p.numel() for p in model.parameters())
         del model
         if params > max_params:

@@ -13,7 +13,8 @@ from ctrlsparse.purge import count, purge
 
 
 def randomised(model: nn.Module) -> nn.Module:
-    """BatchNorm statistics and affine parameters away from the identity (a wrong slice would show)."""
+    """BatchNorm statistics and affine parameters away from the identity (a wrong slice would show); a zero weight
+    (a classifier or class token initialised at zero) random, else a wrong slice of it would not show."""
     torch.manual_seed(0)
     with torch.no_grad():
         for module in model.modules():
@@ -25,6 +26,9 @@ def randomised(model: nn.Module) -> nn.Module:
             if isinstance(module, nn.LayerNorm):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
+        for parameter in model.parameters():  # torchvision's ViT zeroes its head and class token
+            if parameter.dim() >= 2 and not parameter.any():
+                parameter.normal_(0.0, parameter.shape[-1] ** -0.5)
     return model.eval()
 
 

@@ -21,6 +21,7 @@ SHAPES = {  # small inputs keep the big nets fast (they end in adaptive pooling)
     "wrn28_10": ((3, 16, 16), 100),
     "resnet18": ((3, 32, 32), 200),
     "resnet50": ((3, 64, 64), 1000),
+    "vit": ((1, 8, 8), 10),
 }
 BIG = {"wrn28_10", "resnet50"}
 

@@ -61,7 +61,7 @@ CASES = {
     ),
     "unknown arch in a sweep": Case(
         {"sweeps": [{"archs": ["vgg"], "constrained": {"targets": [0.5]}}]},
-        "config key sweeps[0] (arch): unknown arch 'vgg'; choose one of: mlp, cnn, lenet5, wrn28_10, wrn16_4, "
+        "config key sweeps[0] (arch): unknown arch 'vgg'; choose one of: mlp, cnn, lenet5, vit, wrn28_10, wrn16_4, "
         "resnet18, resnet50",
     ),
     "unknown method": Case(
@@ -201,6 +201,8 @@ def test_layer_target_lists_of_the_right_length_pass_and_each_list_is_checked(tm
     config["sweeps"][0]["constrained"]["targets"] = [[0.5, 0.3, 0.7]]
     with pytest.raises(grid.ConfigError, match=r"^config key sweeps\[0\].constrained.targets\[0\]: .* 'lenet5' has 4"):
         preflight.check_config(config)
+    config["sweeps"] = [{"archs": ["vit"], "constrained": {"scopes": ["layer"], "targets": [[0.8, 0.5, 0.3]]}}]
+    preflight.check_config(config)  # the ViT's 7 gate groups: one target per kind (stream, heads, MLP)
 
 
 def test_gated_layers_counted_on_the_meta_device_are_the_models():

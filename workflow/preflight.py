@@ -57,8 +57,9 @@ def check_config(config: dict[str, Any]) -> None:
 
 
 @functools.cache
-def gated_layer_names(arch: str) -> tuple[str, ...]:
-    """The gated layers of ``arch``, in order, from a model built on the meta device (once per arch)."""
+def gated_layers_of(arch: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The gated layers of ``arch``, in order, and their kinds (gate groups: heads / width / hidden, else ""),
+    from a model built on the meta device (once per arch)."""
     import torch
 
     from ctrlsparse.layers import gated_layers
@@ -67,11 +68,17 @@ def gated_layer_names(arch: str) -> tuple[str, ...]:
 
     with torch.device("meta"):
         model = ARCHS[arch](*PROBE_INPUT, LayerFactory())
-    return tuple(name for name, _ in gated_layers(model))
+    named = gated_layers(model)
+    return tuple(name for name, _ in named), tuple(getattr(layer, "kind", "") for _, layer in named)
+
+
+def gated_layer_names(arch: str) -> tuple[str, ...]:
+    return gated_layers_of(arch)[0]
 
 
 def check_layer_targets(config: dict[str, Any]) -> None:
-    """Each per-layer target list (constrained, layer scope; magnitude) has one target per gated layer."""
+    """Each per-layer target list (constrained, layer scope; magnitude) has one target per gated layer (or, gate
+    groups, one per kind)."""
     for where, grid in sweeps(config):
         lists = []
         if "layer" in grid["constrained"]["scopes"]:
@@ -83,7 +90,8 @@ def check_layer_targets(config: dict[str, Any]) -> None:
                     continue
                 for arch in grid["archs"]:
                     try:
-                        layer_targets(target, gated_layer_names(arch), arch, shown=str(target))
+                        names, kinds = gated_layers_of(arch)
+                        layer_targets(target, names, arch, shown=str(target), kinds=kinds)
                     except HParamError as error:
                         raise ConfigError(f"{where}.{method}.targets[{index}]", error.message) from None
 

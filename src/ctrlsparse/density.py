@@ -24,6 +24,7 @@ class Density:
     def __init__(self, model: nn.Module):
         named = gated_layers(model)
         self.names: list[str] = [name for name, _ in named]
+        self.kinds: list[str] = [getattr(layer, "kind", "") for _, layer in named]  # gate groups' (else "")
         self.layers: list[GatedLayer] = [layer for _, layer in named]
         self.log_alphas = [layer.log_alpha for layer in self.layers]
         self.sizes = torch.tensor([float(layer.n_sparsifiable) for layer in self.layers])

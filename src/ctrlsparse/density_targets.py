@@ -8,16 +8,28 @@ from collections.abc import Sequence
 from ctrlsparse.errors import HParamError
 
 
-def layer_targets(targets: Sequence[float], layer_names: Sequence[str], arch: str, shown: str = "given") -> list[float]:
-    """One density target per gated layer: a single target applies to every layer, else one target each.
+def layer_targets(
+    targets: Sequence[float],
+    layer_names: Sequence[str],
+    arch: str,
+    shown: str = "given",
+    kinds: Sequence[str] | None = None,
+) -> list[float]:
+    """One density target per gated layer: a single target applies to every layer, else one target each, else
+    (gate groups of ``kinds``: heads, width, hidden) one per kind, in the order the kinds first appear.
 
     ``shown`` is how the error message shows the targets (the config check shows the list itself).
     """
     n = len(layer_names)
     if len(targets) in (1, n):
         return list(targets) * (n // len(targets))
+    order = list(dict.fromkeys(k for k in kinds or () if k))
+    if len(order) > 1 and len(targets) == len(order) and len(kinds) == n:
+        by_kind = dict(zip(order, targets, strict=True))
+        return [by_kind[kind] for kind in kinds]
+    per_kind = f", or one per kind ({', '.join(order)})" if len(order) > 1 else ""
     raise HParamError(
         "target",
         f"{len(targets)} layer-wise targets {shown}, but arch {arch!r} has {n} gated layers "
-        f"({', '.join(layer_names)}); give one target or {n}",
+        f"({', '.join(layer_names)}); give one target or {n}{per_kind}",
     )

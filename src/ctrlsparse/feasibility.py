@@ -67,7 +67,9 @@ def constraint_targets(summary: dict[str, Any]) -> dict[str, float]:
     if summary.get("target_scope") != "layer":
         return {"model": targets[0], **budgets, **purged}
     layers = list(summary.get("layer_expected_density") or {})
-    return dict(zip(layers, layer_targets(targets, layers, summary.get("arch", "")), strict=True)) | budgets | purged
+    kinds = [summary.get("layer_kinds", {}).get(layer, "") for layer in layers]  # targets by kind (gate groups)
+    expanded = layer_targets(targets, layers, summary.get("arch", ""), kinds=kinds)
+    return dict(zip(layers, expanded, strict=True)) | budgets | purged
 
 
 def constraint_violations(summary: dict[str, Any]) -> dict[str, float]:

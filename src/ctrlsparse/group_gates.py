@@ -25,10 +25,15 @@ from ctrlsparse.layers import Gates
 
 
 class GateGroup(Gates):
-    """``n_gates`` gates, each switching off ``group_size`` parameters (what closing that gate alone removes)."""
+    """``n_gates`` gates, each switching off ``group_size`` parameters (what closing that gate alone removes);
+    ``kind``: what they gate, ``heads`` (attention heads), ``width`` (a residual stream's channels) or ``hidden``
+    (MLP neurons, a block's inner channels), for layer-wise targets by kind."""
 
-    def __init__(self, n_gates: int, group_size: int = 1, droprate_init: float = 0.5, device=None):
+    def __init__(
+        self, n_gates: int, group_size: int = 1, droprate_init: float = 0.5, device=None, kind: str = "hidden"
+    ):
         super().__init__()
+        self.kind = kind
         self.log_alpha = nn.Parameter(torch.empty(n_gates, device=device))
         self._setup_gates(group_size, droprate_init, structured=True)
 

@@ -115,6 +115,7 @@ ARCHS = Registry(
         "mlp": "ctrlsparse.models.mlp:build_mlp",
         "cnn": "ctrlsparse.models.cnn:build_cnn",
         "lenet5": "ctrlsparse.models.lenet5:build_lenet5",
+        "vit": "ctrlsparse.models.vit:build_vit",
         "wrn28_10": "ctrlsparse.models.resnet:build_wrn28_10",
         "wrn16_4": "ctrlsparse.models.resnet:build_wrn16_4",
         "resnet18": "ctrlsparse.models.resnet:build_resnet18",

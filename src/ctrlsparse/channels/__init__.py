@@ -6,7 +6,9 @@ with probabilities (:mod:`~ctrlsparse.channels.algebra`), so the three cannot di
 - :mod:`~ctrlsparse.channels.ops`: the op table (one rule per kind of node);
 - :mod:`~ctrlsparse.channels.graph`: the trace, each node's op, channel dim and shape;
 - :mod:`~ctrlsparse.channels.flow`: non-zero / needed / kept channels in either algebra;
-- :mod:`~ctrlsparse.channels.coupling`: the coupled channel sets of a dense model, each to share one gate.
+- :mod:`~ctrlsparse.channels.coupling`: the coupled channel sets of a dense model, each to share one gate;
+- :mod:`~ctrlsparse.channels.attention`: attention (``nn.MultiheadAttention``, written out of Linear layers, Swin's
+  windows) rewritten into the one op the table knows, :class:`~ctrlsparse.channels.heads.Attention`.
 """
 
 from ctrlsparse.channels.graph import ChannelGraph, trace

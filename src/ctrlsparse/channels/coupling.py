@@ -4,7 +4,8 @@ Every channel of every tracked tensor is one element; the op table ties elements
 Torch-Pruning's DepGraph does): a map, a norm or a sum / product ties channel i of its output to channel i of
 each operand (a residual stream is one set per channel: the stem or downsample, every block's last conv, every
 reader), a move ties each output channel to the source channel it is (concatenations, splits, a channel
-shuffle), and a grouped conv (depthwise included) ties each group's input channels to its output channels. A
+shuffle), attention ties each output channel to its value channel and a head's query, key, value and output
+channels together (one set per head), and a grouped conv (depthwise included) ties each group's input channels to its output channels. A
 move that copies a channel many times (flatten over H x W) ties nothing: each flattened entry is a channel of
 its own, and the flatten zeroes the closed channels it reads.
 
@@ -34,6 +35,7 @@ class GroupPlan:
 
     name: str
     components: list[int]
+    kind: str = "hidden"  # heads (an attention's), width (a residual stream: it meets a sum), hidden (the rest)
 
 
 class Coupling:
@@ -70,6 +72,13 @@ class Coupling:
             return np.arange(start, start + self.graph.ops[node].width)
         return start + channels
 
+    def tracked_sources(self, node: fx.Node) -> list[fx.Node]:
+        """The tracked tensors a composite's channels come from (through composites of composites)."""
+        found = []
+        for source in self.graph.ops[node].sources:
+            found += self.tracked_sources(source) if self.graph.ops[source].kind == "composite" else [source]
+        return found
+
     def _tie(self, node: fx.Node, rows, cols, ungatable, calls: Counter) -> None:
         graph, op = self.graph, self.graph.ops[node]
 
@@ -82,7 +91,7 @@ class Coupling:
             if arg_op is None:
                 return
             if arg_op.kind == "composite":
-                for source in arg_op.sources:
+                for source in self.tracked_sources(argument):
                     ungatable.append(self.elements(source))
             elif arg_op.tracked:
                 self.need_zero.setdefault(argument, []).append(node)
@@ -96,11 +105,22 @@ class Coupling:
                 arg_op = graph.ops[argument]
                 if arg_op.tracked:
                     ungatable.append(self.elements(argument))
-                for source in arg_op.sources if arg_op.kind == "composite" else ():
+                for source in self.tracked_sources(argument) if arg_op.kind == "composite" else ():
                     ungatable.append(self.elements(source))
         elif op.kind in ("map", "norm", "layer_norm", "masked_bn", "masked_ln", "gate", "sum", "product"):
             for operand in op.operands:
                 tie(self.elements(node), self.elements(operand))
+        elif op.kind == "attention":  # one set per head: its q, k, v and output channels
+            heads = op.module.heads
+            first = self.offsets[node] + np.arange(heads) * (op.width // heads)
+            for part in (*op.operands, node):
+                tie(self.elements(part), np.repeat(first, graph.ops[part].width // heads))
+            for bias in node.args[3:]:  # a score bias (sliced by head in the purge): no gate of its own
+                bias_op = graph.ops.get(bias)
+                if bias_op is not None and bias_op.tracked:
+                    ungatable.append(self.elements(bias))
+                elif bias_op is not None and bias_op.kind == "composite":
+                    ungatable += [self.elements(source) for source in self.tracked_sources(bias)]
         elif op.kind == "move":
             starts, start = [], 0
             for source in op.sources:
@@ -157,7 +177,9 @@ class Coupling:
         nodes = list(self.offsets)
         plans = []
         for signature, components in by_signature.items():
-            plans.append(GroupPlan(self._name(nodes, signature), components))
+            kinds = {self.graph.ops[nodes[position]].kind for position in signature}
+            kind = "heads" if "attention" in kinds else "width" if "sum" in kinds else "hidden"
+            plans.append(GroupPlan(self._name(nodes, signature), components, kind))
         return plans
 
     def _name(self, nodes: list[fx.Node], signature: tuple[int, ...]) -> str:

@@ -4,13 +4,14 @@ Two passes over a :class:`~ctrlsparse.channels.graph.ChannelGraph`, in one of th
 :mod:`~ctrlsparse.channels.algebra` (booleans for the purge, probability expressions for the expected cost):
 
 - forward, ``nonzero``: a gated conv's closed channels are zero (its bias goes with them), a gate point zeroes
-  its closed channels, zero stays zero through zero-preserving maps and moves, a sum is non-zero where any
+  its closed channels, zero stays zero through zero-preserving maps and moves (and attention's values), a sum is non-zero where any
   operand is, a product where all its factors are; a norm's shift, a Linear's bias or an unknown op make
   channels non-zero.
 - backward, ``needed``: a gated Linear reads the inputs whose gates are open, a gate point the channels it lets
   through, a masked LayerNorm its open channels, a grouped conv the input channels of the groups it keeps; maps,
-  sums and moves pass their needs back (a product's operand only where the other factors are non-zero); any
-  other reader reads everything.
+  sums and moves pass their needs back (a product's operand only where the other factors are non-zero);
+  attention reads the values its needed outputs weigh, and the whole query and key slices of every head with a
+  needed, non-zero output channel; any other reader reads everything.
 
 A tensor keeps ``nonzero & needed`` (``kept``): a channel left out is exactly zero or read by nobody, the only
 rule the purge's rebuild relies on, and the expected cost counts the same expressions.
@@ -98,12 +99,14 @@ class Flow:
         if op.kind == "gate":
             return algebra.both([self.nonzero[source], self.point_gates(node)])
         if op.kind == "sum":
-            constant = [everything] if len(node.args) > len(op.operands) else []
+            constant = [everything] if len(node.args) > len(op.operands) or op.sliced else []
             return algebra.either([self.nonzero[o] for o in op.operands] + constant)
         if op.kind == "product" and op.factors:
             return algebra.both([self.nonzero[f] for f in op.factors])
         if op.kind == "move":
             return algebra.gather(algebra.cat([self.nonzero[s] for s in op.sources]), op.index)
+        if op.kind == "attention":
+            return self.nonzero[op.operands[2]]
         return everything
 
     def reads_channels(self, node: fx.Node) -> bool:
@@ -149,6 +152,14 @@ class Flow:
             for operand in op.operands:
                 others = [self.nonzero[f] for f in op.factors if f is not operand]
                 self._reads[operand].append(algebra.both([needed, *others]))
+        elif op.kind == "attention":
+            query, key, value = op.operands
+            self._reads[value].append(needed)
+            heads = algebra.spread(algebra.both([needed, self.nonzero[value]]), self.head_of(node), op.module.heads)
+            for source in (query, key):
+                self._reads[source].append(algebra.gather(heads, self.head_of(source, node)))
+            for bias in node.args[3:]:  # a score bias: read whole
+                self._read_whole(bias)
         elif op.kind == "move":
             total = sum(self.graph.ops[s].width for s in op.sources)
             spread = algebra.spread(needed, op.index, total)
@@ -176,6 +187,15 @@ class Flow:
     def out_groups(self, node: fx.Node) -> Tensor:
         module = self.graph.module_of(node)
         return torch.arange(module.groups).repeat_interleave(module.out_channels // module.groups)
+
+    def head_of(self, node: fx.Node, attention: fx.Node | None = None) -> Tensor:
+        """The head of each channel of an attention node's output, or of its operand ``node``."""
+        heads = self.graph.module_of(attention or node).heads
+        return torch.arange(heads).repeat_interleave(self.graph.ops[node].width // heads)
+
+    def kept_heads(self, node: fx.Node) -> Any:
+        """An attention node's heads that the purged model computes: those with a kept output channel."""
+        return self.algebra.spread(self.kept(node), self.head_of(node), self.graph.module_of(node).heads)
 
     # --- what the purged model keeps ---
     def kept(self, node: fx.Node) -> Any:

@@ -106,6 +106,10 @@ class Layouts(fx.Interpreter):
                 moved = self.move(node)
             if moved is not None:
                 return moved
+        if ops.is_concat(node) and isinstance(value, Tensor):
+            joined = self.joined(node, value)
+            if joined is not None:
+                return joined
         if not isinstance(value, Tensor):
             return self.query(node)
         module = self.modules[str(node.target)] if node.op == "call_module" else None
@@ -122,6 +126,8 @@ class Layouts(fx.Interpreter):
             return Op(kind, 1, value.shape[1], (source,), module)
         if kind == "gate" and self.tracked_at(source, module.dim % rank):
             return Op("gate", module.dim % rank, value.shape[module.dim % rank], (source,), module)
+        if kind == "attention" and all(self.tracked_at(a, len(self.shapes[a]) - 1) for a in node.args[:3]):
+            return Op("attention", rank - 1, value.shape[-1], tuple(node.args[:3]), module)
         if kind in ("layer_norm", "masked_ln") and self.tracked_at(source, rank - 1):
             return Op(kind, rank - 1, value.shape[-1], (source,), module)
         if node.op == "call_function" and node.target is torch.nn.functional.layer_norm:
@@ -174,6 +180,8 @@ class Layouts(fx.Interpreter):
             dim = op.dim if keepdim else op.dim - sum(1 for d in dims if d < op.dim)
             return Op("map", dim, value.shape[dim], (source,), zero_preserving=True)
         preserving = ops.map_kind(node, self.modules)
+        if ops.named_function(node) and op.dim == 1:  # see ops.NAMED_FUNCTIONS
+            return None
         if preserving is None or value.dim() != len(self.shapes[source]) or value.shape[op.dim] != op.width:
             return None
         return Op("map", op.dim, op.width, (source,), zero_preserving=preserving)
@@ -207,6 +215,22 @@ class Layouts(fx.Interpreter):
         factors = tracked if kind == "product" else tuple(a for p, a in operands if p == 0 and kind == "divide")
         return Op("sum" if kind == "sum" else "product", dim, width, tracked, factors=factors, sliced=tuple(sliced))
 
+    def joined(self, node: fx.Node, value: Tensor) -> Op | None:
+        """A concatenation along another dim than its tracked operands' channels: a ``sum`` of them, untracked
+        operands (of full width: cat needs it) sliced with the kept channels."""
+        parts, along = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if not isinstance(parts, list | tuple) or not isinstance(along, int):
+            return None
+        tracked = [p for p in parts if self.op(p) is not None and self.op(p).tracked]
+        dims, rank = {self.op(p).dim for p in tracked}, value.dim()
+        if len(dims) != 1 or any(len(self.shapes[p]) != rank for p in tracked) or dims == {along % rank}:
+            return None
+        (dim,) = dims
+        if any(not isinstance(self.env.get(p), Tensor) for p in parts if p not in tracked):
+            return None
+        sliced = tuple(((0, i), dim) for i, p in enumerate(parts) if p not in tracked)
+        return Op("sum", dim, value.shape[dim], tuple(tracked), sliced=sliced)
+
     # --- data movement, followed on channel ids ---
     def channel_ids(self, node: fx.Node):
         if node in self.ids:
@@ -231,7 +255,8 @@ class Layouts(fx.Interpreter):
         swap = {arg: self.channel_ids(arg) for arg in inputs}
         args = fx.node.map_arg(node.args, lambda arg: swap.get(arg, self.env[arg]))
         kwargs = fx.node.map_arg(node.kwargs, lambda arg: swap.get(arg, self.env[arg]))
-        out = getattr(self, node.op)(node.target, args, kwargs)
+        target = "reshape" if node.op == "call_method" and node.target == "view" else node.target  # ids: expanded
+        out = getattr(self, node.op)(target, args, kwargs)
         if isinstance(out, tuple | list) and all(isinstance(part, Tensor) for part in out):
             self.ids[node] = out
             return Op("composite", sources=tuple(inputs))

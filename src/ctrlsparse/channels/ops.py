@@ -16,11 +16,16 @@ Every tensor a node outputs is *tracked* when its channel dimension is known (``
   ``zero_preserving`` when 0 stays 0 (ReLU, pooling ...; not sigmoid).
 - ``sum`` / ``product``: elementwise over broadcast operands (residual adds; squeeze-excitation and layer-scale
   multiplies); ``operands`` are the tracked ones of full width, ``factors`` those that zero a product.
+  A concatenation along another dim than its operands' channels (ViT's class token before the patch tokens) is
+  a ``sum`` for the analysis: each output channel is that channel of every operand.
 - ``move``: pure data movement (flatten, cat, chunk / split and getitem, view / transpose chains such as a
   channel shuffle, permute): each output channel is one channel of its ``sources`` (``index`` into their
   concatenation), found by running the op on channel ids (:mod:`~ctrlsparse.channels.graph`). A move whose
   output spreads channels over several dims (a shuffle's 5-D view) is ``composite``: only the move that ends the
   chain is tracked.
+- ``attention``: :class:`~ctrlsparse.channels.heads.Attention` on channels-last q, k, v (what
+  :mod:`~ctrlsparse.channels.attention` rewrites attention into): output channel c is value channel c weighted
+  by its head's attention (0 stays 0), and a head's query, key, value and output channels go together.
 - ``batch_size`` / ``query``: ``x.size(0)`` / other shape queries (they read no channel values).
 - ``other``: anything else; it reads its inputs whole (zero-filled where channels were removed), always exact.
 """
@@ -34,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ctrlsparse.channels.heads import Attention
 from ctrlsparse.group_gates import GatePoint, MaskedLayerNorm
 from ctrlsparse.layers import Gates, L0BatchNorm2d
 
@@ -112,6 +118,7 @@ MOVE_FUNCTIONS = {
     torch.squeeze,
     torch.movedim,
     torch.swapaxes,
+    torch.roll,
     operator.getitem,
 }
 MOVE_METHODS = {
@@ -132,9 +139,18 @@ MOVE_METHODS = {
 }
 MOVE_MODULES = (nn.Flatten, nn.Unflatten)
 # Moves that may be replayed on fewer channels (their arguments name dims, never sizes).
-REPLAYABLE = {"flatten", "permute", "transpose", "contiguous", "unsqueeze", "squeeze", "movedim", "swapaxes"}
+REPLAYABLE = {"flatten", "permute", "transpose", "contiguous", "unsqueeze", "squeeze", "movedim", "swapaxes", "roll"}
 # Parameter-free modules from outside torch.nn that a dense trace keeps whole, known by class name.
 NAMED_MODULES = {"StochasticDepth": "map", "Permute": "move"}
+# Functions a trace keeps whole (torch.fx.wrap), by module and name: a gated model's trace meets StochasticDepth's
+# (0 or 1 / (1 - p) per example). A map on channels last (Swin); on channels along dim 1 (EfficientNet, ConvNeXt)
+# an unknown op as before this rule, so that those models' gate-group sizes and costs (their runs) stay the same.
+NAMED_FUNCTIONS = {("torchvision.ops.stochastic_depth", "stochastic_depth"): "map"}
+
+
+def named_function(node: fx.Node) -> str | None:
+    named = (getattr(node.target, "__module__", ""), getattr(node.target, "__name__", ""))
+    return NAMED_FUNCTIONS.get(named) if node.op == "call_function" else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,7 +164,9 @@ class Op:
     module: nn.Module | None = None
     zero_preserving: bool = True  # map
     factors: tuple[fx.Node, ...] = ()  # product: the operands that zero it (a divisor does not)
-    sliced: tuple[tuple[int, int], ...] = ()  # sum / product: (argument position, dim) of untracked full-width
+    # sum / product: (argument position, dim) of untracked full-width operands; a position (0, i): item i of a
+    # concatenation's list
+    sliced: tuple[tuple[int | tuple[int, int], int], ...] = ()
     sources: tuple[fx.Node, ...] = ()  # move / composite: the tracked tensors its channels come from
     index: Tensor | None = None  # move: each output channel's position in the sources' concatenation
     name: str = ""  # move: the op's name (replayable or not); weight: "conv" / "linear"
@@ -156,6 +174,10 @@ class Op:
     @property
     def tracked(self) -> bool:
         return self.dim is not None
+
+
+def is_concat(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in (torch.cat, torch.concat)
 
 
 def target_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
@@ -193,6 +215,11 @@ def map_kind(node: fx.Node, modules: dict[str, nn.Module]) -> bool | None:
     if node.op == "call_function":
         if node.target in ZERO_PRESERVING_FUNCTIONS:
             return not node.kwargs.get("return_indices", False)
+        if node.target is F.pad:  # zeros around other dims than the channels (a channel-padding pad is no map)
+            given = dict(zip(("input", "pad", "mode", "value"), node.args, strict=False)) | dict(node.kwargs)
+            return given.get("mode", "constant") == "constant" and not given.get("value")
+        if named_function(node) == "map":
+            return True
         return False if node.target in NONZERO_FUNCTIONS else None
     if node.op == "call_method":
         if node.target in ZERO_PRESERVING_METHODS:
@@ -247,6 +274,8 @@ def module_kind(module: nn.Module) -> str | None:
         return "gate"
     if isinstance(module, MaskedLayerNorm):
         return "masked_ln"
+    if isinstance(module, Attention):
+        return "attention"
     if isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, nn.modules.conv._ConvTransposeNd):
         return "weight"
     if isinstance(module, nn.Linear):

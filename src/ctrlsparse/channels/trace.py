@@ -1,13 +1,14 @@
-"""torch.fx tracers that keep gates, gate points and masked norms as single calls."""
+"""torch.fx tracers that keep gates, gate points, masked norms and attention as single calls."""
 
 from __future__ import annotations
 
 from torch import fx, nn
 
+from ctrlsparse.channels.heads import Attention
 from ctrlsparse.group_gates import GatePoint, MaskedLayerNorm
 from ctrlsparse.layers import Gates, L0BatchNorm2d
 
-LEAVES = (Gates, L0BatchNorm2d, GatePoint, MaskedLayerNorm)
+LEAVES = (Gates, L0BatchNorm2d, GatePoint, MaskedLayerNorm, Attention)
 
 
 class GatedTracer(fx.Tracer):

@@ -6,19 +6,23 @@ counted as MACs or parameters, one rule per kind of node (what the purge's rebui
 
 - a conv / Linear: kept input columns x kept output rows x kernel area (x output positions for MACs), plus one
   bias entry per kept row; a grouped conv: per kept group, its whole block (in / groups x out / groups x kernel);
+- attention: per kept head, its QKᵀ and AV products (Tq x Tk x d each, per query position group);
 - a BatchNorm: two parameters per kept channel; a masked LayerNorm: its affine parameters per open channel;
-- a parameter sliced with the channels of a sum / product (a layer scale): its entries per kept channel;
+- a parameter sliced with the channels of a sum / product (a layer scale, a position embedding, a class token
+  expanded before a concatenation): its entries per kept channel;
 - every other parameter whole (a constant term).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import nn
 
 from ctrlsparse.channels.algebra import Expr
 from ctrlsparse.channels.flow import Flow
+from ctrlsparse.channels.operands import argument_at, constant_source
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,11 @@ def cost_terms(flow: Flow, model: nn.Module) -> list[Term]:
             terms += [Term("macs", pair * positions, columns, rows), Term("params", pair, columns, rows)]
             if layer.bias is not None:
                 terms.append(Term("params", 1.0, rows))
+        elif op.kind == "attention":
+            query, key, value = (graph.shapes[operand] for operand in op.operands)
+            heads = op.module.heads
+            per_head = math.prod(query[1:-1]) * key[-2] * (query[-1] + value[-1]) // heads
+            terms.append(Term("macs", float(per_head), flow.kept_heads(node)))
         elif op.kind in ("norm", "masked_bn") and op.module.affine:
             claimed.update((id(op.module.weight), id(op.module.bias)))
             terms.append(Term("params", 2.0, flow.kept(node)))
@@ -63,8 +72,8 @@ def cost_terms(flow: Flow, model: nn.Module) -> list[Term]:
                 terms.append(Term("params", float(len(constants)), flow.mask(node)))
         elif op.kind in ("sum", "product"):
             for position, _ in op.sliced:
-                argument = node.args[position]
-                if argument.op == "get_attr" and isinstance(graph.constant(argument), nn.Parameter):
+                argument = constant_source(argument_at(node.args, position), graph.shapes)
+                if argument is not None and isinstance(graph.constant(argument), nn.Parameter):
                     constant = graph.constant(argument)
                     claimed.add(id(constant))
                     terms.append(Term("params", float(constant.numel() // op.width), flow.kept(node)))

@@ -147,6 +147,7 @@ BUDGET_DEFAULTS: dict[str, Any] = {"gates_polarization": 0.05, "keep_a_gate_open
 # 0.02 -> eval density 0.5078 at 89.2%, 2.0 -> 0.5030 at 96.1%.
 GATE_GROUP_DEFAULTS: dict[str, Any] = {"gates_polarization": 2.0}
 GATE_GROUP_PREFIXES = ("torchvision:", "module:")
+GATE_GROUP_ARCHS = ("vit",)  # registered archs gated by ctrlsparse.gate too (the small ViT, models/vit.py)
 
 
 # Defaults of a warm start (a constrained or penalized run from a dense run's weights, ``pretrained``): gates that
@@ -172,7 +173,7 @@ def case_defaults(
         **ARCH_DEFAULTS.get(arch, {}),
         **(LAYERWISE_DEFAULTS.get(dataset, {}) if target_scope == "layer" else {}),
         **(BUDGET_DEFAULTS if budget else {}),
-        **(GATE_GROUP_DEFAULTS if arch.startswith(GATE_GROUP_PREFIXES) else {}),
+        **(GATE_GROUP_DEFAULTS if arch.startswith(GATE_GROUP_PREFIXES) or arch in GATE_GROUP_ARCHS else {}),
         **(WARM_START_DEFAULTS if pretrained and not (spec and spec.starts_from) else {}),
         **(spec.recipe(dataset) if spec else {}),
     }

@@ -34,6 +34,7 @@ import torch
 from torch import fx, nn
 
 from ctrlsparse.channels import ChannelGraph, trace
+from ctrlsparse.channels.attention import canonical_attention, load_multihead_state
 from ctrlsparse.channels.coupling import Coupling, GroupPlan
 from ctrlsparse.channels.trace import KeepParameterFreeModules
 from ctrlsparse.cost import ExpectedCost
@@ -42,10 +43,14 @@ from ctrlsparse.layers import GatedLayer, L0Conv2d, L0Linear, gated_layers
 
 
 def trace_dense(model: nn.Module, example_input: torch.Tensor) -> ChannelGraph:
-    """``model`` (left untouched) traced in eval mode into a graph module of its own copies of the submodules."""
+    """``model`` (left untouched) traced in eval mode into a graph module of its own copies of the submodules,
+    its attention rewritten into :class:`~ctrlsparse.channels.heads.Attention` (:mod:`ctrlsparse.channels.attention`)."""
     if gated_layers(model):
         raise ValueError(f"the model already has gated layers ({gated_layers(model)[0][0]}); give the dense model")
-    return trace(copy.deepcopy(model).eval(), example_input, KeepParameterFreeModules())
+    copied = copy.deepcopy(model).eval()
+    tracer = KeepParameterFreeModules()
+    rewritten = canonical_attention(fx.GraphModule(copied, tracer.trace(copied)), example_input)
+    return trace(rewritten if rewritten is not None else copied, example_input, tracer)
 
 
 def gate(
@@ -59,11 +64,14 @@ def gate(
     """
     graph = trace_dense(model, example_input)
     if not structured:
-        return gate_per_weight(graph, droprate_init).train(model.training)
+        gated = gate_per_weight(graph, droprate_init)
+        load_multihead_state(gated)
+        return gated.train(model.training)
     coupling = Coupling(graph)
     plans = coupling.groups()
     gated = with_gate_groups(graph, coupling, plans, droprate_init)
     if example_input.device.type == "meta":  # a model without data, to list its gate groups (the preflight)
+        load_multihead_state(gated)
         return gated.train(model.training)
     sizes = removed_parameters(gated, example_input)
     if any(len(set(part.tolist())) > 1 for part in sizes):  # not seen in torchvision's families
@@ -73,6 +81,7 @@ def gate(
         sizes = removed_parameters(gated, example_input)
     for (_, group), part in zip(gated_layers(gated), sizes, strict=True):
         group.group_size = int(part[0]) if len(part) else 1
+    load_multihead_state(gated)
     return gated.train(model.training)
 
 
@@ -83,7 +92,7 @@ def uniform_plans(plans: list[GroupPlan], sizes: list[torch.Tensor]) -> list[Gro
     for plan, part in zip(plans, sizes, strict=True):
         for k, size in enumerate(sorted(set(part.tolist()))):
             components = [c for c, s in zip(plan.components, part.tolist(), strict=True) if s == size]
-            split.append(GroupPlan(plan.name if k == 0 else f"{plan.name}.{k}", components))
+            split.append(GroupPlan(plan.name if k == 0 else f"{plan.name}.{k}", components, plan.kind))
     return split
 
 
@@ -105,7 +114,7 @@ def with_gate_groups(
     group_nodes = []
     for plan in plans:
         name = unique_name(module, "gates." + plan.name.replace(".", "_"))
-        module.add_submodule(name, GateGroup(len(plan.components), 1, droprate_init, device=device))
+        module.add_submodule(name, GateGroup(len(plan.components), 1, droprate_init, device=device, kind=plan.kind))
         with g.inserting_before(first):
             group_nodes.append(g.call_module(name, ()))
     where = {component: (k, i) for k, plan in enumerate(plans) for i, component in enumerate(plan.components)}

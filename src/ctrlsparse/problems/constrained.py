@@ -58,7 +58,7 @@ class ConstrainedL0Problem(L0Problem):
         if hparams.target_scope == "model":
             targets = list(hparams.target)
         elif hparams.target_scope == "layer":
-            targets = layer_targets(hparams.target, self.density.names, hparams.arch)
+            targets = layer_targets(hparams.target, self.density.names, hparams.arch, kinds=self.density.kinds)
         else:  # none: budgets only (add_budgets)
             targets = []
         self.device = next(model.parameters()).device

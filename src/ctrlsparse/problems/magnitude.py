@@ -58,7 +58,7 @@ class MagnitudePruningProblem(L0Problem):
                 f"magnitude pruning ranks each gated layer's own filters; {shared[0]} is a gate group shared by "
                 f"coupled channels (arch {hparams.arch!r}): use --method constrained with a --budget or --target",
             )
-        targets = layer_targets(hparams.target, self.density.names, hparams.arch)
+        targets = layer_targets(hparams.target, self.density.names, hparams.arch, kinds=self.density.kinds)
         load_dense_weights(model, hparams)
         with torch.no_grad():
             for layer, target in zip(self.density.layers, targets, strict=True):

@@ -5,7 +5,8 @@ width, in order), at least those :class:`~ctrlsparse.channels.flow.Flow` keeps. 
 channels than its producer holds (a residual add after a block whose last conv lost channels, a gated Linear
 reading a subset of the input pixels, an op the purge does not know), the tensor is re-indexed with
 ``index_select`` over its channel dim; channels the producer does not hold are filled with zeros (a zero slice is
-concatenated first). Gate points become nothing (open gates) or one multiply by their fractional eval gates.
+concatenated first). Attention is emitted as torch ops over its kept heads (split, scaled_dot_product_attention,
+merge). Gate points become nothing (open gates) or one multiply by their fractional eval gates.
 The graph uses only torch operations, so it exports and loads without ctrlsparse.
 """
 
@@ -14,9 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ctrlsparse.channels.flow import Flow
+from ctrlsparse.channels.operands import argument_at, constant_source
 from ctrlsparse.channels.ops import REPLAYABLE
 from ctrlsparse.group_gates import channel_gates
 from ctrlsparse.layers import GatedLayer
@@ -110,6 +113,8 @@ class Builder:
             self._channelwise(node)
         elif kind == "move":
             self._move(node)
+        elif kind == "attention":
+            self._attention(node)
         elif kind == "batch_size":
             self.values[node] = self.replay(node, self.mapped(node.args, {}), self.mapped(node.kwargs, {}))
             self.values[node].args = (self.values[node.args[0]], *self.values[node].args[1:])
@@ -158,7 +163,7 @@ class Builder:
         else:
             rows, columns = self.kept(node), indices(flow.columns(node))
             new = sliced_layer(layer, weight, bias, rows, columns)
-        value = self.adapt(source, columns) if reads else self.values[source]
+        value = self.adapt(source, columns) if reads else self.whole(source)  # zeros where channels went
         self.values[node] = self.new.call_module(self.attribute(str(node.target), new), (value,))
         self.layouts[node] = rows
 
@@ -167,9 +172,16 @@ class Builder:
         sliced to them."""
         op = self.graph.ops[node]
         keep = self.kept(node)
-        args = list(self.mapped(node.args, {operand: keep for operand in op.operands}))
+        args = [
+            list(a) if isinstance(a, list | tuple) else a
+            for a in self.mapped(node.args, dict.fromkeys(op.operands, keep))
+        ]
         for position, dim in op.sliced:
-            args[position] = self._slice(node.args[position], dim, keep)
+            value = self._slice(argument_at(node.args, position), dim, keep)
+            if isinstance(position, tuple):
+                args[position[0]][position[1]] = value
+            else:
+                args[position] = value
         module = None
         if op.kind in ("norm", "masked_bn"):
             mask = self.graph.constant(node.args[1]).detach().cpu().bool() if op.kind == "masked_bn" else None
@@ -179,13 +191,45 @@ class Builder:
         self.values[node] = self.replay(node, tuple(args), self.mapped(node.kwargs), module)
         self.layouts[node] = keep
 
+    def _attention(self, node: fx.Node) -> None:
+        """Attention over the kept heads: q, k, v re-indexed to those heads' channels, split, attended, merged."""
+        op, new = self.graph.ops[node], self.new
+        layer = op.module
+        heads = indices(self.flow.kept_heads(node))
+
+        def channels(source: fx.Node) -> Tensor:
+            per = self.graph.ops[source].width // layer.heads
+            return (heads.view(-1, 1) * per + torch.arange(per)).flatten()
+
+        parts = []
+        for source in op.operands:
+            value = self.adapt(source, channels(source))
+            parts.append(
+                new.call_method("transpose", (new.call_method("unflatten", (value, -1, (len(heads), -1))), -3, -2))
+            )
+        kwargs = {"is_causal": layer.causal, "scale": layer.scale}
+        if len(node.args) > 3:  # a score bias or mask: its slices of the kept heads (dim -3), if it has one a head
+            bias, shape = self.whole(node.args[3]), self.graph.shapes[node.args[3]]
+            if len(shape) >= 3 and shape[-3] == layer.heads > 1:
+                bias = new.call_function(torch.index_select, (bias, -3, self.tensor("index", heads)))
+            kwargs["attn_mask"] = bias
+        out = new.call_function(F.scaled_dot_product_attention, tuple(parts), kwargs)
+        self.values[node] = new.call_method("flatten", (new.call_method("transpose", (out, -3, -2)), -2))
+        self.layouts[node] = channels(node)
+
     def _slice(self, argument: fx.Node, dim: int, keep: Tensor) -> fx.Node:
-        if argument.op == "get_attr":
-            constant = self.graph.constant(argument)
+        source = constant_source(argument, self.graph.shapes)
+        if source is not None:  # a parameter (or one expanded at the same rank): sliced itself
+            constant = self.graph.constant(source)
             sliced = constant.detach().index_select(dim, keep.to(constant.device))
             if isinstance(constant, nn.Parameter):
                 sliced = nn.Parameter(sliced.clone(), requires_grad=False)
-            return self.new.get_attr(self.attribute(str(argument.target), sliced))
+            value = self.new.get_attr(self.attribute(str(source.target), sliced))
+            if source is argument:
+                return value
+            sizes = list(self.mapped(argument.args[1:]))
+            sizes[dim] = len(keep) if isinstance(sizes[dim], int) and sizes[dim] >= 0 else sizes[dim]
+            return self.new.call_method("expand", (value, *sizes))
         return self.new.call_function(torch.index_select, (self.whole(argument), dim, self.tensor("index", keep)))
 
     def _move(self, node: fx.Node) -> None:

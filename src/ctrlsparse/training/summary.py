@@ -50,6 +50,14 @@ def final_numbers(hp: HParams, identity: dict[str, Any], last: dict[str, Any], e
     }
 
 
+def layer_kinds(hp: HParams, names: list[str], kinds: list[str]) -> dict[str, Any]:
+    """``layer_kinds`` (gate group -> heads / width / hidden) where the layer-wise targets are given per kind,
+    so that the feasibility check can expand them; nothing otherwise (other summaries keep their keys)."""
+    if hp.target_scope != "layer" or len(hp.target) in (1, len(names)):
+        return {}
+    return {"layer_kinds": dict(zip(names, kinds, strict=True))}
+
+
 def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dict[str, Any]:
     hp, last = run.hparams, progress.rows[-1]
     summary = {
@@ -61,6 +69,7 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "gates_lr": run.rates.gates_lr,
         "dual_lr": run.rates.dual_lr,
         **({"skipped_images": len(run.data.skipped)} if hasattr(run.data, "skipped") else {}),  # image folders
+        **layer_kinds(hp, run.problem.density.names, run.problem.density.kinds),
         "wall_seconds": progress.wall_seconds,
         "device": str(run.device),
         "slurm": slurm_job(),  # the job that finished training ({} outside SLURM); resumed runs name the last one
