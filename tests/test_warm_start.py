@@ -117,6 +117,10 @@ def test_a_cut_network_at_chance_is_not_feasible_and_says_where():
     assert text.startswith("conv2 has no open gate (the network is cut there), test accuracy 0.100 is at chance")
     healthy = summary(layer_eval_density={"conv1": 0.125, "conv2": 0.03, "fc1": 0.05, "fc2": 0.2}, test_accuracy=0.9)
     assert feasibility.assess(healthy)["feasible"] is True
+    # a gate group closed whole is a residual branch the stream passes by (a block's heads), not a cut
+    branch = {"gates.stem": 0.5, "gates.blocks_2_heads": 0.0, "gates.blocks_2_mlp": 0.4}
+    grouped = healthy | {"layer_eval_density": branch, "layer_expected_density": branch}
+    assert feasibility.assess(grouped)["feasible"] is True
     assert feasibility.assess(healthy | {"test_accuracy": 0.11})["at_chance"] is True
     assert feasibility.assess(healthy | {"chance_accuracy": None})["at_chance"] is None  # older summaries
 

@@ -7,6 +7,10 @@ from collections.abc import Sequence
 
 from ctrlsparse.errors import HParamError
 
+# The name of a gate group of ``ctrlsparse.gate`` starts with this (``gates.<first layer it gates>``); a gated
+# layer of a registered arch is named by the layer itself.
+GATE_GROUP_PREFIX = "gates."
+
 
 def layer_targets(
     targets: Sequence[float],

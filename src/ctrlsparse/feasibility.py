@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctrlsparse.density_targets import layer_targets
+from ctrlsparse.density_targets import GATE_GROUP_PREFIX, layer_targets
 from ctrlsparse.hparams import HParams, format_number
 from ctrlsparse.registry import method_spec
 
@@ -125,8 +125,14 @@ def assess(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> dic
 
 
 def collapsed_layers(summary: dict[str, Any]) -> list[str]:
-    """The gated layers (gate groups) whose every gate is closed at eval: a budget met by cutting the network."""
-    return [name for name, value in (summary.get("layer_eval_density") or {}).items() if value == 0]
+    """The gated layers whose every gate is closed at eval: a budget met by cutting the network. Gate groups
+    (``gates.*``) are not counted: a group closed whole can be a residual branch (a block's heads, its inner
+    channels) that the stream passes by; a group that does cut the network leaves it at chance (``at_chance``)."""
+    return [
+        name
+        for name, value in (summary.get("layer_eval_density") or {}).items()
+        if value == 0 and not name.startswith(GATE_GROUP_PREFIX)
+    ]
 
 
 def at_chance(summary: dict[str, Any]) -> bool | None:

@@ -38,6 +38,7 @@ from ctrlsparse.channels.attention import canonical_attention, load_multihead_st
 from ctrlsparse.channels.coupling import Coupling, GroupPlan
 from ctrlsparse.channels.trace import KeepParameterFreeModules
 from ctrlsparse.cost import ExpectedCost
+from ctrlsparse.density_targets import GATE_GROUP_PREFIX
 from ctrlsparse.group_gates import GateGroup, GatePoint, MaskedLayerNorm
 from ctrlsparse.layers import GatedLayer, L0Conv2d, L0Linear, gated_layers
 
@@ -113,7 +114,7 @@ def with_gate_groups(
     first = next(node for node in g.nodes if node.op != "placeholder")
     group_nodes = []
     for plan in plans:
-        name = unique_name(module, "gates." + plan.name.replace(".", "_"))
+        name = unique_name(module, GATE_GROUP_PREFIX + plan.name.replace(".", "_"))
         module.add_submodule(name, GateGroup(len(plan.components), 1, droprate_init, device=device, kind=plan.kind))
         with g.inserting_before(first):
             group_nodes.append(g.call_module(name, ()))
