@@ -33,6 +33,7 @@ class ExpectedCost:
                 dense = count(model, example[:1])
         finally:
             model.train(training)
+        self.graph = graph  # the gated model's channel graph (ctrlsparse.gate checks its gate points on it)
         self.algebra = Expressions(sum(self.counts))
         flow = Flow(graph, self.algebra, gate_offsets(self.layers))
         self.terms = cost_terms(flow, model)

@@ -74,12 +74,20 @@ def gate(
     if example_input.device.type == "meta":  # a model without data, to list its gate groups (the preflight)
         load_multihead_state(gated)
         return gated.train(model.training)
-    sizes = removed_parameters(gated, example_input)
+    cost = ExpectedCost(gated, example_input)
+    unplaced = unplaced_groups(cost.graph, gated)
+    while unplaced:  # gate points the analysis of the gated model cannot follow: those channels stay dense
+        plans = [plan for k, plan in enumerate(plans) if k not in unplaced]
+        graph = trace_dense(model, example_input)
+        gated = with_gate_groups(graph, Coupling(graph), plans, droprate_init)
+        cost = ExpectedCost(gated, example_input)
+        unplaced = unplaced_groups(cost.graph, gated)
+    sizes = removed_parameters(cost)
     if any(len(set(part.tolist())) > 1 for part in sizes):  # not seen in torchvision's families
         plans = uniform_plans(plans, sizes)
         graph = trace_dense(model, example_input)
         gated = with_gate_groups(graph, Coupling(graph), plans, droprate_init)
-        sizes = removed_parameters(gated, example_input)
+        sizes = removed_parameters(ExpectedCost(gated, example_input))
     for (_, group), part in zip(gated_layers(gated), sizes, strict=True):
         group.group_size = int(part[0]) if len(part) else 1
     load_multihead_state(gated)
@@ -97,9 +105,24 @@ def uniform_plans(plans: list[GroupPlan], sizes: list[torch.Tensor]) -> list[Gro
     return split
 
 
-def removed_parameters(gated: nn.Module, example_input: torch.Tensor) -> list[torch.Tensor]:
+def unplaced_groups(graph: ChannelGraph, gated: nn.Module) -> set[int]:
+    """The gate groups (by position) read by a gate point or masked LayerNorm that the channel analysis of the
+    gated model does not place on a channel dim (seen in MaxViT's window partitions): gated there, the purge
+    and the cost could not follow them."""
+    position = {id(group): k for k, (_, group) in enumerate(gated_layers(gated))}
+    found: set[int] = set()
+    for node, op in graph.ops.items():
+        module = graph.modules.get(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, GatePoint | MaskedLayerNorm) and op.kind not in ("gate", "masked_ln"):
+            for arg in node.args:
+                target = graph.modules.get(str(arg.target)) if isinstance(arg, fx.Node) else None
+                if id(target) in position:
+                    found.add(position[id(target)])
+    return found
+
+
+def removed_parameters(cost: ExpectedCost) -> list[torch.Tensor]:
     """Per gate group, the parameters each of its gates removes when it alone closes (rounded)."""
-    cost = ExpectedCost(gated, example_input)
     removed = cost.removed_by_each_gate("params").round().long()
     return list(removed.split(cost.counts))
 
