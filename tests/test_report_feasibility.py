@@ -92,3 +92,11 @@ def test_the_pdf_lists_missed_settings(grid):
     flat = " ".join("\n".join(page.extract_text() for page in pypdf.PdfReader(out).pages).split())
     assert "Missed targets in 1 of 3 constrained settings: digits / mlp constrained-model ε=0.2 (1/2 seeds met)" in flat
     assert "1/2 missed" in flat and "A red cross marks a setting" in flat
+
+
+def test_a_budget_setting_is_labelled_by_its_budget():
+    row = {"method": "constrained", "variant": "constrained-budget", "level": "macs=0.3"}
+    assert settings_table.setting_label(row) == "constrained-budget macs=0.3"
+    assert settings_table.setting_label(row | {"variant": "constrained-model", "level": "0.5"}) == (
+        "constrained-model ε=0.5"
+    )

@@ -21,8 +21,11 @@ def fmt(value: Any, digits: int = 3, percent: bool = False) -> str:
 
 
 def setting_label(row: Any) -> str:
-    """Short label of a setting, e.g. ``constrained-model ε=0.5`` / ``penalized-model λ=0.01`` / ``dense``."""
+    """Short label of a setting, e.g. ``constrained-model ε=0.5`` / ``penalized-model λ=0.01`` / ``dense``; a
+    budget level names itself (``constrained-budget macs=0.3``)."""
     spec = method_spec(row["method"])
+    if "=" in str(row["level"]):
+        return f"{row['variant']} {row['level']}"
     return f"{row['variant']} {spec.symbol}={row['level']}" if spec and spec.symbol else str(row["variant"])
 
 
