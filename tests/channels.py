@@ -3,13 +3,17 @@ its purge computes the gated eval function, and the expected cost at 0/1 gates i
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
 import ctrlsparse
 from ctrlsparse.cost import ExpectedCost
 from ctrlsparse.layers import gated_layers
-from ctrlsparse.purge import count, purge
+from ctrlsparse.purge import count, purge, save_purged
 
 
 def randomised(model: nn.Module) -> nn.Module:
@@ -72,3 +76,29 @@ def check_exact(model: nn.Module, x: torch.Tensor, seeds: tuple[int, ...] = (1, 
         costs = cost.costs(pattern)
         assert (costs["macs"].item(), costs["params"].item()) == (purged.macs, purged.params)
     return gated
+
+
+def reach_macs(gated: nn.Module, x: torch.Tensor) -> int:
+    """The purged model's MACs with every gate group closed but its first gate (the smallest reachable model)."""
+    with torch.no_grad():
+        for _, group in gated_layers(gated):
+            group.log_alpha.fill_(-10.0)
+            group.log_alpha[0] = 10.0
+    return count(purge(gated, x), x).macs
+
+
+def check_export_without_ctrlsparse(gated: nn.Module, x: torch.Tensor, tmp_path: Path) -> None:
+    """The purged model of ``gated`` (eval, its gates as they are) saved with torch.export loads and runs in a
+    fresh process that never imports ctrlsparse, with the gated model's output."""
+    path = save_purged(purge(gated, x), x, tmp_path / "purged.pt2")
+    torch.save(x, tmp_path / "x.pt")
+    code = (
+        "import sys, torch\n"
+        f"y = torch.export.load({str(path)!r}).module()(torch.load({str(tmp_path / 'x.pt')!r}))\n"
+        "assert not [n for n in sys.modules if n.startswith('ctrlsparse')], 'ctrlsparse was imported'\n"
+        f"torch.save(y, {str(tmp_path / 'y.pt')!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with torch.no_grad():
+        assert max_error(torch.load(tmp_path / "y.pt"), gated(x)) <= 1e-5

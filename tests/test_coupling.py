@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from channels import check_exact, max_error, randomised, set_pattern
+from channels import check_exact, check_export_without_ctrlsparse, max_error, randomised, set_pattern
 from torch import nn
 
 import ctrlsparse
@@ -231,23 +231,7 @@ def test_a_group_whose_gates_remove_different_amounts_is_split_by_amount():
     [ChannelsLast, pytest.param(Shuffle, marks=pytest.mark.slow), pytest.param(Grouped, marks=pytest.mark.slow)],
 )
 def test_the_purged_model_exports_and_loads_without_ctrlsparse(model, tmp_path):
-    import subprocess
-    import sys
-
-    from ctrlsparse.purge import save_purged
-
     x = torch.randn(2, 3, 8, 8)
     gated = ctrlsparse.gate(randomised(model()), x).eval()
     set_pattern(gated, 3, fractional=True)
-    path = save_purged(purge(gated, x), x, tmp_path / "purged.pt2")
-    torch.save(x, tmp_path / "x.pt")
-    code = (
-        "import sys, torch\n"
-        f"y = torch.export.load({str(path)!r}).module()(torch.load({str(tmp_path / 'x.pt')!r}))\n"
-        "assert not [n for n in sys.modules if n.startswith('ctrlsparse')], 'ctrlsparse was imported'\n"
-        f"torch.save(y, {str(tmp_path / 'y.pt')!r})\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    with torch.no_grad():
-        assert max_error(torch.load(tmp_path / "y.pt"), gated(x)) <= 1e-5
+    check_export_without_ctrlsparse(gated, x, tmp_path)

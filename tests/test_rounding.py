@@ -14,12 +14,11 @@ from ctrlsparse.training.setup import build_run
 
 
 def purged_share(run) -> float:
+    """The MAC share of what the user receives: the purged model's MACs over the dense model's (both counted)."""
     model = run.problem.model
     example = torch.zeros(1, *run.data.input_shape)
     model.eval()
-    return (
-        count(purge(model, example), example).macs / run.problem.cost.costs(torch.ones(len(ranked(run))))["macs"].item()
-    )
+    return count(purge(model, example), example).macs / run.problem.cost.dense_macs
 
 
 def ranked(run) -> torch.Tensor:
