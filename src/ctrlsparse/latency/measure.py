@@ -1,0 +1,65 @@
+"""Median latency of several models on one input, measured side by side.
+
+Rounds of one call of each model in turn (a, b, a, b, ...), after a warm-up of each, so that whatever else the
+machine does (a frequency change, another job on the cores) hits every model alike; the median over rounds of
+each model's wall time per call, in milliseconds. The number of rounds is capped by time: at least
+``min_rounds``, then more until ``seconds`` have passed or ``max_rounds`` are done. Threads: whatever
+``torch.get_num_threads()`` is when called (the caller fixes it, e.g. ``ctrlsparse purge --threads``).
+On a CUDA device every call is synchronised before its clock stops.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _synchronise(device: torch.device) -> Callable[[], None]:
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+@torch.inference_mode()
+def median_latencies(
+    models: Mapping[str, Callable[[Tensor], Any]],
+    example: Tensor,
+    seconds: float = 0.2,
+    min_rounds: int = 5,
+    max_rounds: int = 200,
+    warmup: int = 2,
+) -> dict[str, float]:
+    """Each model's median milliseconds per call on ``example`` (interleaved rounds, see the module doc)."""
+    sync = _synchronise(example.device)
+    for model in models.values():
+        for _ in range(warmup):
+            model(example)
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in models}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() - start < seconds):
+        for name, model in models.items():
+            began = time.perf_counter()
+            model(example)
+            sync()
+            times[name].append(time.perf_counter() - began)
+        rounds += 1
+    return {name: 1000.0 * statistics.median(values) for name, values in times.items()}
+
+
+def latency_report(
+    dense: Callable[[Tensor], Any], purged: Callable[[Tensor], Any], inputs: Mapping[str, Tensor], seconds: float = 0.2
+) -> dict[str, float | int]:
+    """The summary's latency keys: per input ``suffix -> batch``, ``latency_ms_<suffix>``,
+    ``dense_latency_ms_<suffix>`` and ``latency_share_<suffix>`` (purged / dense), and ``latency_threads``."""
+    report: dict[str, float | int] = {"latency_threads": torch.get_num_threads()}
+    for suffix, batch in inputs.items():
+        measured = median_latencies({"dense": dense, "purged": purged}, batch, seconds=seconds)
+        report[f"latency_ms_{suffix}"] = measured["purged"]
+        report[f"dense_latency_ms_{suffix}"] = measured["dense"]
+        report[f"latency_share_{suffix}"] = measured["purged"] / measured["dense"]
+    return report
