@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ctrlsparse import gates as hc
 from ctrlsparse.feasibility import worst_violation
 from ctrlsparse.registry import METHODS
 from ctrlsparse.training.setup import Run
@@ -56,7 +55,7 @@ def cost_metrics(problem: object) -> dict[str, float]:
     if cost is None:
         return {}
     expected = cost.shares()
-    opened = (hc.median_gates(torch.cat(cost.log_alphas)) > 0).double()  # float64: counts stay exact
+    opened = torch.cat([layer.eval_open() for layer in cost.layers]).double()  # float64: counts stay exact
     evaluated = cost.costs(opened)
     return {
         "expected_macs": float(expected["macs"]),
