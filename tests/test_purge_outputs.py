@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_purge import BIG, build, gated_torchvision, set_gates
 
-from ctrlsparse.latency import median_latencies
+from ctrlsparse.latency import median_latencies, median_share
 from ctrlsparse.layers import gated_layers
 from ctrlsparse.plumbing import paths
 from ctrlsparse.purge import OnnxError, purge, purge_dense, save_onnx
@@ -46,7 +46,7 @@ def test_the_purge_writes_its_latency_and_a_checked_onnx_model(finished_run, tmp
     assert written["latency_batch"] == 32 and written["latency_threads"] == 1  # the training batch, --threads
     for suffix in ("b1", "batch"):
         purged, dense = written[f"latency_ms_{suffix}"], written[f"dense_latency_ms_{suffix}"]
-        assert purged > 0 and dense > 0 and written[f"latency_share_{suffix}"] == pytest.approx(purged / dense)
+        assert purged > 0 and dense > 0 and written[f"latency_share_{suffix}"] > 0
     assert 0 <= written["onnx_max_abs_diff"] <= 1e-4 and "onnx_error" not in written
     assert paths.purged_onnx_path(run).stat().st_size > 0
     assert purge_cli.main([str(run), "--latency-batch", "5"]) == 0
@@ -127,3 +127,4 @@ def test_latencies_are_measured_in_interleaved_rounds():
     measured = median_latencies(models, torch.zeros(1), seconds=0.0, min_rounds=4, warmup=1)
     assert set(measured) == {"dense", "purged"} and all(value >= 0 for value in measured.values())
     assert calls == ["dense", "purged"] + ["dense", "purged"] * 4  # warm-up of each, then a, b, a, b, ...
+    assert median_share({"a": [1.0, 2.0, 9.0], "b": [2.0, 4.0, 3.0]}, "a", "b") == 0.5  # per round, then median
