@@ -42,6 +42,7 @@ LATER_FIELDS = (
     "keep_a_gate_open",
     "target_anneal",
     "fix_gates",
+    "gate_after_norm",
     "distill",
     "distill_temperature",
 )

@@ -157,6 +157,7 @@ WARM_START_DEFAULTS: dict[str, Any] = {
     "keep_a_gate_open": True,
     "target_anneal": 0.3,
     "fix_gates": 0.3,
+    "gate_after_norm": True,
 }
 
 

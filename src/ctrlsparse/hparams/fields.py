@@ -138,6 +138,12 @@ class HParams(SettingName):
         "its eval value (what the purge keeps), log alpha frozen (default 0.3 in warm starts); 0: never fixed",
         default=0.0,
     )
+    gate_after_norm: bool = _help(
+        "a gated conv followed by a BatchNorm: the gate scales the normalised channel (z x BN(conv x), the filter "
+        "only masked) instead of the filter (BN(conv(z x W) x)), whose scale the BatchNorm divides away; the gates "
+        "then act on the function (default in warm starts)",
+        default=False,
+    )
     distill: float = _help(
         "warm starts: weight w of distilling the dense run (--pretrained) into the gated model: loss = (1 - w) CE + "
         "w T^2 KL(teacher || student) at temperature T (--distill-temperature); 0: off",

@@ -49,6 +49,7 @@ def build_model(hparams: HParams, input_shape: tuple[int, ...], num_classes: int
         gated=METHODS.spec(hparams.method).gates,
         structured=hparams.gating == "structured",
         droprate_init=hparams.droprate_init,
+        gate_after_norm=hparams.gate_after_norm,
     )
     if hparams.arch.startswith(EXTERNAL):  # torchvision:, module: (ctrlsparse.models.external)
         weights, size = hparams.arch_weights, hparams.arch_input_size
