@@ -21,7 +21,8 @@ import json
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from ctrlsparse.hparams.checks import BUDGET_KINDS, SCOPES
+from ctrlsparse.constraint_kinds import BUDGET_KINDS
+from ctrlsparse.hparams.checks import SCOPES
 from ctrlsparse.plumbing import paths
 from ctrlsparse.registry import METHODS
 

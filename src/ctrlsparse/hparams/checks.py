@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctrlsparse.constraint_kinds import BUDGET_KINDS, DENSITY_KINDS
 from ctrlsparse.errors import HParamError, UnknownNameError
 from ctrlsparse.hparams.text import format_number
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 
 TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,=+-")
-SCOPES = ("model", "layer", "none")
-BUDGET_KINDS = ("macs", "params")  # budget kinds, in the order a budget is written
+SCOPES = (*DENSITY_KINDS, "none")  # a density constraint of the kind of that name, or none (budgets alone)
 OPTIMIZERS = ("adam", "sgd")
 DUAL_OPTIMIZERS = ("sgd", "nupi")
 CONSTRAINTS = ("le", "eq")
