@@ -159,7 +159,7 @@ def _check_budget(hparams: Any) -> dict[str, float]:
         constrained = " or ".join(METHODS.select(lambda spec: spec.constraints))
         raise HParamError("budget", f"budgets are constraints: give method {constrained}, not {hparams.method!r}")
     if values and hparams.gating != "structured":
-        raise HParamError("budget", "MAC/parameter budgets need structured gates (--gating structured)")
+        raise HParamError("budget", "MAC/parameter/latency budgets need structured gates (--gating structured)")
     if hparams.target_scope == "none" and not values:
         raise HParamError("target_scope", "'none' leaves no constraint: give a --budget such as macs=0.3")
     return values

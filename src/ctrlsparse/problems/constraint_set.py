@@ -8,6 +8,8 @@ the functions of the registered kinds follow the class.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,7 @@ class ConstraintSet:
 
     def __init__(self, hparams: HParams, density: Density, model: nn.Module, example: Tensor | None):
         self.density, self.model, self.example = density, model, example
+        self.batch_size = hparams.batch_size  # a latency budget's batch
         self.entries = stated(
             hparams.target_scope, hparams.target, hparams.budgets, density.names, hparams.arch, density.kinds
         )
@@ -103,3 +106,25 @@ def layer_density(constraints: ConstraintSet, kind: str, p: Tensor) -> Tensor:
 def cost_share(constraints: ConstraintSet, kind: str, p: Tensor) -> Tensor:
     """A quantity of the cost model (macs, params) as a share of the dense model's."""
     return constraints.measure(ExpectedCost).share(kind, p)
+
+
+def latency_share(constraints: ConstraintSet, kind: str, p: Tensor) -> Tensor:
+    """The expected latency as a share of the dense model's, at the run's batch size, from the latency table of
+    this architecture measured on the CPU (the device the purge judges it on; cached, :mod:`ctrlsparse.cost.latency`)."""
+    return constraints.measure(expected_latency_of(constraints.batch_size)).share(p).unsqueeze(0)
+
+
+@functools.cache
+def expected_latency_of(batch: int) -> Callable[[nn.Module, Tensor], Any]:
+    """The builder of a model's :class:`~ctrlsparse.cost.latency.ExpectedLatency` at ``batch`` (one callable per
+    batch, so that :meth:`ConstraintSet.measure` builds it once)."""
+
+    def build(model: nn.Module, example: Tensor) -> Any:
+        from ctrlsparse.cost.latency import ExpectedLatency
+        from ctrlsparse.cost.latency_table import latency_table
+
+        cpu = torch.device("cpu")
+        table = latency_table(copy.deepcopy(model).cpu(), example.cpu(), batch, cpu)
+        return ExpectedLatency(model, example, table)
+
+    return build
