@@ -116,6 +116,10 @@ def write_synthetic_run(
         # what `ctrlsparse purge` adds (a chain of gated layers shrinks about quadratically in the density)
         "params_pct": 100 * last["eval_density"] ** 2 if gated else 100.0,
         "macs_pct": 100 * last["eval_density"] ** 1.5 if gated else 100.0,
+        # and its latency against the dense model's (MAC share plus an overhead)
+        "latency_share_b1": min(1.0, last["eval_density"] ** 1.5 + 0.05) if gated else 1.0,
+        "latency_share_batch": min(1.0, last["eval_density"] ** 1.5 + 0.02) if gated else 1.0,
+        "latency_batch": 128,
         "versions": {"torch": "2.14.1", "cooper": "1.0.1", "ctrlsparse": "0.1.0"},
     }
     summary |= assess(summary, hp.feasibility_tolerance)

@@ -97,8 +97,8 @@ class Density:
 
     @torch.no_grad()
     def eval_active(self) -> Tensor:
-        """Sparsifiable parameters per layer whose deterministic eval gate is non-zero."""
-        return self._per_layer((hc.median_gates(torch.cat(self.log_alphas)) > 0).float())
+        """Sparsifiable parameters per layer that the eval model keeps (eval gate non-zero, channels rounded)."""
+        return self._per_layer(torch.cat([layer.eval_open() for layer in self.layers]).float())
 
     @torch.no_grad()
     def layer_eval(self) -> Tensor:

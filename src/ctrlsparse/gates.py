@@ -61,6 +61,26 @@ def median_gates(log_alpha: Tensor) -> Tensor:
     return stretch(torch.sigmoid(log_alpha / BETA))
 
 
+def rounded_count(opened: int, total: int, multiple: int) -> int:
+    """``opened`` gates of ``total`` rounded to the nearest multiple of ``multiple`` (halves up), at least one
+    multiple when any is open, at most ``total``; none or all stay as they are."""
+    if multiple <= 1 or opened in (0, total):
+        return opened
+    return min(total, max(multiple, multiple * ((2 * opened + multiple) // (2 * multiple))))
+
+
+def round_open(log_alpha: Tensor, multiple: int) -> Tensor:
+    """The gates kept open when a set's count of open eval gates (median non-zero) is rounded to a multiple of
+    ``multiple`` (:func:`rounded_count`): those with the largest log alpha (largest P(active)), ties by
+    position. Booleans, on log alpha's device."""
+    opened = median_gates(log_alpha.detach()) > 0
+    kept = rounded_count(int(opened.sum()), len(opened), multiple)
+    if kept == int(opened.sum()):
+        return opened
+    order = torch.argsort(log_alpha.detach(), descending=True, stable=True)
+    return torch.zeros_like(opened).index_fill_(0, order[:kept], True)
+
+
 def prob_active(log_alpha: Tensor) -> Tensor:
     """P(z != 0) in closed form, clamped to [eps, 1 - eps]."""
     return torch.sigmoid(log_alpha - _ACTIVE_SHIFT).clamp(EPS, 1.0 - EPS)

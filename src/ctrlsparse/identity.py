@@ -46,6 +46,7 @@ LATER_FIELDS = (
     "gate_after_norm",
     "distill",
     "distill_temperature",
+    "round_channels",
 )
 # The key's layout; the workflow's wildcards are these names (``hash`` is 8 hex digits).
 RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}"

@@ -33,6 +33,9 @@ class Gates(nn.Module):
     group_size: int
     structured: bool
     droprate_init: float
+    # Channel rounding (hparam round_channels): the eval model keeps a multiple of this many gates of the set
+    # (:func:`ctrlsparse.gates.round_open`); set on a model by :func:`round_channels_`.
+    round_channels: int = 1
 
     def _setup_gates(self, group_size: int, droprate_init: float, structured: bool) -> None:
         self.structured = structured
@@ -58,7 +61,7 @@ class Gates(nn.Module):
         """A fresh sample in training mode (the one :func:`sample_all_gates_` left, if any); the deterministic
         median gates in eval mode and once the gates are fixed (``fix_gates``)."""
         if not self.training or self.fixed:
-            z = hc.median_gates(self.log_alpha)
+            z = self.eval_gates()
             self.next_gates = None
         elif self.next_gates is not None:
             z, self.next_gates = self.next_gates, None
@@ -69,6 +72,22 @@ class Gates(nn.Module):
 
     def prob_active(self) -> Tensor:
         return hc.prob_active(self.log_alpha)
+
+    def eval_open(self) -> Tensor:
+        """Which gates the eval model (and the purge) keeps: median non-zero, their count rounded to a multiple of
+        :attr:`round_channels` (never for attention heads or unstructured gates)."""
+        rounds = self.structured and getattr(self, "kind", "") != "heads"
+        return hc.round_open(self.log_alpha.detach(), self.round_channels if rounds else 1)
+
+    def eval_gates(self) -> Tensor:
+        """The deterministic eval gates: the medians; with channel rounding, 0 where :meth:`eval_open` rounds a gate
+        down and 1 where it rounds one up (gates that change side open or close fully, as
+        :mod:`ctrlsparse.problems.rounding` does: a kept channel of zeros would be no channel to a masked
+        LayerNorm's statistics)."""
+        z = hc.median_gates(self.log_alpha)
+        if self.round_channels <= 1:
+            return z
+        return torch.where(self.eval_open(), torch.where(z > 0, z, torch.ones_like(z)), torch.zeros_like(z))
 
     def l2_tensors(self, root_p: Tensor) -> list[Tensor]:
         """Tensors whose squared norms sum to the gated parameters' P-weighted squared norms (none here)."""
@@ -103,7 +122,7 @@ class GatedLayer(Gates):
     def eval_params(self) -> tuple[Tensor, Tensor | None]:
         """Weights with the median gates folded in, as a purge would keep them."""
         with torch.no_grad():
-            return self.gated_params(hc.median_gates(self.log_alpha))
+            return self.gated_params(self.eval_gates())
 
 
 class L0Linear(nn.Linear, GatedLayer):
@@ -189,7 +208,7 @@ class L0Conv2d(nn.Conv2d, GatedLayer):
 
     def active_channels(self) -> Tensor:
         """Boolean mask of output channels whose last gate (sample or median) is non-zero."""
-        z = self.last_gates if self.last_gates is not None else hc.median_gates(self.log_alpha.detach())
+        z = self.last_gates if self.last_gates is not None else self.eval_gates().detach()
         if self.structured:
             return z.detach() != 0
         n = self.weight.numel()  # unstructured: a channel is open while any of its weights (or its bias) is
@@ -249,6 +268,13 @@ class L0BatchNorm2d(nn.BatchNorm2d):
 def gated_layers(model: nn.Module) -> list[tuple[str, Gates]]:
     """The model's gate sets (gated layers and gate groups) with their qualified names, in registration order."""
     return [(name, module) for name, module in model.named_modules() if isinstance(module, Gates)]
+
+
+def round_channels_(model: nn.Module, multiple: int) -> nn.Module:
+    """Round every gate set's kept count to a multiple of ``multiple`` in the eval model (1: no rounding)."""
+    for _, unit in gated_layers(model):
+        unit.round_channels = multiple
+    return model
 
 
 def gate_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -1,5 +1,7 @@
-# Every finished structured run -> its purged model (purged.pt2, loadable by plain torch) and its size
-# (purge.json; params, MACs and both as % of dense, also merged into summary.json and mirrored to MLflow).
+# Every finished structured run -> its purged model (purged.pt2, loadable by plain torch; purged.onnx, checked
+# with onnxruntime), its size and its latency against the dense model (purge.json; params, MACs, both as % of
+# dense, latency at batch 1 and the training batch on one thread; also merged into summary.json and mirrored to
+# MLflow). A model that does not export to ONNX fails its purge job with one line in its log.
 # (A search run trains no model of its own: nothing to purge; its steps are runs outside the grid.)
 PURGED = [f"{RUN_DIR}/{run.key}/{paths.PURGE_SIZES}" for run in RUNS if grid.purged(run)]
 
@@ -9,6 +11,7 @@ rule purge:
         summary=rules.train.output.summary,
     output:
         model=f"{RUN_DIR}/{RUN_PATTERN}/{paths.PURGED_MODEL}",
+        onnx=f"{RUN_DIR}/{RUN_PATTERN}/{paths.PURGED_ONNX}",
         sizes=f"{RUN_DIR}/{RUN_PATTERN}/{paths.PURGE_SIZES}",
     params:
         run=lambda wildcards, input: os.path.dirname(input.summary),

@@ -144,6 +144,14 @@ class HParams(SettingName):
         "then act on the function (default in warm starts)",
         default=False,
     )
+    round_channels: int = _help(
+        "channel rounding: the eval model (what the run evaluates, counts and the purge keeps) keeps a multiple of "
+        "this many channels of every gated layer or gate group, those with the largest log alpha: the count of open "
+        "eval gates rounded to the nearest multiple (halves up), at least one multiple when any is open, at most "
+        "all (attention heads are not rounded). A gate rounded up gets eval gate 1, one rounded down 0 (with "
+        "--fix-gates the fixed epochs train that model). 1: no rounding",
+        default=1,
+    )
     distill: float = _help(
         "warm starts: weight w of distilling the dense run (--pretrained) into the gated model: loss = (1 - w) CE + "
         "w T^2 KL(teacher || student) at temperature T (--distill-temperature); 0: off",

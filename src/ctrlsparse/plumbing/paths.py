@@ -113,11 +113,16 @@ def image_check_path(key: str) -> Path:
 
 # Written by `ctrlsparse purge` into a run directory.
 PURGED_MODEL = "purged.pt2"  # the purged model (torch.export archive; plain torch loads it)
+PURGED_ONNX = "purged.onnx"  # the same model as ONNX, checked against PyTorch with onnxruntime
 PURGE_SIZES = "purge.json"  # params and MACs of the dense and the purged model (also merged into summary.json)
 
 
 def purged_model_path(run: str | Path) -> Path:
     return Path(run) / PURGED_MODEL
+
+
+def purged_onnx_path(run: str | Path) -> Path:
+    return Path(run) / PURGED_ONNX
 
 
 def purge_sizes_path(run: str | Path) -> Path:

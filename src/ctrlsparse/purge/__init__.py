@@ -7,8 +7,19 @@ No architecture needs purge code of its own: residual adds, conv -> linear flatt
 are handled by the graph walk.
 """
 
-from ctrlsparse.purge.core import purge
+from ctrlsparse.purge.core import purge, purge_dense
 from ctrlsparse.purge.count import Counts, count, size_report
-from ctrlsparse.purge.export import load_purged, save_purged
+from ctrlsparse.purge.export import OnnxError, export_program, load_purged, save_onnx, save_purged
 
-__all__ = ["Counts", "count", "load_purged", "purge", "save_purged", "size_report"]
+__all__ = [
+    "Counts",
+    "OnnxError",
+    "count",
+    "export_program",
+    "load_purged",
+    "purge",
+    "purge_dense",
+    "save_onnx",
+    "save_purged",
+    "size_report",
+]

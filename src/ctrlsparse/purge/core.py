@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import fx, nn
 
+from ctrlsparse import gates as hc
 from ctrlsparse.channels import trace
 from ctrlsparse.layers import gated_layers
 from ctrlsparse.purge.build import Builder
@@ -38,3 +41,13 @@ def purge(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     graph.eliminate_dead_code()  # e.g. the masks the L0BatchNorm2d calls were traced with
     purged = fx.GraphModule(builder.attributes, graph, class_name="PurgedModel")  # takes only what graph uses
     return purged.to(example.device).eval()  # index buffers are built on the CPU
+
+
+@torch.no_grad()
+def purge_dense(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """The dense baseline of ``model``: its architecture with every gate open, in the same plain modules as
+    :func:`purge` emits (what a user would deploy without sparsity; its weights are not the trained ones)."""
+    dense = copy.deepcopy(model)
+    for _, unit in gated_layers(dense):
+        unit.log_alpha.fill_(hc.LOG_ALPHA_MAX)  # eval gate 1
+    return purge(dense, example)

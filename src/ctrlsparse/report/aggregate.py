@@ -39,7 +39,14 @@ STATS = [
     "runs",
     "params_pct",
     "macs_pct",
+    "latency_share_b1",
+    "latency_share_batch",
 ]
+# the purge's latency keys (ctrlsparse.training.purge_cli): purged and dense ms and their ratio, at batch 1 and
+# at the run's latency batch
+LATENCY = tuple(
+    f"{kind}_{suffix}" for suffix in ("b1", "batch") for kind in ("latency_ms", "dense_latency_ms", "latency_share")
+) + ("latency_batch",)
 FEASIBILITY_TOL = feasibility.DEFAULT_TOLERANCE  # for summaries written before runs recorded their own
 VARIANT_ORDER = [
     "constrained-model",
@@ -103,7 +110,7 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for key in ("sparsifiable_params", "total_params", "wall_seconds"):
         row[key] = s.get(key)
     row["runs"] = s.get("runs", 1)  # the runs it took: a search's steps, else itself
-    for key in ("params", "macs", "params_pct", "macs_pct"):  # written by `ctrlsparse purge`
+    for key in ("params", "macs", "params_pct", "macs_pct", *LATENCY):  # written by `ctrlsparse purge`
         row[key] = s.get(key, math.nan)
     for key in COST_KEYS:  # budget runs' expected and eval shares
         row[key] = s.get(key, math.nan)

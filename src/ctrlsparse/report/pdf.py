@@ -179,7 +179,9 @@ def build_report(
         for (dataset, arch), part in settings.groupby(["dataset", "arch"], sort=False):
             b.para(f"<b>{dataset} / {arch}</b>")
             b.table(
-                settings_table.MD_COLUMNS, settings_table.settings_rows(part), widths=[3, 0.8, 1, 2, 1.3, 1, 1, 1.7, 1]
+                settings_table.MD_COLUMNS,
+                settings_table.settings_rows(part),
+                widths=[3, 0.8, 1, 2, 1.3, 1, 1, 1.1, 1.1, 1.7, 1],
             )
             b.space(8)
 

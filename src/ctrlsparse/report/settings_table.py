@@ -37,6 +37,8 @@ MD_COLUMNS = [
     "eval density",
     "Par %",
     "MAC %",
+    "Lat. % b1",
+    "Lat. % B",
     "accuracy %",
     "feasible",
 ]
@@ -107,6 +109,8 @@ def settings_rows(settings: Any) -> list[list[str]]:
                 fmt(r["eval_density_mean"]),
                 fmt(r["params_pct_mean"], 1),
                 fmt(r["macs_pct_mean"], 1),
+                fmt(r.get("latency_share_b1_mean", math.nan), percent=True),
+                fmt(r.get("latency_share_batch_mean", math.nan), percent=True),
                 spread_text(r, "test_accuracy", percent=True),
                 feasible,
             ]

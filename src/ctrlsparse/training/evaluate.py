@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ctrlsparse import gates as hc
 from ctrlsparse.constraint_kinds import COST_KINDS
 from ctrlsparse.feasibility import worst_violation
 from ctrlsparse.problems.base import L0Problem

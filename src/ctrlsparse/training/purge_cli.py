@@ -1,11 +1,24 @@
-"""``ctrlsparse purge RUN_DIR``: purge a finished run, save the small model, add its size to the summary.
+"""``ctrlsparse purge RUN_DIR``: purge a finished run, save the small model, add its size and speed to the summary.
 
-Writes ``purged.pt2`` (torch.export; plain torch loads it) and ``purge.json``, and adds ``params``, ``macs``,
-``params_pct``, ``macs_pct`` (% of the dense model), ``dense_params``, ``dense_macs`` and
-``purged_test_accuracy`` (the purged model's own test accuracy, which must equal the run's) to
-``summary.json``, and judges a budget run again on the purged model (``feasible`` false, with ``purged macs`` in
-``target_missed``, when the purged share is more than the tolerance off the budget); with a tracking target (``--tracking-uri`` or ``--tracking-env``) the run is mirrored again so
-MLflow has them too.
+Writes ``purged.pt2`` (torch.export; plain torch loads it), ``purged.onnx`` (the same model as ONNX, checked with
+onnxruntime) and ``purge.json``, and adds to ``summary.json``:
+
+- sizes: ``params``, ``macs``, ``params_pct``, ``macs_pct`` (% of the dense model), ``dense_params``,
+  ``dense_macs`` and ``purged_test_accuracy`` (the purged model's own test accuracy, which must equal the run's);
+- latency, measured in this job on the CPU at its ``--threads``: the purged model against the dense one (the
+  same architecture with every gate open, in the same plain modules), interleaved calls, medians
+  (:mod:`ctrlsparse.latency`), at batch 1 (``latency_ms_b1``, ``dense_latency_ms_b1``, ``latency_share_b1``) and
+  at ``--latency-batch`` (default: the run's training batch size; ``latency_batch`` and the same keys ending
+  ``_batch``), with ``latency_threads``;
+- ``onnx_max_abs_diff``: onnxruntime's output against PyTorch's (at most 1e-4, or the ONNX check failed).
+
+It judges a budget run again on the purged model (``feasible`` false, with ``purged macs`` in ``target_missed``,
+when the purged share is more than the tolerance off the budget); with a tracking target (``--tracking-uri`` or
+``--tracking-env``) the run is mirrored again so MLflow has them too.
+
+A model that does not export to ONNX, or whose ONNX output differs, is said in one line naming the run and what
+failed, and the command exits 2; everything else is written first (``purged.pt2``, ``purge.json`` with
+``onnx_error``, the summary's keys), and no ``purged.onnx`` is left.
 
 It lives with training, not in :mod:`ctrlsparse.purge`: it rebuilds a finished training run (its setup and
 checkpoint) and hands the model to the purge, which knows nothing of runs.
@@ -23,15 +36,30 @@ from typing import Any
 from ctrlsparse.plumbing import paths
 from ctrlsparse.tracking.target import add_tracking_flags, off, tracking_target
 
+# Seconds of interleaved calls per batch size (after the warm-up; at least 5 calls of each model): the demo's
+# tiny models take a few hundred ms in all.
+LATENCY_SECONDS = 0.15
 
-def purge_run(run_dir: Path) -> dict[str, Any]:
-    """Purge the finished run in ``run_dir``; return the keys added to its summary."""
+
+def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
+    """Purge the finished run in ``run_dir``; return the keys added to its summary (and ``onnx_error`` when the
+    ONNX export or its check failed; the rest is written either way)."""
     import torch
 
     from ctrlsparse.feasibility import assess
     from ctrlsparse.hparams import HParams
+    from ctrlsparse.latency.measure import latency_report
     from ctrlsparse.plumbing.files import write_json
-    from ctrlsparse.purge import count, purge, save_purged, size_report
+    from ctrlsparse.purge import (
+        OnnxError,
+        count,
+        export_program,
+        purge,
+        purge_dense,
+        save_onnx,
+        save_purged,
+        size_report,
+    )
     from ctrlsparse.training.checkpoint import load
     from ctrlsparse.training.setup import build_run
 
@@ -49,12 +77,23 @@ def purge_run(run_dir: Path) -> dict[str, Any]:
     purged = purge(model, example)
     sizes = size_report(count(model, example), count(purged, example))
     sizes["purged_test_accuracy"] = accuracy(purged, run.data)
-    save_purged(purged, example, paths.purged_model_path(run_dir))
-    write_json(paths.purge_sizes_path(run_dir), sizes)
+    program = export_program(purged, example)
+    save_purged(purged, example, paths.purged_model_path(run_dir), program)
+    batch = latency_batch or hparams.batch_size
+    inputs = {"b1": torch.randn(1, *run.data.input_shape), "batch": torch.randn(batch, *run.data.input_shape)}
+    sizes |= {"latency_batch": batch, **latency_report(purge_dense(model, example), purged, inputs, LATENCY_SECONDS)}
+    status: dict[str, Any] = {}
+    onnx_path = paths.purged_onnx_path(run_dir)
+    try:
+        sizes["onnx_max_abs_diff"] = save_onnx(purged, example, onnx_path, program)
+    except OnnxError as error:
+        onnx_path.unlink(missing_ok=True)  # no stale model of an earlier purge beside the new .pt2
+        status["onnx_error"] = str(error)
+    write_json(paths.purge_sizes_path(run_dir), sizes | status)
     summary = {**json.loads(paths.summary_path(run_dir).read_text()), **sizes}
     verdict = assess(summary, summary.get("feasibility_tolerance") or hparams.feasibility_tolerance)
     write_json(paths.summary_path(run_dir), summary | verdict)  # a budget is judged on the purged model too
-    return sizes | verdict
+    return sizes | verdict | status
 
 
 def accuracy(model: Any, data: Any, batch_size: int = 1024) -> float:
@@ -72,7 +111,15 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ctrlsparse purge", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished run directory (holds summary.json and checkpoint.pt)")
     add_tracking_flags(parser, default="none: the run is not mirrored")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads, also of the latency measurement (0: torch's default)"
+    )
+    parser.add_argument(
+        "--latency-batch",
+        type=int,
+        default=0,
+        help="the batch size of the latency measured beside batch 1 (0: the run's training batch size)",
+    )
     args = parser.parse_args(argv)
     for required in (paths.summary_path(args.run), paths.checkpoint_path(args.run), paths.hparams_path(args.run)):
         if not required.exists():
@@ -82,7 +129,7 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        sizes = purge_run(args.run)
+        sizes = purge_run(args.run, args.latency_batch)
     except (ValueError, RuntimeError) as error:  # RuntimeError: no finished, readable checkpoint
         parser.exit(2, f"ctrlsparse purge: error: {args.run}: {error}\n")
     target = tracking_target(args, off)  # the flags > the tracking env file > not mirrored
@@ -94,7 +141,9 @@ def main(argv: list[str]) -> int:
         )  # a failure only warns: the files stand
     print(
         f"{args.run}: {sizes['params']} params ({sizes['params_pct']:.2f}% of dense), {sizes['macs']} MACs "
-        f"({sizes['macs_pct']:.2f}%), test accuracy {100 * sizes['purged_test_accuracy']:.2f}%",
+        f"({sizes['macs_pct']:.2f}%), test accuracy {100 * sizes['purged_test_accuracy']:.2f}%, latency "
+        f"{100 * sizes['latency_share_b1']:.0f}% of dense at batch 1, {100 * sizes['latency_share_batch']:.0f}% at "
+        f"batch {sizes['latency_batch']}",
         file=sys.stderr,
     )
     if sizes.get("feasible") is False:  # the one line of a missed target, as the train command says it
@@ -102,4 +151,10 @@ def main(argv: list[str]) -> int:
 
         summary = json.loads(paths.summary_path(args.run).read_text())
         print(f"{args.run}: target missed: {describe_missed(summary)}", file=sys.stderr)
+    if "onnx_error" in sizes:  # after everything else is written and mirrored
+        parser.exit(
+            2,
+            f"ctrlsparse purge: error: {args.run}: no {paths.PURGED_ONNX}: {sizes['onnx_error']} "
+            f"({paths.PURGED_MODEL} and {paths.PURGE_SIZES} are written)\n",
+        )
     return 0

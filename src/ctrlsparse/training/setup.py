@@ -13,7 +13,7 @@ from torch import nn
 from ctrlsparse.data.base import TensorData
 from ctrlsparse.data.layouts import data_root
 from ctrlsparse.hparams import HParams
-from ctrlsparse.layers import gate_parameters
+from ctrlsparse.layers import gate_parameters, round_channels_
 from ctrlsparse.models.external import PREFIXES as EXTERNAL
 from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.problems.base import L0Problem, fixed_from
@@ -129,6 +129,7 @@ def build_run(hparams: HParams) -> Run:
     data = load_data(hparams, processes).to(device)
     torch.manual_seed(hparams.seed)
     model = forward.prepare_model(build_model(hparams, data.input_shape, data.num_classes), hparams, device)
+    round_channels_(model, hparams.round_channels)  # the eval model's channel counts (ctrlsparse.layers.Gates)
     # the example input: a problem whose constraints need the traced model (budgets) traces the plain model on it
     problem = METHODS[hparams.method](model, hparams, torch.zeros(1, *data.input_shape, device=device))
     if hparams.distill:  # the dense run's model, to distil into the gated one

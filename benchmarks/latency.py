@@ -1,0 +1,253 @@
+"""What sparsity buys in time: the purged model's latency share beside its MAC share, with and without channel
+rounding, and Torch-Pruning's pruned model at the same MAC share, measured side by side.
+
+    .venv/bin/pip install torch-pruning==1.6.1      # optional: the peer's column (a benchmark-only dependency)
+    .venv/bin/python benchmarks/latency.py                                   # the default models, CPU, 2 threads
+    .venv/bin/python benchmarks/latency.py --models resnet18,mobilenet_v2 --shares 0.5 --multiples 4,8,16
+
+Per model (torchvision's at random weights, gated by ``ctrlsparse.gate``; the registered archs with their own
+gated layers, ``registered:<arch>``), a ``--size`` x ``--size`` input (the registered small ones: their data
+set's shape), and per MAC share in ``--shares``:
+
+- **pattern**: the gates closed in a random order (seeded), at least one gate of every set kept, the longest
+  prefix whose purged MAC share (the cost model at 0/1 gates, which is the purged model's count) is at most the
+  share; with rounding (``round_channels`` N, :func:`ctrlsparse.layers.round_channels_`), the prefix chosen again
+  for the rounded counts. Gates closed later get larger log alpha, so rounding up reopens the last closed.
+- **Torch-Pruning** (if installed): ``MagnitudePruner`` (L1, uniform per layer, classifier kept) at the pruning
+  ratio bisected (12 steps) to the MAC share of our un-rounded purged model.
+- **latency**: the dense model (torchvision's own module; a registered arch's every-gate-open purge), the purged
+  ones and Torch-Pruning's, one call of each in turn after a warm-up, at least ``--rounds`` rounds and about
+  ``--seconds`` each (:func:`ctrlsparse.latency.interleaved_times`), at batch 16 and 1 (``--batches``), on the
+  CPU with ``--threads`` threads. *lat.* = the median over rounds of the model's time over the dense model's in
+  the same round (:func:`ctrlsparse.latency.median_share`); *dense ms*: the dense model's median.
+- **extra ops**: the purged graph's ``index_select``, ``cat`` and ``mul`` nodes beyond the dense graph's (what the
+  purge inserted: re-indexing, zero padding, fractional gates).
+
+Prints a Markdown table per batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+MODELS = (
+    "resnet18,resnet50,mobilenet_v2,efficientnet_b0,regnet_x_400mf,"
+    "registered:resnet18,registered:wrn16_4,registered:cnn,registered:lenet5,registered:mlp"
+)
+SMALL_SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "lenet5": (1, 28, 28), "vit": (1, 8, 8)}
+
+
+def build(name: str, size: int):
+    """(dense model, gated model, input shape): torchvision's (random weights, BatchNorms away from the identity,
+    as ``reach.py`` builds them) or a registered arch (``registered:<arch>``; its dense model: every gate open)."""
+    import torch
+    from reach import build as torchvision_model
+    from reach import randomised
+
+    import ctrlsparse
+    from ctrlsparse.models.factory import LayerFactory
+    from ctrlsparse.purge import purge_dense
+    from ctrlsparse.registry import ARCHS
+
+    torch.manual_seed(0)
+    if name.startswith("registered:"):
+        arch = name.partition(":")[2]
+        shape = SMALL_SHAPES.get(arch, (3, size, size))
+        gated = randomised(ARCHS[arch](shape, 10, LayerFactory(gated=True)))
+        return purge_dense(gated, torch.randn(2, *shape)), gated, shape
+    dense, shape = torchvision_model(name, size), (3, size, size)
+    return dense, ctrlsparse.gate(dense, torch.randn(2, *shape)).eval(), shape
+
+
+def random_pattern(gated, x, share: float, multiple: int, seed: int) -> float:
+    """Set the gates of ``gated`` to the longest prefix of a random closing order whose purged MAC share (rounded
+    to ``multiple``) is at most ``share``; returns that share."""
+    import torch
+
+    from ctrlsparse.cost import ExpectedCost
+    from ctrlsparse.layers import gated_layers, round_channels_
+
+    units = [unit for _, unit in gated_layers(gated)]
+    cost = getattr(gated, "_latency_cost", None) or ExpectedCost(gated, x)
+    gated._latency_cost = cost
+    round_channels_(gated, multiple)
+    counts = [unit.n_gates for unit in units]
+    total = sum(counts)
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.zeros(total, dtype=torch.bool)  # one gate of every set stays open
+    start = 0
+    for n in counts:
+        keep[start + int(torch.randint(n, (1,), generator=generator))] = True
+        start += n
+    order = torch.randperm(total, generator=generator)
+    order = order[~keep[order]]  # the closing order
+
+    def apply(k: int) -> float:
+        log_alpha = torch.full((total,), 10.0)
+        log_alpha[order[:k]] = -10.0 + 8.0 * torch.arange(k, dtype=torch.float) / max(k, 1)  # later: larger
+        with torch.no_grad():
+            for unit, part in zip(units, log_alpha.split(counts), strict=True):
+                unit.log_alpha.copy_(part)
+        opened = torch.cat([unit.eval_open() for unit in units]).double()
+        return float(cost.costs(opened)["macs"]) / cost.dense_macs
+
+    low, high = 0, len(order)  # share falls (roughly) as k grows: the smallest k at or below the share
+    if apply(high) > share:
+        return apply(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if apply(middle) <= share else (middle, high)
+    return apply(high)
+
+
+def torch_pruning(dense, x, share: float):
+    """Torch-Pruning's L1 magnitude pruning at the ratio bisected to ``share`` of the MACs; (model, its share)."""
+    import torch
+    import torch_pruning as tp
+
+    from ctrlsparse.purge import count
+
+    dense_macs = count(dense, x).macs
+
+    def pruned(ratio: float):
+        model = copy.deepcopy(dense).eval()
+        classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1:]
+        tp.pruner.MagnitudePruner(
+            model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio, ignored_layers=classifier
+        ).step()
+        return model.eval(), count(model, x).macs / dense_macs
+
+    low, high, best = 0.0, 0.99, None
+    for _ in range(12):
+        middle = (low + high) / 2
+        model, macs = pruned(middle)
+        if best is None or abs(macs - share) < abs(best[1] - share):
+            best = (model, macs)
+        low, high = (middle, high) if macs > share else (low, middle)
+    return best
+
+
+def extra_ops(purged, dense) -> int:
+    """``index_select``, ``cat`` and ``mul`` call_function nodes of ``purged`` beyond those of ``dense``."""
+    import torch
+    from torch import fx
+
+    def found(model) -> int:
+        if not isinstance(model, fx.GraphModule):
+            model = fx.symbolic_trace(model)
+        kinds = (torch.index_select, torch.cat, torch.mul)
+        return sum(1 for n in model.graph.nodes if n.op == "call_function" and n.target in kinds)
+
+    try:
+        return found(purged) - found(dense)
+    except Exception:  # a dense module fx cannot trace
+        return -1
+
+
+def one_model(name: str, args) -> list[dict]:
+    import torch
+
+    from ctrlsparse.latency import interleaved_times, median_share
+    from ctrlsparse.purge import count, purge
+
+    torch.set_num_threads(args.threads)
+    dense, gated, shape = build(name, args.size)
+    x = torch.randn(2, *shape)
+    dense_macs = count(dense, x).macs
+    rows = []
+    for share in args.shares:
+        models, shares = {"dense": dense}, {"dense": 1.0}
+        for multiple in args.multiples:
+            random_pattern(gated, x, share, multiple, args.seed)
+            purged = purge(gated, x)
+            models[f"N={multiple}"] = purged
+            shares[f"N={multiple}"] = count(purged, x).macs / dense_macs
+        ours = models[f"N={args.multiples[0]}"]
+        extra = extra_ops(ours, dense)
+        if args.peer:
+            try:
+                models["TP"], shares["TP"] = torch_pruning(dense, x, shares[f"N={args.multiples[0]}"])
+            except Exception as error:
+                print(f"{name}: Torch-Pruning fails: {type(error).__name__}: {str(error)[:100]}", flush=True)
+        for batch in args.batches:
+            inputs = torch.randn(batch, *shape)
+            times = interleaved_times(models, inputs, seconds=args.seconds, min_rounds=args.rounds)
+            rows.append(
+                {
+                    "model": name,
+                    "target": share,
+                    "batch": batch,
+                    "dense_ms": 1000.0 * statistics.median(times["dense"]),
+                    "extra_ops": extra,
+                    **{f"{key} macs": value for key, value in shares.items() if key != "dense"},
+                    **{f"{key} lat": median_share(times, key, "dense") for key in models if key != "dense"},
+                }
+            )
+    return rows
+
+
+def table(rows: list[dict], batch: int, multiples: list[int], peer: bool) -> str:
+    columns = [f"N={m}" for m in multiples] + (["TP"] if peer else [])
+    head = "| model | target | dense ms | " + " | ".join(f"{c} MAC | {c} lat." for c in columns) + " | extra ops |"
+    lines = [head, "|" + "---|" * (4 + 2 * len(columns))]
+    for row in rows:
+        if row["batch"] != batch:
+            continue
+        cells = []
+        for c in columns:
+            cells += [f"{row.get(f'{c} macs', float('nan')):.3f}", f"{row.get(f'{c} lat', float('nan')):.3f}"]
+        lines.append(
+            f"| {row['model']} | {row['target']} | {row['dense_ms']:.2f} | "
+            + " | ".join(cells)
+            + f" | {row['extra_ops']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=MODELS, help="comma-separated torchvision builders or registered:<arch>")
+    parser.add_argument("--shares", default="0.3,0.5", help="target MAC shares")
+    parser.add_argument("--multiples", default="1,8", help="round_channels values (1: no rounding; first: TP's share)")
+    parser.add_argument("--batches", default="16,1", help="batch sizes")
+    parser.add_argument("--size", type=int, default=64, help="input side in pixels")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per model set and batch")
+    parser.add_argument("--rounds", type=int, default=9, help="at least this many interleaved rounds")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random gate patterns")
+    parser.add_argument("--no-peer", action="store_true", help="leave Torch-Pruning out")
+    args = parser.parse_args()
+    args.shares = [float(s) for s in args.shares.split(",")]
+    args.multiples = [int(m) for m in args.multiples.split(",")]
+    args.batches = [int(b) for b in args.batches.split(",")]
+    try:
+        import torch_pruning  # noqa: F401
+
+        args.peer = not args.no_peer
+    except ImportError:
+        args.peer = False
+    import torch
+
+    print(f"CPU, {args.threads} threads, torch {torch.__version__}, input {args.size}x{args.size}", flush=True)
+    rows = []
+    for name in args.models.split(","):
+        start = time.time()
+        try:
+            rows += one_model(name, args)
+        except Exception as error:
+            print(f"{name}: fails: {type(error).__name__}: {str(error)[:200]}", flush=True)
+        print(f"<!-- {name}: {time.time() - start:.0f} s -->", flush=True)
+        for batch in args.batches:
+            print(
+                f"\nbatch {batch}\n\n"
+                + table([r for r in rows if r["model"] == name], batch, args.multiples, args.peer)
+            )
+    for batch in args.batches:
+        print(f"\n## batch {batch}\n\n" + table(rows, batch, args.multiples, args.peer), flush=True)
+
+
+if __name__ == "__main__":
+    main()
