@@ -58,7 +58,7 @@ def cost_metrics(problem: L0Problem) -> dict[str, float]:
     if cost is None:
         return {}
     expected = cost.shares()
-    evaluated = cost.exact_shares(hc.median_gates(torch.cat(cost.log_alphas)) > 0)
+    evaluated = cost.exact_shares(torch.cat([layer.eval_open() for layer in cost.layers]))  # the eval model
     return {f"expected_{kind}": float(expected[kind]) for kind in COST_KINDS} | {
         f"eval_{kind}": evaluated[kind] for kind in COST_KINDS
     }
