@@ -82,6 +82,9 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
     batch = latency_batch or hparams.batch_size
     inputs = {"b1": torch.randn(1, *run.data.input_shape), "batch": torch.randn(batch, *run.data.input_shape)}
     sizes |= {"latency_batch": batch, **latency_report(purge_dense(model, example), purged, inputs, LATENCY_SECONDS)}
+    # the purged value of a latency budget (stated at the training batch, the default --latency-batch), in percent
+    # of the dense model's as macs_pct and params_pct are
+    sizes["latency_pct"] = 100 * sizes["latency_share_batch"]
     status: dict[str, Any] = {}
     onnx_path = paths.purged_onnx_path(run_dir)
     try:
