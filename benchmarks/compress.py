@@ -42,6 +42,20 @@ def resolve(common: dict, **given):
     return HParams.resolve(**{**common, **given})
 
 
+def trained_with(out: Path, hparams) -> bool:
+    """Whether ``out`` holds a run of exactly ``hparams``' computation (older runs: their fields' defaults)."""
+    import dataclasses
+
+    from ctrlsparse.hparams import HParams
+    from ctrlsparse.plumbing import paths
+
+    if not paths.hparams_path(out).exists():
+        return False
+    stored = json.loads(paths.hparams_path(out).read_text())
+    names = {f.name for f in dataclasses.fields(HParams)}
+    return HParams.from_dict({k: v for k, v in stored.items() if k in names}).computation() == hparams.computation()
+
+
 def dense(common: dict, seed: int, epochs: int | None, root: Path) -> str:
     from ctrlsparse.plumbing import paths
     from ctrlsparse.training.loop import train
@@ -55,6 +69,7 @@ def dense(common: dict, seed: int, epochs: int | None, root: Path) -> str:
 def ours(
     common: dict, seed: int, share: float, mode: str, dense_dir: str, epochs: int, extra: dict, root: Path
 ) -> dict:
+    from ctrlsparse.identity import hparams_hash
     from ctrlsparse.plumbing import paths
     from ctrlsparse.training.loop import train
     from ctrlsparse.training.purge_cli import purge_run
@@ -62,9 +77,12 @@ def ours(
     given = {"budget": f"macs={share:g}", "target_scope": "none", "seed": seed, "epochs": epochs}
     if mode == "warm":
         given |= {"pretrained": dense_dir, **extra}
+    hparams = resolve(common, **given)
     out = root / mode / f"macs{share:g}" / f"seed{seed}"
+    if not trained_with(out, hparams):  # a run of other hyperparameters (e.g. older defaults) stays where it is
+        out = out.with_name(f"seed{seed}-{hparams_hash(hparams, dense_dir)}")
     if not (paths.purge_sizes_path(out).exists() and paths.summary_path(out).exists()):
-        train(resolve(common, **given), out, None)
+        train(hparams, out, None)
         purge_run(out)
     summary = json.loads(paths.summary_path(out).read_text())
     return {

@@ -44,9 +44,7 @@ def make_step(arch: str, method: str, batch: int, device: torch.device, model: t
     torch.manual_seed(0)
     if model is None:
         model = forward.prepare_model(build_model(hparams, shape, 10), hparams, device)
-    problem = METHODS[method](model, hparams)
-    if budget:
-        problem.add_budgets(shape)
+    problem = METHODS[method](model, hparams, torch.zeros(1, *shape, device=device))  # budgets: traced here
     problem.model = forward.training_forward(model, hparams, device, Processes())  # amp, channels-last
     optimizer = problem.build_optimizer(build_primal_optimizer(hparams, model))
     inputs = torch.randn(batch, *shape, device=device)

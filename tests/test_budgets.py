@@ -60,8 +60,7 @@ def problem_for(**given) -> tuple[ConstrainedL0Problem, cooper.optim.CooperOptim
     hparams = HParams.resolve(arch="cnn", **given)
     torch.manual_seed(0)
     model = build_model(hparams, (1, 8, 8), 10)
-    problem = ConstrainedL0Problem(model, hparams)
-    problem.add_budgets((1, 8, 8))
+    problem = ConstrainedL0Problem(model, hparams, torch.zeros(1, 1, 8, 8))
     return problem, problem.build_optimizer(build_primal_optimizer(hparams, model))
 
 

@@ -8,6 +8,7 @@ from ctrlsparse.density import Density
 from ctrlsparse.layers import L0BatchNorm2d, L0Conv2d, L0Linear, gated_layers
 from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.models.mlp import build_mlp
+from ctrlsparse.models.norm import conv_bn_relu
 
 
 def test_structured_linear_gates_input_neurons():
@@ -171,3 +172,19 @@ def test_one_pass_sampling_gives_every_layer_its_own_sample_once():
     assert all(layer.last_gates is z for layer, z in zip(density.layers, drawn, strict=True))
     model(torch.randn(2, 1, 8, 8))  # without a pass-wide draw, each layer samples for itself
     assert not any(layer.last_gates is z for layer, z in zip(density.layers, drawn, strict=True))
+
+
+@pytest.mark.parametrize("after_norm", [False, True])
+def test_the_loss_reaches_the_gates_of_a_conv_before_a_batchnorm_only_when_the_norm_applies_them(after_norm):
+    """Training-mode BatchNorm divides a channel's scale away: a gate that scales the filter gets (almost) no
+    gradient from the loss; a gate that scales the normalised channel (gate_after_norm) gets the loss's."""
+    torch.manual_seed(0)
+    layers = LayerFactory(droprate_init=0.05, gate_after_norm=after_norm)
+    conv = layers.conv(3, 8, 3, padding=1, bias=False)
+    bn = layers.batchnorm(conv)
+    x = torch.randn(16, 3, 6, 6)
+    out = conv_bn_relu(conv, bn, x)
+    (out * torch.randn_like(out)).sum().backward()
+    gradient = conv.log_alpha.grad.abs().max().item()
+    assert gradient > 1e-3 if after_norm else gradient < 1e-4
+    assert conv.norm_applies_gates is after_norm

@@ -1,5 +1,6 @@
 """Budgets and targets are parsed and checked once: ``hparams.checks.parse_budget`` is the one budget parser and
-``HParams`` keeps its mapping; a bad budget or target gives the same one-line error through the workflow and the CLI."""
+``HParams`` keeps its mapping; a bad budget or target gives the same one-line error through the workflow and the CLI,
+and so does a layer-wise target list that does not fit the arch."""
 
 from __future__ import annotations
 
@@ -70,3 +71,25 @@ def test_a_bad_density_target_is_the_schemas_range_check_then_the_same_hparams_c
     with pytest.raises(SystemExit):
         main(["--target", "1.5", "--out", "unused"])
     assert f"error: --target: {made.value.message} (see" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_layer_wise_target_list_that_does_not_fit_the_arch_is_one_check_through_the_workflow_and_the_cli(
+    tmp_path, capsys
+):
+    """The layer count has one check, ``density_targets.layer_targets``: the workflow's preflight calls it, the
+    problem (and the feasibility verdict) through ``constraint_kinds.stated``; the lines differ only in how they
+    show the targets (the config's list, or "given")."""
+    import preflight
+
+    config = merged({"grid": {"archs": ["cnn"], "constrained": {"scopes": ["layer"], "targets": [[0.5, 0.3, 0.2]]}}})
+    with pytest.raises(grid.ConfigError) as workflow:
+        preflight.check_layer_targets(config)
+    fit = "but arch 'cnn' has 4 gated layers (conv1, conv2, fc1, fc2); give one target or 4"
+    assert str(workflow.value) == f"config key grid.constrained.targets[0]: 3 layer-wise targets [0.5, 0.3, 0.2], {fit}"
+    from ctrlsparse.training.cli import main
+
+    flags = ["--arch", "cnn", "--target-scope", "layer", "--target", "0.5,0.3,0.2", "--epochs", "1", "--threads", "1"]
+    with pytest.raises(SystemExit) as exited:
+        main([*flags, "--quiet", "--out", str(tmp_path / "run")])
+    assert exited.value.code == 2
+    assert f"error: --target: 3 layer-wise targets given, {fit} (see" in capsys.readouterr().err.splitlines()[-1]

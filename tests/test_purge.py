@@ -43,10 +43,10 @@ def arch_params(gate_groups: bool = True):
     return [pytest.param(a, marks=pytest.mark.slow) if a in BIG else a for a in archs]
 
 
-def build(arch: str, gated: bool = True, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+def build(arch: str, gated: bool = True, seed: int = 0, after_norm: bool = False) -> tuple[nn.Module, torch.Tensor]:
     shape, classes = SHAPES.get(arch, ((3, 32, 32), 10))
     torch.manual_seed(seed)
-    model = ARCHS[arch](shape, classes, LayerFactory(gated=gated))
+    model = ARCHS[arch](shape, classes, LayerFactory(gated=gated, gate_after_norm=after_norm))
     with torch.no_grad():  # BatchNorm statistics and affine parameters away from the identity
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -148,10 +148,12 @@ def _chain_params(chain: list, gated: bool) -> int:
     return total
 
 
+@pytest.mark.parametrize("after_norm", [False, True], ids=["gated_filters", "gate_after_norm"])
 @pytest.mark.parametrize("arch", arch_params(gate_groups=False))
-def test_purged_model_computes_the_gated_eval_function_with_the_open_parameters(arch):
+def test_purged_model_computes_the_gated_eval_function_with_the_open_parameters(arch, after_norm):
+    """Fractional eval gates folded into the filters, or (gate_after_norm) into the BatchNorm after them."""
     for seed, pattern in enumerate(PATTERNS):
-        model, x = build(arch, seed=seed)
+        model, x = build(arch, seed=seed, after_norm=after_norm)
         set_gates(model, pattern, seed)
         reference = model(x)
         purged = purge(model, x)

@@ -18,7 +18,9 @@ from ctrlsparse.registry import ARCHS
 from ctrlsparse.training import purge_cli
 
 LATENCY_KEYS = {
-    f"{kind}_{suffix}" for suffix in ("b1", "batch") for kind in ("latency_ms", "dense_latency_ms", "latency_share")
+    f"{kind}_{suffix}"
+    for suffix in ("b1", "batch")
+    for kind in ("latency_ms", "dense_latency_ms", "latency_share", "least_latency_share")
 } | {"latency_batch", "latency_threads"}
 
 

@@ -69,8 +69,7 @@ def two_layers(keep: bool) -> tuple[nn.Module, ConstrainedL0Problem, object]:
     hparams = HParams.resolve(
         budget="params=0.01", target_scope="none", gates_lr=0.2, dual_lr=0.5, lr=0.01, keep_a_gate_open=keep
     )
-    problem = ConstrainedL0Problem(model, hparams)
-    problem.add_budgets((16,))
+    problem = ConstrainedL0Problem(model, hparams, torch.zeros(1, 16))
     optimizer = problem.build_optimizer(build_primal_optimizer(hparams, model))
     return model, problem, optimizer
 
@@ -149,8 +148,7 @@ def test_annealed_targets_move_from_the_dense_model_to_the_budget(violation):
     hparams = HParams.resolve(
         budget="params=0.2", target=(0.5,), epochs=10, target_anneal=0.5, violation=violation, device="cpu"
     )
-    problem = ConstrainedL0Problem(model, hparams)
-    problem.add_budgets((16,))
+    problem = ConstrainedL0Problem(model, hparams, torch.zeros(1, 16))
     p = problem.density.prob_active()
     value = torch.cat([problem.density.model_expected(p).view(1), problem.cost.share_vector(p)[1:]])
     final = torch.tensor([0.5, 0.2])

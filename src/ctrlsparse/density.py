@@ -90,7 +90,7 @@ class Density:
         """Weighted mean of P(active) x P(inactive) over the gates (differentiable): 0 when every gate is open or
         closed, 0.25 when every gate is a coin flip. ``weights`` (one per gate, summing to 1) default to each
         gate's share of the sparsifiable parameters, the mean over parameters; a budget run weights each gate by
-        what it costs instead (:meth:`ctrlsparse.problems.ConstrainedL0Problem.add_budgets`)."""
+        what it costs instead (:meth:`ctrlsparse.problems.constraint_set.ConstraintSet.tie_weights`)."""
         p = self.prob_active() if p is None else p
         self._on(p.device)
         return (p * (1.0 - p)) @ (self.gate_shares if weights is None else weights)

@@ -1,8 +1,9 @@
 """Did a run meet its density target(s)? A pure function of the run's ``summary.json`` and a tolerance.
 
-- A constrained run has one constraint (``model``) or one per gated layer (``--target-scope layer``); its
-  violation is expected density − target, the number the multipliers see. A budget run has one per budget kind
-  (expected share − budget) and, once ``ctrlsparse purge`` has measured the purged model, one more per kind,
+- A constrained run's constraints are the entries its kinds state (:func:`ctrlsparse.constraint_kinds.stated`):
+  one (``model``) or one per gated layer (``--target-scope layer``), whose violation is expected density −
+  target, the number the multipliers see; one per budget kind (expected share − budget) and, once
+  ``ctrlsparse purge`` has measured the purged model (the kind's ``measured`` key), one more per kind,
   ``purged <kind>``: the purged model's share − budget, so that a budget is judged on what the user receives.
 - ``le`` (the paper's ``≤``) is met when every violation is at most the tolerance (ending sparser is allowed);
   ``eq`` when every violation lies within ± the tolerance. ``max_violation`` is the violation farthest from
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctrlsparse.density_targets import GATE_GROUP_PREFIX, layer_targets
+from ctrlsparse.constraint_kinds import BUDGET_KINDS, measured_value, miss_message, purged_name, stated
+from ctrlsparse.density_targets import GATE_GROUP_PREFIX
 from ctrlsparse.hparams import HParams, format_number
 from ctrlsparse.registry import method_spec
 
@@ -44,48 +46,45 @@ FIELDS = (
 )
 
 
-# A budget kind -> the purge's measurement of it (percent of the dense model), judged beside the expected share.
-PURGED = {"macs": "macs_pct", "params": "params_pct"}
-
-
-def purged_name(kind: str) -> str:
-    return f"purged {kind}"
-
-
 def constraint_targets(summary: dict[str, Any]) -> dict[str, float]:
     """Target of each constraint of a constrained run: ``{"model": ε}`` or one per gated layer, then each budget
     (the expected share the multipliers see) and, once the run is purged, each budget again as ``purged <kind>``
     (the share of the model the user receives); ``{}`` for methods without constraints."""
+    return {name: target for name, (_, target) in _entries(summary).items()}
+
+
+def _entries(summary: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """Each constraint entry of a summary's run -> (its kind, its target), stated as the run stated them
+    (:func:`~ctrlsparse.constraint_kinds.stated`), then the purged entries of the kinds the purge has measured."""
     spec = method_spec(summary.get("method"))
     if spec is None or not spec.constraints:
         return {}
-    targets = list(summary.get("target") or [])
-    budgets = dict(summary.get("budgets") or {})  # macs / params budgets: constraints of their own
-    purged = {purged_name(kind): value for kind, value in budgets.items() if summary.get(PURGED[kind]) is not None}
-    if summary.get("target_scope") == "none":
-        return budgets | purged
-    if summary.get("target_scope") != "layer":
-        return {"model": targets[0], **budgets, **purged}
     layers = list(summary.get("layer_expected_density") or {})
-    kinds = [summary.get("layer_kinds", {}).get(layer, "") for layer in layers]  # targets by kind (gate groups)
-    expanded = layer_targets(targets, layers, summary.get("arch", ""), kinds=kinds)
-    return dict(zip(layers, expanded, strict=True)) | budgets | purged
+    layer_kinds = [summary.get("layer_kinds", {}).get(layer, "") for layer in layers]  # targets by kind (groups)
+    scope = summary.get("target_scope") or "model"
+    target, budgets = list(summary.get("target") or []), summary.get("budgets") or {}
+    entries = stated(scope, target, budgets, layers, summary.get("arch", ""), layer_kinds)
+    found = {name: (kind, value) for kind, named in entries.items() for name, value in named.items()}
+    for kind in BUDGET_KINDS:
+        if kind in entries and measured_value(kind, summary) is not None:
+            found[purged_name(kind)] = (kind, entries[kind][kind])
+    return found
 
 
 def constraint_violations(summary: dict[str, Any]) -> dict[str, float]:
     """Final value − target of each constraint (the summary's ``violations``, else recomputed; a purged budget:
     the purged model's share of the dense one − the budget)."""
     targets = constraint_targets(summary)
-    purged = {purged_name(kind): kind for kind in PURGED}
+    purged = {purged_name(kind): kind for kind in BUDGET_KINDS}
     if summary.get("violations"):
         found = {name: summary["violations"][name] for name in targets if name in summary["violations"]}
     else:
         expected = {"model": summary.get("expected_density"), **(summary.get("layer_expected_density") or {})}
-        expected |= {"macs": summary.get("expected_macs"), "params": summary.get("expected_params")}
+        expected |= {kind: summary.get(f"expected_{kind}") for kind in BUDGET_KINDS}
         found = {name: expected[name] - target for name, target in targets.items() if name not in purged}
     for name, target in targets.items():
         if name in purged:
-            found[name] = summary[PURGED[purged[name]]] / 100.0 - target
+            found[name] = measured_value(purged[name], summary) - target
     return found
 
 
@@ -163,13 +162,9 @@ def describe_missed(summary: dict[str, Any]) -> str:
             f"test accuracy {summary['test_accuracy']:.3f} is at chance (always answering the most frequent class: "
             f"{summary['chance_accuracy']:.3f})"
         )
-    return ", ".join(
-        parts
-        + [
-            f"{name} at {value:.3f} {'>' if value > target else '<'} {format_number(target)}"
-            for name, value, target in missed_constraints(summary)
-        ]
-    )
+    kinds = {name: kind for name, (kind, _) in _entries(summary).items()}
+    missed = missed_constraints(summary)
+    return ", ".join(parts + [miss_message(kinds[n], n, value, format_number(t)) for n, value, t in missed])
 
 
 def verdict_lines(summary: dict[str, Any]) -> list[str]:

@@ -28,8 +28,9 @@ BETA = 2.0 / 3.0  # temperature
 GAMMA = -0.1  # lower stretch limit
 ZETA = 1.1  # upper stretch limit
 EPS = 1e-6  # noise and probability clamp
-# log alpha is clamped to [log alpha_min, log 1e2] after every step; alpha_min is a hyperparameter (default 1e-4,
-# hparams.defaults), this is the paper's 1e-2 (its presets' value and the clamp's default argument)
+# log alpha is clamped to [log alpha_min, LOG_ALPHA_MAX] after every step (ctrlsparse.layers.clamp_log_alphas_);
+# alpha_min is a hyperparameter (HParams.alpha_min, default 1e-4). LOG_ALPHA_MIN is the paper's log 1e-2 (the paper
+# presets' alpha_min), the clamp's floor when it is given none.
 LOG_ALPHA_MIN = math.log(1e-2)
 LOG_ALPHA_MAX = math.log(1e2)
 

@@ -21,7 +21,8 @@ import json
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from ctrlsparse.hparams.checks import BUDGET_KINDS, SCOPES
+from ctrlsparse.constraint_kinds import BUDGET_KINDS
+from ctrlsparse.hparams.checks import SCOPES
 from ctrlsparse.plumbing import paths
 from ctrlsparse.registry import METHODS
 
@@ -42,6 +43,7 @@ LATER_FIELDS = (
     "keep_a_gate_open",
     "target_anneal",
     "fix_gates",
+    "gate_after_norm",
     "distill",
     "distill_temperature",
     "round_channels",

@@ -175,8 +175,16 @@ class L0Conv2d(nn.Conv2d, GatedLayer):
             self._init_gates(out_channels, group, droprate_init, structured)
         else:
             self._init_gates(self.weight.numel() + (out_channels if bias else 0), 1, droprate_init, structured)
+        # gate_after_norm: the BatchNorm after this conv scales its output by the gates (set by
+        # LayerFactory.batchnorm); the filters are then only masked (a closed gate still zeroes its filter).
+        self.norm_applies_gates = False
 
     def gated_params(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.norm_applies_gates:
+            z = (z != 0).to(z.dtype)
+        return self._scaled(z)
+
+    def _scaled(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.structured:
             bias = None if self.bias is None else self.bias * z
             return self.weight * z.view(-1, 1, 1, 1), bias
@@ -184,9 +192,19 @@ class L0Conv2d(nn.Conv2d, GatedLayer):
         bias = None if self.bias is None else self.bias * z[n:]
         return self.weight * z[:n].view_as(self.weight), bias
 
+    def l2_tensors(self, root_p: Tensor) -> list[Tensor]:
+        return [t for t in self._scaled(root_p) if t is not None]  # P-weighted whether or not the norm scales
+
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.gated_params(self.gates())
         return self._conv_forward(x, weight, bias)
+
+    def norm_input(self) -> Tensor:
+        """What the ``L0BatchNorm2d`` after this conv takes: its last gates when the norm applies them
+        (``norm_applies_gates``), else the mask of its open channels."""
+        if not self.norm_applies_gates:
+            return self.active_channels()
+        return self.last_gates if self.last_gates is not None else hc.median_gates(self.log_alpha.detach())
 
     def active_channels(self) -> Tensor:
         """Boolean mask of output channels whose last gate (sample or median) is non-zero."""
@@ -206,11 +224,16 @@ class L0BatchNorm2d(nn.BatchNorm2d):
     does not corrupt them. A closed channel's input is exactly zero (its filter is multiplied by a zero
     gate), so zeroing its scale and shift keeps it zero: a per-channel mask on the affine parameters instead of
     a pass over the activations. Without a mask it is a plain ``BatchNorm2d``.
+
+    ``active`` may instead be the conv's gates z (floating point, ``gate_after_norm``): the output is then
+    z x BN(x) over the open channels (z != 0), z folded into the scale and shift as the mask is.
     """
 
     def forward(self, x: Tensor, active: Tensor | None = None) -> Tensor:  # type: ignore[override]
         if active is None:
             return super().forward(x)
+        scale = active if active.is_floating_point() else None
+        active = active != 0 if scale is not None else active
         track = self.training and self.running_mean is not None
         running_mean, running_var = self.running_mean, self.running_var
         if track:  # update copies (autograd keeps them), then take the update for the open channels only
@@ -219,8 +242,8 @@ class L0BatchNorm2d(nn.BatchNorm2d):
         momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
         weight, bias = self.weight, self.bias
         if self.affine:
-            mask = active.to(weight.dtype)
-            weight, bias = weight * mask, bias * mask
+            factor = active.to(weight.dtype) if scale is None else scale.to(weight.dtype)
+            weight, bias = weight * factor, bias * factor
         normed = F.batch_norm(
             x,
             running_mean,
@@ -235,7 +258,11 @@ class L0BatchNorm2d(nn.BatchNorm2d):
             with torch.no_grad():
                 self.running_mean.copy_(torch.where(active, running_mean, self.running_mean))
                 self.running_var.copy_(torch.where(active, running_var, self.running_var))
-        return normed if self.affine else torch.where(active.view(1, -1, 1, 1), normed, x)
+        if self.affine:
+            return normed
+        if scale is not None:
+            normed = normed * scale.view(1, -1, 1, 1)
+        return torch.where(active.view(1, -1, 1, 1), normed, x)
 
 
 def gated_layers(model: nn.Module) -> list[tuple[str, Gates]]:

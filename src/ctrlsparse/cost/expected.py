@@ -13,6 +13,9 @@ from ctrlsparse.cost.terms import cost_terms
 from ctrlsparse.layers import Gates, gated_layers
 from ctrlsparse.purge.count import count
 
+# What the cost model counts, in the order of its form's rows (a budget kind of the same name reads its share).
+QUANTITIES = ("macs", "params")
+
 
 class ExpectedCost:
     """Closed-form expected MACs and parameters of ``model`` (traced once on ``example``), see the module doc."""
@@ -38,10 +41,11 @@ class ExpectedCost:
         flow = Flow(graph, self.algebra, gate_offsets(self.layers))
         self.terms = cost_terms(flow, model)
         self.dense_macs, self.dense_params = float(dense.macs), float(dense.params)
+        self._dense = (self.dense_macs, self.dense_params)  # in QUANTITIES order
         self._compile()
         all_open = self.costs(torch.ones(sum(self.counts), dtype=torch.float64))
         self.unmodelled_macs = self.dense_macs - float(all_open["macs"])  # ops outside the walk (full width)
-        self._form[0, 0, 0] += self.unmodelled_macs  # s[0] = 1: a constant term of the MACs
+        self._form[QUANTITIES.index("macs"), 0, 0] += self.unmodelled_macs  # s[0] = 1: a constant term of the MACs
         self._cache.clear()
 
     def _compile(self) -> None:
@@ -73,7 +77,7 @@ class ExpectedCost:
             (a, factor_a), (b, factor_b) = slot(term.a), slot(term.b)
             coefficient = term.coefficient * factor_a * factor_b
             if coefficient:
-                entries.append((("macs", "params").index(term.quantity), term.a, term.b, a, b, coefficient))
+                entries.append((QUANTITIES.index(term.quantity), term.a, term.b, a, b, coefficient))
         # number the other slots: literals first (one gather), then the evaluated expressions
         order = {e.key: 1 + n_layers + i for i, e in enumerate([*self._literals, *self._vectors])}
         size = 1 + n_layers + len(order)
@@ -81,7 +85,7 @@ class ExpectedCost:
         def final(expr: Expr | None, index: int) -> int:
             return order[expr.key] if index < 0 else index
 
-        self._form = torch.zeros(2, size, size, dtype=torch.float64)
+        self._form = torch.zeros(len(QUANTITIES), size, size, dtype=torch.float64)
         for quantity, expr_a, expr_b, a, b, coefficient in entries:
             self._form[quantity, final(expr_a, a), final(expr_b, b)] += coefficient
         # s = one index_add of [P, the literals' entries of [P, 1, 0], each expression's entries] into [1, 0, ...]
@@ -100,7 +104,7 @@ class ExpectedCost:
         the constraints' form or an empty tensor, the literal slots' gate ids) on p's device and dtype."""
         key = (p.device, p.dtype)
         if key not in self._cache:
-            dense = torch.tensor([self.dense_macs, self.dense_params], dtype=torch.float64).view(2, 1, 1)
+            dense = torch.tensor(self._dense, dtype=torch.float64).view(-1, 1, 1)
             base = torch.zeros(self._size, device=p.device, dtype=p.dtype)
             base[0] = 1.0
             self._cache[key] = (
@@ -129,13 +133,24 @@ class ExpectedCost:
     def costs(self, p: Tensor) -> dict[str, Tensor]:
         """Expected ``macs`` and ``params`` given every gate's P(active), all layers concatenated in order."""
         totals = self._quadratic(self._constants(p)[0], self._sums(p))
-        return {"macs": totals[0], "params": totals[1]}
+        return dict(zip(QUANTITIES, totals, strict=True))
 
     def share_vector(self, p: Tensor | None = None) -> Tensor:
         """[expected MAC share, expected param share] of the dense model, at ``p`` (default: the gates' P)."""
         if p is None:
             p = hc.prob_active(torch.cat(self.log_alphas)) if self.layers else torch.zeros(0)
         return self._quadratic(self._constants(p)[1], self._sums(p))
+
+    def share(self, quantity: str, p: Tensor | None = None) -> Tensor:
+        """The expected share of the dense model's ``quantity`` (macs, params) at ``p``, shaped (1,)."""
+        index = QUANTITIES.index(quantity)
+        return self.share_vector(p)[index : index + 1]
+
+    def exact_shares(self, gates: Tensor) -> dict[str, float]:
+        """Each quantity's share of the dense model at 0/1 ``gates``, counted in float64 (exact): the purged
+        model's share when ``gates`` are the eval gates."""
+        totals = self.costs(gates.double())
+        return {q: float(totals[q]) / dense for q, dense in zip(QUANTITIES, self._dense, strict=True)}
 
     def set_constraints(self, density_rows: Tensor, targets: Tensor, budgets: dict[str, float], relative: bool) -> None:
         """Fold a run's constraints into the form: :meth:`violations` then returns, in order, each density entry's
@@ -150,8 +165,8 @@ class ExpectedCost:
             form[0, 0] = -target
             rows.append(form / target if relative else form)
         for kind, budget in budgets.items():
-            quantity = ("macs", "params").index(kind)
-            form = self._form[quantity] / (self.dense_macs, self.dense_params)[quantity]
+            quantity = QUANTITIES.index(kind)
+            form = self._form[quantity] / self._dense[quantity]
             form[0, 0] -= budget  # s[0] = 1
             rows.append(form / budget if relative else form)
         self._constraint_form = torch.stack(rows) if rows else torch.zeros(0, self._size, self._size)
@@ -169,7 +184,7 @@ class ExpectedCost:
         ones = torch.ones(sum(self.counts), dtype=torch.float64, requires_grad=True)
         shares = self.share_vector(ones)
         rows = {}
-        for quantity, kind in enumerate(("macs", "params")):
+        for quantity, kind in enumerate(QUANTITIES):
             (grad,) = torch.autograd.grad(shares[quantity], ones, retain_graph=True)
             rows[kind] = grad / grad.sum() if grad.sum() > 0 else grad
         return rows
@@ -183,5 +198,4 @@ class ExpectedCost:
 
     def shares(self) -> dict[str, Tensor]:
         """Expected MACs and params as fractions of the dense model's."""
-        shares = self.share_vector()
-        return {"macs": shares[0], "params": shares[1]}
+        return dict(zip(QUANTITIES, self.share_vector(), strict=True))

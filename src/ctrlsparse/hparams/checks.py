@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctrlsparse.constraint_kinds import BUDGET_KINDS, DENSITY_KINDS
 from ctrlsparse.errors import HParamError, UnknownNameError
 from ctrlsparse.hparams.text import format_number
 from ctrlsparse.registry import ARCHS, DATASETS, METHODS
 
 TAG_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,=+-")
-SCOPES = ("model", "layer", "none")
-BUDGET_KINDS = ("macs", "params")  # budget kinds, in the order a budget is written
+SCOPES = (*DENSITY_KINDS, "none")  # a density constraint of the kind of that name, or none (budgets alone)
 OPTIMIZERS = ("adam", "sgd")
 DUAL_OPTIMIZERS = ("sgd", "nupi")
 CONSTRAINTS = ("le", "eq")
@@ -163,7 +163,7 @@ def _check_budget(hparams: Any) -> dict[str, float]:
         constrained = " or ".join(METHODS.select(lambda spec: spec.constraints))
         raise HParamError("budget", f"budgets are constraints: give method {constrained}, not {hparams.method!r}")
     if values and hparams.gating != "structured":
-        raise HParamError("budget", "MAC/parameter budgets need structured gates (--gating structured)")
+        raise HParamError("budget", "MAC/parameter/latency budgets need structured gates (--gating structured)")
     if hparams.target_scope == "none" and not values:
         raise HParamError("target_scope", "'none' leaves no constraint: give a --budget such as macs=0.3")
     return values

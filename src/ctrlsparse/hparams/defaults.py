@@ -129,7 +129,7 @@ LAYERWISE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # Defaults of runs with a MAC / parameter budget (``--budget``), over the layer-wise ones. The tie-breaker
-# (gates_polarization) weighs each gate by its cost there (ConstrainedL0Problem.add_budgets), and a budget's
+# (gates_polarization) weighs each gate by its cost there (ConstraintSet.tie_weights), and a budget's
 # gates are coarse: a digits-CNN conv1 channel is 2.6% of the MACs, so one gate the constraint leaves half open
 # (counted 0.58 in expectation, kept whole by the purge) moves the purged share by a point. Measured on the
 # digits CNN, budgets macs 0.2/0.35/0.5 and params 0.2/0.5, 1,800 steps: kappa 0.02 -> purged 36.46% for macs
@@ -157,6 +157,7 @@ WARM_START_DEFAULTS: dict[str, Any] = {
     "keep_a_gate_open": True,
     "target_anneal": 0.3,
     "fix_gates": 0.3,
+    "gate_after_norm": True,
 }
 
 

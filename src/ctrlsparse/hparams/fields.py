@@ -11,6 +11,7 @@ from ctrlsparse.errors import HParamError
 from ctrlsparse.hparams.checks import budget_text, check
 from ctrlsparse.hparams.defaults import case_defaults
 from ctrlsparse.hparams.naming import SettingName
+from ctrlsparse.hparams.text import coerce
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -137,6 +138,12 @@ class HParams(SettingName):
         "fraction of the epochs at the end that train the weights of the eval model alone: every gate fixed at "
         "its eval value (what the purge keeps), log alpha frozen (default 0.3 in warm starts); 0: never fixed",
         default=0.0,
+    )
+    gate_after_norm: bool = _help(
+        "a gated conv followed by a BatchNorm: the gate scales the normalised channel (z x BN(conv x), the filter "
+        "only masked) instead of the filter (BN(conv(z x W) x)), whose scale the BatchNorm divides away; the gates "
+        "then act on the function (default in warm starts)",
+        default=False,
     )
     round_channels: int = _help("eval model, purge: each gate set keeps a multiple of N (README); 1: off", default=1)
     distill: float = _help(
@@ -271,7 +278,7 @@ class HParams(SettingName):
             case_defaults(**case, budget=given.get("budget", cls.budget), pretrained=given.get("pretrained", ""))
             | given
         )
-        return cls(**{key: _coerce(cls, key, value) for key, value in merged.items()})
+        return cls(**{key: coerce(cls, key, value) for key, value in merged.items()})
 
     def computation(self) -> dict[str, Any]:
         """Every field that affects the numbers a run produces (all but the execution fields)."""
@@ -284,16 +291,4 @@ class HParams(SettingName):
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> HParams:
-        return cls(**{key: _coerce(cls, key, value) for key, value in values.items()})
-
-
-def _coerce(cls: type[HParams], key: str, value: Any) -> Any:
-    """Lists from JSON/YAML become tuples; numbers are cast to the field's type."""
-    kind = {f.name: f.type for f in fields(cls)}[key]
-    if kind.startswith("tuple"):
-        items = value if isinstance(value, list | tuple) else [value]
-        cast = float if "float" in kind else int
-        return tuple(cast(item) for item in items)
-    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return value
+        return cls(**{key: coerce(cls, key, value) for key, value in values.items()})

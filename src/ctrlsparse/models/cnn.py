@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ctrlsparse.models.factory import LayerFactory
-from ctrlsparse.models.norm import batchnorm_for, conv_bn_relu
+from ctrlsparse.models.norm import conv_bn_relu
 
 CHANNELS = (16, 32)
 HIDDEN = 100
@@ -26,9 +26,9 @@ class SmallCNN(nn.Module):
         if height < 4 or width < 4:
             raise ValueError(f"arch 'cnn' needs images of at least 4x4 pixels, got input shape {input_shape}")
         self.conv1 = layers.conv(in_channels, CHANNELS[0], 3, padding=1, bias=False)
-        self.bn1 = batchnorm_for(self.conv1)
+        self.bn1 = layers.batchnorm(self.conv1)
         self.conv2 = layers.conv(CHANNELS[0], CHANNELS[1], 3, padding=1, bias=False)
-        self.bn2 = batchnorm_for(self.conv2)
+        self.bn2 = layers.batchnorm(self.conv2)
         self.pool = nn.MaxPool2d(2)
         self.fc1 = layers.linear(CHANNELS[1] * (height // 4) * (width // 4), HIDDEN)
         self.fc2 = layers.linear(HIDDEN, num_classes)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ctrlsparse.layers import GatedLayer
 from ctrlsparse.models.factory import LayerFactory
-from ctrlsparse.models.norm import batchnorm_for, conv_bn, conv_bn_relu
+from ctrlsparse.models.norm import conv_bn, conv_bn_relu
 
 
 class ChannelPad(nn.Module):
@@ -56,7 +56,7 @@ class PreActBlock(nn.Module):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = layers.conv(in_channels, out_channels, 3, stride=1, padding=1, bias=False)
-        self.bn2 = batchnorm_for(self.conv1)
+        self.bn2 = layers.batchnorm(self.conv1)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.shortcut = None
         if in_channels != out_channels or stride != 1:
@@ -121,9 +121,9 @@ class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, width: int, stride: int, layers: LayerFactory):
         super().__init__()
         self.conv1 = layers.conv(in_channels, width, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = batchnorm_for(self.conv1)
+        self.bn1 = layers.batchnorm(self.conv1)
         self.conv2 = layers.conv(width, width, 3, padding=1, bias=False)
-        self.bn2 = batchnorm_for(self.conv2)
+        self.bn2 = layers.batchnorm(self.conv2)
         self.pad = ChannelPad(width)
         self.downsample = downsample(in_channels, width, stride)
 
@@ -140,11 +140,11 @@ class Bottleneck(nn.Module):
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = layers.conv(in_channels, width, 1, bias=False)
-        self.bn1 = batchnorm_for(self.conv1)
+        self.bn1 = layers.batchnorm(self.conv1)
         self.conv2 = layers.conv(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = batchnorm_for(self.conv2)
+        self.bn2 = layers.batchnorm(self.conv2)
         self.conv3 = layers.conv(width, out_channels, 1, bias=False)
-        self.bn3 = batchnorm_for(self.conv3)
+        self.bn3 = layers.batchnorm(self.conv3)
         self.pad = ChannelPad(out_channels)
         self.downsample = downsample(in_channels, out_channels, stride)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import cooper
 import torch
@@ -15,6 +16,9 @@ from ctrlsparse.hparams import HParams
 from ctrlsparse.layers import GatedLayer, clamp_log_alphas_, keep_a_gate_open_
 from ctrlsparse.problems.warm_start import load_dense_weights
 from ctrlsparse.registry import METHODS
+
+if TYPE_CHECKING:
+    from ctrlsparse.cost import ExpectedCost
 
 
 def fixed_from(hparams: HParams) -> int:
@@ -31,8 +35,11 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
     """
 
     warm_starts = True  # given --pretrained, start from that dense run's weights (magnitude loads them itself)
+    cost: ExpectedCost | None = None  # the run's cost model, where its constraints have one (MAC / param budgets)
 
-    def __init__(self, model: nn.Module, hparams: HParams):
+    def __init__(self, model: nn.Module, hparams: HParams, example: Tensor | None = None):
+        """``example``: an input batch of the data's shape (zeros will do), on which a problem whose constraints
+        need the traced model (the cost model of a budget) traces it, once, here."""
         super().__init__()
         self.model = model
         self.hparams = hparams

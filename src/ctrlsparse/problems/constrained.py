@@ -23,14 +23,16 @@ in expectation while all of them stay open at eval (eval density 0.94 for a 0.9 
 adds kappa x mean P(1 - P) to the loss, which breaks the tie towards closed-or-open gates (0 for the paper's
 presets).
 
-Budgets (``--budget macs=0.3,params=0.25``, :meth:`add_budgets`): each kind is one more constraint, expected
-share of the dense model's MACs / parameters (:class:`ctrlsparse.cost.ExpectedCost`) - budget, with its own
-multiplier, the same eq/le choice and the same restarts; ``--target-scope none`` drops the density constraint.
-All of them are entries of one cooper constraint (one multiplier vector), which is cheaper per step than one
-cooper constraint per kind and changes nothing else: the multipliers, their updates and restarts are per entry.
-In a budget run the whole violation vector, density entries included (a density is linear in the per-layer sums
-of P), is the cost model's one quadratic form (:meth:`ExpectedCost.set_constraints`); the tie-breaker then
-weighs each gate by its cost (:meth:`add_budgets`).
+Budgets (``--budget macs=0.3,params=0.25``): each kind is one more constraint entry, expected share of the dense
+model's MACs / parameters (:class:`ctrlsparse.cost.ExpectedCost`) - budget, with its own multiplier, the same
+eq/le choice and the same restarts; ``--target-scope none`` drops the density constraint. What the entries are,
+their targets and expected values, is the constraint kinds' (:mod:`ctrlsparse.constraint_kinds`), stated once in
+the constructor (:class:`~ctrlsparse.problems.constraint_set.ConstraintSet`, which traces the cost model on the
+example input). All of them are entries of one cooper constraint (one multiplier vector), which is cheaper per
+step than one cooper constraint per kind and changes nothing else: the multipliers, their updates and restarts
+are per entry. In a budget run the whole violation vector, density entries included (a density is linear in the
+per-layer sums of P), is the cost model's one quadratic form (:meth:`ExpectedCost.set_constraints`); the
+tie-breaker then weighs each gate by its cost (:meth:`ConstraintSet.tie_weights`).
 """
 
 from __future__ import annotations
@@ -39,10 +41,9 @@ import cooper
 import torch
 from torch import Tensor, nn
 
-from ctrlsparse.cost import ExpectedCost
-from ctrlsparse.density_targets import layer_targets
 from ctrlsparse.hparams import HParams
 from ctrlsparse.problems.base import L0Problem, fixed_from
+from ctrlsparse.problems.constraint_set import ConstraintSet
 from ctrlsparse.problems.rounding import round_to_targets_
 
 CONSTRAINT_TYPES = {"le": cooper.ConstraintType.INEQUALITY, "eq": cooper.ConstraintType.EQUALITY}
@@ -53,22 +54,20 @@ FORMULATIONS = {
 
 
 class ConstrainedL0Problem(L0Problem):
-    def __init__(self, model: nn.Module, hparams: HParams):
-        super().__init__(model, hparams)
-        if hparams.target_scope == "model":
-            targets = list(hparams.target)
-        elif hparams.target_scope == "layer":
-            targets = layer_targets(hparams.target, self.density.names, hparams.arch, kinds=self.density.kinds)
-        else:  # none: budgets only (add_budgets)
-            targets = []
-        self.device = next(model.parameters()).device
-        self.targets = torch.tensor(targets, device=self.device)
-        self.cost: ExpectedCost | None = None
-        self.tie_weights: Tensor | None = None  # the tie-breaker's per-gate weights (None: parameter shares)
-        self.budget_targets = self.targets.new_zeros(0)
+    def __init__(self, model: nn.Module, hparams: HParams, example: Tensor | None = None):
+        super().__init__(model, hparams, example)
+        self.constraint_set = ConstraintSet(hparams, self.density, model, example)  # the cost model traced here
+        self.cost = self.constraint_set.cost
+        self.device = self.constraint_set.targets.device
+        # The tie-breaker of a budget run weighs each gate by what it costs in every constrained quantity (the mean
+        # of the density's and each budget's per-gate shares): a gate left half open by the constraint then settles
+        # by its price in the quantity asked for, not by its parameter count (a digits-CNN conv1 channel is 0.03%
+        # of the sparsifiable parameters and ~2% of the MACs). None: the parameter shares.
+        weights = self.constraint_set.tie_weights()
+        self.tie_weights = None if weights is None else weights.to(self.device, torch.float32)
         self.current: Tensor | None = None  # this epoch's targets while they are annealed (before_epoch), else None
-        if targets:
-            self._register(len(targets))
+        if len(self.constraint_set):
+            self._register(len(self.constraint_set))
 
     def _register(self, n: int) -> None:
         """The one cooper constraint: ``n`` entries (the density target(s), then the budget kinds), one multiplier
@@ -77,8 +76,6 @@ class ConstrainedL0Problem(L0Problem):
         5.4 ms; as entries, with the cost as one quadratic form, +0.3 ms). Its name
         stays ``density_constraint`` when there is a density target (the checkpoints' key since the first runs)."""
         name = "density_constraint" if len(self.targets) else "budget_constraint"
-        if name in self._constraints:
-            delattr(self, name)
         multiplier = cooper.multipliers.DenseMultiplier(num_constraints=n, device=self.device)
         formulation = FORMULATIONS[self.hparams.formulation]
         coefficient = torch.full((n,), self.hparams.penalty_coefficient, device=self.device)
@@ -101,44 +98,10 @@ class ConstrainedL0Problem(L0Problem):
         """The one constraint (None: nothing to constrain)."""
         return next(iter(self._constraints.values()), None)
 
-    def add_budgets(self, input_shape: tuple[int, ...]) -> None:
-        """One more constraint entry (with its own multiplier) per ``hparams.budgets`` kind, on the expected share
-        of the dense model's MACs / params (the cost model is traced once here on a zero input of
-        ``input_shape``); before the optimizer is built."""
-        self.cost = ExpectedCost(self.model, torch.zeros(1, *input_shape, device=self.device))
-        self.cost.set_constraints(
-            self.density.coefficients(self.hparams.target_scope),
-            self.targets,
-            self.hparams.budgets,
-            relative=self.hparams.violation == "relative",
-        )
-        self.budget_targets = torch.tensor(list(self.hparams.budgets.values()), device=self.device)
-        order = {"macs": 0, "params": 1}  # ExpectedCost.share_vector
-        self.budget_kinds = torch.tensor([order[kind] for kind in self.hparams.budgets], device=self.device)
-        self._register(len(self.targets) + len(self.budget_targets))
-        # The tie-breaker weighs each gate by what it costs in every constrained quantity (the mean of the
-        # density's and each budget's per-gate shares): a gate left half open by the constraint then settles by
-        # its price in the quantity asked for, not by its parameter count (a digits-CNN conv1 channel is 0.03%
-        # of the sparsifiable parameters and ~2% of the MACs).
-        costs = self.cost.gate_shares()
-        rows = ([self.density.gate_shares.double().cpu()] if len(self.targets) else []) + [
-            costs[kind] for kind in self.hparams.budgets
-        ]
-        self.tie_weights = torch.stack(rows).mean(0).to(self.device, torch.float32)
-
-    def constraint_value(self, p: Tensor | None = None) -> Tensor:
-        """g: the expected density, shaped like the targets (``p``: the gates' P(active), if already taken)."""
-        if self.hparams.target_scope == "model":
-            return self.density.model_expected(p).unsqueeze(0)
-        if self.hparams.target_scope == "layer":
-            return self.density.layer_expected(p)
-        return self.targets  # no density constraint: an empty vector
-
-    def budget_violations(self, p: Tensor | None = None) -> Tensor:
-        """Expected share of the dense MACs / params minus each budget, in ``hparams.budgets`` order."""
-        if self.cost is None:
-            return self.targets.new_zeros(0)
-        return self.cost.share_vector(p)[self.budget_kinds] - self.budget_targets
+    @property
+    def targets(self) -> Tensor:
+        """The density targets: one (model-wise), one per gated layer (layer-wise) or none (budgets alone)."""
+        return self.constraint_set.targets[: self.constraint_set.n_density]
 
     def before_epoch(self, epoch: int) -> None:
         """Before each epoch: the targets and budgets the multipliers see this epoch. With ``target_anneal`` F
@@ -148,7 +111,7 @@ class ConstrainedL0Problem(L0Problem):
         super().before_epoch(epoch)
         if epoch == fixed_from(self.hparams) < self.hparams.epochs:  # the gates stop here: round them to the targets
             round_to_targets_(self)
-        final = torch.cat([self.targets, self.budget_targets])
+        final = self.constraint_set.targets
         span = self.hparams.target_anneal * self.hparams.epochs
         left = max(0.0, 1.0 - epoch / span) if span > 0 else 0.0
         self.current = None if left == 0.0 else final + (1.0 - final) * left**3
@@ -158,23 +121,24 @@ class ConstrainedL0Problem(L0Problem):
         relative (v - B) / B -> (v - t) / t; absolute v - B -> v - t."""
         if self.current is None:
             return violation
-        final = torch.cat([self.targets, self.budget_targets])
+        final = self.constraint_set.targets
         if self.hparams.violation == "relative":
             return violation * (final / self.current) + (final - self.current) / self.current
         return violation + (final - self.current)
 
+    def violation(self, p: Tensor | None = None, step: bool = False) -> Tensor:
+        """Expected value - target of every constraint entry (:attr:`constraint_names` order) at the gates'
+        P(active) ``p`` (None: the gates' own), what each epoch reports; ``step``: what the step's multipliers see,
+        relative to the target when ``violation`` is relative and against this epoch's targets while they are
+        annealed (:meth:`ConstraintSet.violation`)."""
+        p = self.density.prob_active() if p is None else p
+        if not step:
+            return self.constraint_set.violation(p)
+        return self._annealed(self.constraint_set.violation(p, step=True))
+
     def _observed(self, p: Tensor | None) -> dict[cooper.Constraint, Tensor]:
-        """The constraint's violation vector, density entries then budget entries (one cost-model evaluation);
-        with ``violation`` relative the multipliers see violation / target."""
-        if self.constraint is None:
-            return {}
-        if self.cost is not None:  # density and budget entries, relative or not, out of the cost's one form
-            violation = self.cost.violations(self.density.prob_active() if p is None else p)
-            return {self.constraint: self._annealed(violation)}
-        violation = self.constraint_value(p) - self.targets
-        if self.hparams.violation == "relative":
-            violation = violation / self.targets
-        return {self.constraint: self._annealed(violation)}
+        """The constraint's violation vector as the step sees it (density entries, then budget entries)."""
+        return {} if self.constraint is None else {self.constraint: self.violation(p, step=True)}
 
     def compute_cmp_state(self, inputs: Tensor, labels: Tensor) -> cooper.CMPState:
         loss, logits = self.objective(inputs, labels)
@@ -212,15 +176,14 @@ class ConstrainedL0Problem(L0Problem):
     @property
     def constraint_names(self) -> list[str]:
         """``model`` or the gated layers' names (none with ``target_scope`` none), then the budget kinds."""
-        names = {"model": ["model"], "layer": list(self.density.names), "none": []}[self.hparams.target_scope]
-        return names + (list(self.hparams.budgets) if self.cost is not None else [])
+        return list(self.constraint_set.names)
 
     def multiplier_values(self) -> Tensor:
         return self.targets if self.constraint is None else self.constraint.multiplier.weight.detach()
 
     @torch.no_grad()
     def violations(self) -> Tensor:
-        return torch.cat([self.constraint_value() - self.targets, self.budget_violations()])
+        return self.violation()
 
 
 @torch.no_grad()

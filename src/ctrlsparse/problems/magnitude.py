@@ -43,8 +43,8 @@ def keep_largest(norms: Tensor, density: float) -> Tensor:
 class MagnitudePruningProblem(L0Problem):
     warm_starts = False  # it loads the dense run's weights itself, after checking its targets
 
-    def __init__(self, model: nn.Module, hparams: HParams):
-        super().__init__(model, hparams)
+    def __init__(self, model: nn.Module, hparams: HParams, example: Tensor | None = None):
+        super().__init__(model, hparams, example)
         if hparams.target_scope != "layer":
             raise HParamError("target_scope", "magnitude pruning keeps a density per gated layer: give 'layer'")
         shared = [

@@ -52,11 +52,7 @@ def round_to_targets_(problem) -> bool:
         return p
 
     def violation(k: int) -> Tensor:  # value at the 0/1 pattern minus target, every model-wise entry (absolute)
-        p = pattern(k)
-        values = [problem.density.model_expected(p).reshape(1) - problem.targets] if len(problem.targets) else []
-        if problem.cost is not None:
-            values.append(problem.cost.share_vector(p)[problem.budget_kinds] - problem.budget_targets)
-        return torch.cat(values)
+        return problem.violation(pattern(k))
 
     low, high = floor, len(flat)  # the longest prefix within every target: bisection (cost grows with k)
     if bool((violation(high) <= 0).all()):

@@ -184,8 +184,10 @@ class Builder:
                 args[position] = value
         module = None
         if op.kind in ("norm", "masked_bn"):
-            mask = self.graph.constant(node.args[1]).detach().cpu().bool() if op.kind == "masked_bn" else None
-            module, args = sliced_batchnorm(op.module, keep, mask), args[:1]
+            given = self.graph.constant(node.args[1]).detach().cpu() if op.kind == "masked_bn" else None
+            scale = given if given is not None and given.is_floating_point() else None  # gate_after_norm's gates
+            mask = None if given is None else given != 0 if scale is not None else given.bool()
+            module, args = sliced_batchnorm(op.module, keep, mask, scale), args[:1]
         elif node.op == "call_module":
             module = op.module if op.module is not None else self.graph.module_of(node)
         self.values[node] = self.replay(node, tuple(args), self.mapped(node.kwargs), module)

@@ -59,20 +59,23 @@ def sliced_grouped(layer: nn.Module, weight: Tensor, bias: Tensor | None, rows: 
     return new
 
 
-def sliced_batchnorm(bn: nn.Module, keep: Tensor, mask: Tensor | None) -> nn.Module:
+def sliced_batchnorm(bn: nn.Module, keep: Tensor, mask: Tensor | None, scale: Tensor | None = None) -> nn.Module:
     """A plain BatchNorm over the kept channels. Channels an ``L0BatchNorm2d`` passes through unchanged (mask
-    false) get the identity: mean 0, variance 1 - eps, scale 1, shift 0."""
+    false) get the identity: mean 0, variance 1 - eps, scale 1, shift 0. ``scale``: the gates an
+    ``L0BatchNorm2d`` multiplies its output by (``gate_after_norm``), folded into the affine scale and shift."""
+    affine = bn.affine or scale is not None
     new = (
-        type(bn)(len(keep), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        type(bn)(len(keep), bn.eps, bn.momentum, affine, bn.track_running_stats)
         if type(bn)
         in (
             nn.BatchNorm1d,
             nn.BatchNorm2d,
             nn.BatchNorm3d,
         )
-        else nn.BatchNorm2d(len(keep), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        else nn.BatchNorm2d(len(keep), bn.eps, bn.momentum, affine, bn.track_running_stats)
     )
-    new = new.to(device=bn.weight.device if bn.affine else None)
+    source = bn.weight if bn.affine else bn.running_mean
+    new = new.to(device=source.device if source is not None else None)
     index = keep.to(new.running_mean.device) if new.running_mean is not None else keep
     with torch.no_grad():
         if bn.affine:
@@ -87,9 +90,13 @@ def sliced_batchnorm(bn: nn.Module, keep: Tensor, mask: Tensor | None) -> nn.Mod
             if new.running_mean is not None:
                 new.running_mean[identity] = 0.0
                 new.running_var[identity] = 1.0 - bn.eps
-            if bn.affine:
+            if affine:
                 new.weight[identity] = 1.0
                 new.bias[identity] = 0.0
+        if scale is not None:  # z x (w x_hat + b) = (z w) x_hat + z b on the open channels
+            factor = torch.where(mask[keep], scale[keep], torch.ones(())).to(new.weight.device, new.weight.dtype)
+            new.weight.mul_(factor)
+            new.bias.mul_(factor)
     return new
 
 

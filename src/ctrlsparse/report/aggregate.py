@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse import feasibility
+from ctrlsparse.constraint_kinds import COST_KEYS
+from ctrlsparse.hparams.checks import budget_text
 from ctrlsparse.plumbing import paths
 from ctrlsparse.registry import method_spec
 from ctrlsparse.report import price_table, spread
@@ -95,7 +97,7 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     row.update(
         target=",".join(f"{t:g}" for t in targets) if targeted else "",
         target_value=sum(targets) / len(targets) if targeted and targets else math.nan,
-        budget=s.get("budget") or "",
+        budget=budget_text(s["budgets"]) if "budgets" in s else s.get("budget") or "",  # older summaries: the text
         penalty=s.get("penalty") if level == "penalty" else math.nan,
         max_violation=_number(verdict["max_violation"]),
         satisfied=_number(verdict["feasible"]),
@@ -110,7 +112,7 @@ def run_row(summary_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     row["runs"] = s.get("runs", 1)  # the runs it took: a search's steps, else itself
     for key in ("params", "macs", "params_pct", "macs_pct", *LATENCY):  # written by `ctrlsparse purge`
         row[key] = s.get(key, math.nan)
-    for key in ("expected_macs", "expected_params", "eval_macs", "eval_params"):  # budget runs' expected shares
+    for key in COST_KEYS:  # budget runs' expected and eval shares
         row[key] = s.get(key, math.nan)
     for name, version in (s.get("versions") or {}).items():
         row[f"version_{name}"] = version

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctrlsparse.constraint_kinds import CONSTRAINT_KINDS
 from ctrlsparse.hparams.checks import parse_budget
 from ctrlsparse.report.canvas import empty, grid, panels, pyplot
 
@@ -24,7 +25,7 @@ def budget_points(runs: Any) -> list[dict[str, Any]]:
                     "arch": run["arch"],
                     "kind": kind,
                     "budget": value,
-                    "purged": run.get(f"{kind}_pct", float("nan")) / 100.0,
+                    "purged": run.get(CONSTRAINT_KINDS.spec(kind).measured, float("nan")) / 100.0,
                     "expected": run.get(f"expected_{kind}", float("nan")),
                 }
             )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ctrlsparse.constraint_kinds import COST_KINDS
 from ctrlsparse.feasibility import worst_violation
+from ctrlsparse.problems.base import L0Problem
 from ctrlsparse.registry import METHODS
 from ctrlsparse.training.setup import Run
 
@@ -49,17 +51,14 @@ def density_metrics(run: Run) -> dict[str, float]:
 
 
 @torch.no_grad()
-def cost_metrics(problem: object) -> dict[str, float]:
-    """Budget runs: expected and eval (= purged, :mod:`ctrlsparse.cost`) shares of the dense MACs and params."""
-    cost = getattr(problem, "cost", None)
+def cost_metrics(problem: L0Problem) -> dict[str, float]:
+    """Runs with a cost model (budgets): each cost kind's expected share of the dense model, then its eval share
+    (the purged model's, :mod:`ctrlsparse.cost`)."""
+    cost = problem.cost
     if cost is None:
         return {}
     expected = cost.shares()
-    opened = torch.cat([layer.eval_open() for layer in cost.layers]).double()  # float64: counts stay exact
-    evaluated = cost.costs(opened)
-    return {
-        "expected_macs": float(expected["macs"]),
-        "expected_params": float(expected["params"]),
-        "eval_macs": float(evaluated["macs"]) / cost.dense_macs,
-        "eval_params": float(evaluated["params"]) / cost.dense_params,
+    evaluated = cost.exact_shares(torch.cat([layer.eval_open() for layer in cost.layers]))  # the eval model
+    return {f"expected_{kind}": float(expected[kind]) for kind in COST_KINDS} | {
+        f"eval_{kind}": evaluated[kind] for kind in COST_KINDS
     }

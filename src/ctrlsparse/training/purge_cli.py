@@ -82,6 +82,10 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
     batch = latency_batch or hparams.batch_size
     inputs = {"b1": torch.randn(1, *run.data.input_shape), "batch": torch.randn(batch, *run.data.input_shape)}
     sizes |= {"latency_batch": batch, **latency_report(purge_dense(model, example), purged, inputs, LATENCY_SECONDS)}
+    # the purged value of a latency budget (stated at the training batch, the default --latency-batch), in percent
+    # of the dense model's as macs_pct and params_pct are: the ratio of the least times of the interleaved rounds,
+    # which a loaded machine does not move (its medians it does: a digits CNN's dense model at 1.2 or 11.6 ms)
+    sizes["latency_pct"] = 100 * sizes["least_latency_share_batch"]
     status: dict[str, Any] = {}
     onnx_path = paths.purged_onnx_path(run_dir)
     try:
@@ -142,7 +146,7 @@ def main(argv: list[str]) -> int:
     print(
         f"{args.run}: {sizes['params']} params ({sizes['params_pct']:.2f}% of dense), {sizes['macs']} MACs "
         f"({sizes['macs_pct']:.2f}%), test accuracy {100 * sizes['purged_test_accuracy']:.2f}%, latency "
-        f"{100 * sizes['latency_share_b1']:.0f}% of dense at batch 1, {100 * sizes['latency_share_batch']:.0f}% at "
+        f"{100 * sizes['least_latency_share_b1']:.0f}% of dense at batch 1, {100 * sizes['latency_pct']:.0f}% at "
         f"batch {sizes['latency_batch']}",
         file=sys.stderr,
     )

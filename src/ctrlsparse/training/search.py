@@ -140,7 +140,6 @@ def search_summary(
         **{key: identity[key] for key in ("run_key", "hparams_hash", "variant", "level")},
         **{key: getattr(hparams, key) for key in ("dataset", "arch", "method", "target_scope", "constraint")},
         "target": list(hparams.target),
-        "budget": "",
         "budgets": {},
         "penalty": chosen["penalty"],  # the lambda of the step closest to the target
         "seed": hparams.seed,

@@ -49,6 +49,7 @@ def build_model(hparams: HParams, input_shape: tuple[int, ...], num_classes: int
         gated=METHODS.spec(hparams.method).gates,
         structured=hparams.gating == "structured",
         droprate_init=hparams.droprate_init,
+        gate_after_norm=hparams.gate_after_norm,
     )
     if hparams.arch.startswith(EXTERNAL):  # torchvision:, module: (ctrlsparse.models.external)
         weights, size = hparams.arch_weights, hparams.arch_input_size
@@ -129,11 +130,10 @@ def build_run(hparams: HParams) -> Run:
     torch.manual_seed(hparams.seed)
     model = forward.prepare_model(build_model(hparams, data.input_shape, data.num_classes), hparams, device)
     round_channels_(model, hparams.round_channels)  # the eval model's channel counts (ctrlsparse.layers.Gates)
-    problem = METHODS[hparams.method](model, hparams)
+    # the example input: a problem whose constraints need the traced model (budgets) traces the plain model on it
+    problem = METHODS[hparams.method](model, hparams, torch.zeros(1, *data.input_shape, device=device))
     if hparams.distill:  # the dense run's model, to distil into the gated one
         problem.teacher = teacher_model(hparams, data.input_shape, data.num_classes, device)
-    if hparams.budget:  # MAC / parameter constraints: the cost model is traced once, on the plain model
-        problem.add_budgets(data.input_shape)
     problem.model = forward.training_forward(model, hparams, device, processes)  # DDP, autocast, compile
     rates = control_rates(hparams, data.num_train)
     primal = build_primal_optimizer(hparams, model, rates.gates_lr)

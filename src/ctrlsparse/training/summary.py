@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ctrlsparse.constraint_kinds import COST_KEYS
 from ctrlsparse.data.base import chance_accuracy
 from ctrlsparse.feasibility import assess
 from ctrlsparse.plumbing.provenance import slurm_job, versions
@@ -13,7 +14,6 @@ if TYPE_CHECKING:
     from ctrlsparse.training.checkpoint import Progress
     from ctrlsparse.training.setup import Run
 
-COST_KEYS = ("expected_macs", "expected_params", "eval_macs", "eval_params")  # budget runs (evaluate.cost_metrics)
 LAST_KEYS = ("expected_density", "eval_density", "test_accuracy", "test_loss", "train_loss")  # from the last row
 
 
@@ -35,9 +35,8 @@ def final_numbers(hp: HParams, identity: dict[str, Any], last: dict[str, Any], e
         "target_scope": hp.target_scope,
         "constraint": hp.constraint,
         "target": list(hp.target),
-        "budget": hp.budget,
-        "budgets": hp.budgets,  # {kind: share of the dense model}; {} without a budget
-        **{key: last[key] for key in COST_KEYS if key in last},
+        "budgets": hp.budgets,  # {kind: share of the dense model}; {} without a budget (the budget's one form)
+        **{key: last[key] for key in COST_KEYS if key in last},  # runs with a cost model (evaluate.cost_metrics)
         "penalty": hp.penalty,
         "level": hp.level,
         "seed": hp.seed,

@@ -1,0 +1,95 @@
+"""Expected latency of a gated model: a differentiable function of the gates' P(active), built from a per-layer
+latency table measured once on the target device (:mod:`ctrlsparse.cost.latency_table`).
+
+The purged model's time is its Conv / Linear layers' plus the rest (norms, activations, pooling, additions, the
+purge's index ops). The table times each layer alone at a grid of kept input columns x kept output rows (a
+grouped conv: kept groups), and the whole dense model once; the rest is the dense model's time minus its layers'.
+The expected latency is
+
+    sum over layers of the layer's table, bilinearly interpolated at its expected kept columns and rows
+    + the rest x the expected share of the layers' output activations kept,
+
+with the expected counts the cost model's (:mod:`ctrlsparse.cost.terms`: the same channel expressions the purge
+decides with). At all-open it is the measured dense latency, by construction; its share of it is what a
+``latency`` budget constrains. A layer's time is not linear in its channels (vector widths, cache sizes, fixed
+per-call overhead), which is why it is a measured table and not a multiple of the MACs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ctrlsparse.channels.algebra import vector
+from ctrlsparse.cost.latency_table import LatencyTable, layer_channels, traced_flow, weight_nodes
+
+
+def interpolate(grid: Tensor, values: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Index of the grid cell holding ``x`` (clamped to the grid) and its two weights (linear interpolation)."""
+    if len(grid) == 1:
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.zeros((), dtype=torch.long, device=x.device), 1.0 - zero, zero
+    x = x.clamp(float(grid[0]), float(grid[-1]))
+    index = (torch.searchsorted(grid, x.detach().reshape(1), right=True) - 1).clamp(0, len(grid) - 2)[0]
+    low, high = grid[index], grid[index + 1]
+    weight = (x - low) / (high - low)
+    return index, 1.0 - weight, weight
+
+
+class ExpectedLatency:
+    """Expected latency (ms, and share of the dense model's) of ``model`` at the table's batch, given every gate's
+    P(active) (all gate sets concatenated, as :class:`~ctrlsparse.cost.ExpectedCost` takes them)."""
+
+    def __init__(self, model: nn.Module, example: Tensor, table: LatencyTable):
+        flow = traced_flow(model, example)
+        nodes = weight_nodes(flow)
+        if len(nodes) != len(table.layers):
+            raise ValueError(f"the latency table has {len(table.layers)} layers, the model {len(nodes)}")
+        self.table = table
+        self.channels = [layer_channels(flow, node) for node in nodes]
+        self.grids = [
+            (torch.tensor(t.columns, dtype=torch.float64), torch.tensor(t.rows or [1], dtype=torch.float64))
+            for t in table.layers
+        ]
+        self.values = [torch.tensor(t.ms, dtype=torch.float64) for t in table.layers]
+        # output activations per kept row (a grouped conv: per kept group), for the rest's share
+        self.activations = [float(t.positions * (t.width // t.groups if t.rows is None else 1)) for t in table.layers]
+        full = sum(
+            a * (t.rows[-1] if t.rows else t.columns[-1]) for a, t in zip(self.activations, table.layers, strict=True)
+        )
+        self.full_activations = max(full, 1.0)
+        self._full_ms: float | None = None
+
+    def milliseconds(self, p: Tensor) -> Tensor:
+        extended = torch.cat([p, p.new_tensor([1.0, 0.0])])
+        memo: dict[int, Tensor] = {}
+        total = p.new_zeros(())
+        activations = p.new_zeros(())
+        for (columns, rows), (grid_a, grid_b), values, per_row in zip(
+            self.channels, self.grids, self.values, self.activations, strict=True
+        ):
+            count_a = vector(columns, extended, memo).sum()
+            count_b = vector(rows, extended, memo).sum() if rows is not None else None
+            grid_a, grid_b, values = grid_a.to(p), grid_b.to(p), values.to(p)
+            i, wa0, wa1 = interpolate(grid_a, values, count_a)
+            if count_b is None:
+                total = total + wa0 * values[i, 0] + wa1 * values[(i + 1).clamp(max=len(grid_a) - 1), 0]
+                activations = activations + per_row * count_a
+                continue
+            j, wb0, wb1 = interpolate(grid_b, values, count_b)
+            i1, j1 = (i + 1).clamp(max=len(grid_a) - 1), (j + 1).clamp(max=len(grid_b) - 1)
+            total = total + (
+                wa0 * wb0 * values[i, j]
+                + wa0 * wb1 * values[i, j1]
+                + wa1 * wb0 * values[i1, j]
+                + wa1 * wb1 * values[i1, j1]
+            )
+            activations = activations + per_row * count_b
+        return total + self.table.rest_ms * activations / self.full_activations
+
+    def share(self, p: Tensor) -> Tensor:
+        """Expected latency as a share of the model's at all-open (the measured dense latency when the layers'
+        times add up to less than it, as they do on a quiet machine)."""
+        if self._full_ms is None:
+            self._full_ms = float(self.milliseconds(torch.ones_like(p.detach())))
+        return self.milliseconds(p) / self._full_ms

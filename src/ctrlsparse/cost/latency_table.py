@@ -1,0 +1,232 @@
+"""The latency table of a gated model on one device: each Conv / Linear timed alone at a grid of kept input columns
+x kept output rows (a grouped conv: kept groups), and the dense model whole, at one batch size. Measured once and
+cached by device, torch threads, batch, input shape and the layers' shapes (a JSON file under the cache
+directory: ``$CTRLSPARSE_CACHE`` or ``~/.cache/ctrlsparse``), so every run of one architecture on one kind of
+machine reuses it. Times are the least of repeats after a warm-up (:func:`least_ms`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, fx, nn
+
+from ctrlsparse.channels import trace
+from ctrlsparse.channels.algebra import Expr, Expressions
+from ctrlsparse.channels.flow import Flow, gate_offsets
+from ctrlsparse.layers import gated_layers
+
+FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)  # the grid of kept channels, as fractions of a layer's width
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    """One Conv / Linear: ``ms[i][j]`` at ``columns[i]`` kept input columns and ``rows[j]`` kept output rows; a
+    grouped conv (``rows`` None): ``ms[i][0]`` at ``columns[i]`` kept groups."""
+
+    name: str
+    width: int  # output channels
+    groups: int
+    positions: int  # output entries per channel of one example (H x W)
+    columns: list[int]
+    rows: list[int] | None
+    ms: list[list[float]]
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    device: str
+    batch: int
+    dense_ms: float  # the dense model, whole
+    rest_ms: float  # dense_ms minus its layers' times at full width: norms, activations, pooling, additions
+    layers: list[LayerTiming]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> LatencyTable:
+        data = json.loads(text)
+        return cls(**{**data, "layers": [LayerTiming(**layer) for layer in data["layers"]]})
+
+
+def traced_flow(model: nn.Module, example: Tensor) -> Flow:
+    """The gated model's channel flow in probability expressions (what :class:`ExpectedCost` counts with)."""
+    layers = [layer for _, layer in gated_layers(model)]
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            graph = trace(model, example[:1])
+    finally:
+        model.train(training)
+    return Flow(graph, Expressions(sum(layer.n_gates for layer in layers)), gate_offsets(layers))
+
+
+def layer_channels(flow: Flow, node: fx.Node) -> tuple[Expr, Expr | None]:
+    """What a weight node's time depends on: (kept input columns, kept output rows), or (kept groups, None) for
+    a grouped conv, as the cost terms count them."""
+    op = flow.graph.ops[node]
+    if op.name == "conv" and op.module.groups > 1:
+        if flow.reads_channels(node):
+            return flow.kept_groups(node), None
+        return flow.algebra.const(op.module.groups, True), None
+    return flow.columns(node), flow.kept(node)
+
+
+def weight_nodes(flow: Flow) -> list[fx.Node]:
+    return [node for node in flow.graph.nodes if flow.graph.ops[node].kind == "weight"]
+
+
+def device_name(device: torch.device) -> str:
+    """What the times depend on: the processor (or GPU) and, on the CPU, torch's thread count."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        model = names[0] if names else model
+    return f"cpu:{model}:threads{torch.get_num_threads()}"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def least_ms(module: nn.Module, x: Tensor, repeats: int = 9, warmup: int = 2, budget_s: float = 0.5) -> float:
+    """Least wall time of ``module(x)`` in ms (``repeats`` timed calls after ``warmup``, fewer when they pass
+    ``budget_s``; at least three): other processes only ever add time, so the least is the layer's own."""
+    for _ in range(warmup):
+        module(x)
+    synchronize(x.device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        begin = time.perf_counter()
+        module(x)
+        synchronize(x.device)
+        times.append(1000 * (time.perf_counter() - begin))
+    return min(times)
+
+
+def grid(width: int, gated: bool) -> list[int]:
+    return sorted({max(1, round(f * width)) for f in FRACTIONS}) if gated and width > 1 else [width]
+
+
+def layer_module(layer: nn.Module, columns: int, rows: int | None) -> nn.Module:
+    """A plain Conv / Linear like ``layer`` with ``columns`` inputs and ``rows`` outputs (grouped: ``columns``
+    groups of the layer's group width)."""
+    bias = layer.bias is not None
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(columns, rows, bias)
+    if rows is None:  # grouped: kept groups
+        per_in, per_out = layer.in_channels // layer.groups, layer.out_channels // layer.groups
+        return nn.Conv2d(
+            columns * per_in, columns * per_out, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+            columns, bias,
+        )  # fmt: skip
+    return nn.Conv2d(columns, rows, layer.kernel_size, layer.stride, layer.padding, layer.dilation, 1, bias)
+
+
+def layer_input(layer: nn.Module, shape: tuple[int, ...], columns: int, rows: int | None, batch: int) -> Tensor:
+    """A random input of ``batch`` for :func:`layer_module` (``shape``: the layer's input at batch 1)."""
+    if isinstance(layer, nn.Linear):
+        return torch.randn(batch, *shape[1:-1], columns)
+    channels = columns * (layer.in_channels // layer.groups) if rows is None else columns
+    return torch.randn(batch, channels, *shape[2:])
+
+
+def time_layer(node: fx.Node, flow: Flow, batch: int, device: torch.device) -> LayerTiming:
+    graph = flow.graph
+    op = graph.ops[node]
+    layer = op.module
+    in_expr, out_expr = layer_channels(flow, node)
+    algebra = flow.algebra
+    gated_in = not algebra.is_const(in_expr, True)
+    shape = tuple(graph.shapes[op.operands[0]]) if op.operands else tuple(graph.shapes[node.args[0]])
+    groups = layer.groups if isinstance(layer, nn.Conv2d) else 1
+    if out_expr is None:
+        columns, rows = grid(groups, gated_in), None
+        ms = [[least_ms(*_built(layer, shape, c, None, batch, device))] for c in columns]
+    else:
+        width_in = shape[-1] if isinstance(layer, nn.Linear) else layer.in_channels
+        columns, rows = grid(width_in, gated_in), grid(op.width, not algebra.is_const(out_expr, True))
+        ms = [[least_ms(*_built(layer, shape, c, r, batch, device)) for r in rows] for c in columns]
+    return LayerTiming(str(node.name), op.width, groups, graph.positions(node), columns, rows, monotone(ms))
+
+
+def monotone(ms: list[list[float]]) -> list[list[float]]:
+    """The times made non-decreasing in the kept columns and rows (each entry the least time of any larger
+    setting at or above it): a measured smaller layer that ran slower (noise, an odd width the purge's rounding
+    avoids) would make closing gates look costly and give the constraint's gradient the wrong sign."""
+    table = torch.tensor(ms, dtype=torch.float64)
+    table = table.flip(0).cummin(0).values.flip(0)
+    table = table.flip(1).cummin(1).values.flip(1)
+    return table.tolist()
+
+
+def _built(layer, shape, columns, rows, batch, device) -> tuple[nn.Module, Tensor]:
+    module = layer_module(layer, columns, rows).to(device).eval()
+    return module, layer_input(layer, shape, columns, rows, batch).to(device)
+
+
+def all_open(model: nn.Module) -> nn.Module:
+    """A copy of the gated ``model`` with every gate open (eval gate 1): the dense function."""
+    opened = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for _, layer in gated_layers(opened):
+            layer.log_alpha.fill_(10.0)
+    return opened
+
+
+def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:
+    """Time every layer of the gated ``model`` on its grid, and the dense model whole (purged with every gate
+    open: the plain modules a user would deploy), at ``batch`` on ``device``."""
+    from ctrlsparse.purge import purge
+
+    flow = traced_flow(model, example)
+    layers = [time_layer(node, flow, batch, device) for node in weight_nodes(flow)]
+    dense = purge(all_open(model).cpu(), example[:1].cpu()).to(device)
+    x = torch.randn(batch, *example.shape[1:], device=device)
+    dense_ms = least_ms(dense, x, repeats=21, budget_s=2.0)
+    at_full = sum(timing.ms[-1][-1] for timing in layers)
+    return LatencyTable(device_name(device), batch, dense_ms, max(dense_ms - at_full, 0.0), layers)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CTRLSPARSE_CACHE") or Path.home() / ".cache" / "ctrlsparse") / "latency"
+
+
+def table_key(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> str:
+    """Device, threads, batch, input shape and every Conv / Linear's shape: what the table's times depend on."""
+    shapes = [
+        [type(m).__name__, list(m.weight.shape), getattr(m, "stride", None), getattr(m, "groups", None)]
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    identity = {"device": device_name(device), "batch": batch, "input": list(example.shape[1:]), "layers": shapes}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def latency_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:
+    """The cached table of ``model`` on ``device`` at ``batch``, measured (and cached) on the first call."""
+    path = cache_dir() / f"{table_key(model, example, batch, device)}.json"
+    if path.exists():
+        return LatencyTable.from_json(path.read_text())
+    table = measure_table(model, example, batch, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(table.to_json())
+    temporary.replace(path)
+    return table

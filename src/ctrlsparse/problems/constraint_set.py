@@ -1,0 +1,130 @@
+"""The entries of a constrained run's one cooper constraint: stated once, valued from the gates' P(active).
+
+:class:`ConstraintSet` is built once, in the problem's constructor, from the run's hyperparameters (targets and
+budgets as :class:`~ctrlsparse.hparams.HParams` parsed them) and an example input (the cost model is traced on it
+when a kind needs it). Each entry's expected value is its kind's function (:mod:`ctrlsparse.constraint_kinds`);
+the functions of the registered kinds follow the class.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ctrlsparse.constraint_kinds import CONSTRAINT_KINDS, stated
+from ctrlsparse.cost import ExpectedCost
+from ctrlsparse.density import Density
+from ctrlsparse.hparams import HParams
+
+
+class ConstraintSet:
+    """A run's constraint entries (:func:`~ctrlsparse.constraint_kinds.stated`): names, targets, kinds.
+
+    ``targets`` are the final targets of every entry, density entries first; :meth:`violation` is the one route
+    from the gates to the violation vector, for the step and for the per-epoch report alike.
+    """
+
+    def __init__(self, hparams: HParams, density: Density, model: nn.Module, example: Tensor | None):
+        self.density, self.model, self.example = density, model, example
+        self.batch_size = hparams.batch_size  # a latency budget's batch
+        self.entries = stated(
+            hparams.target_scope, hparams.target, hparams.budgets, density.names, hparams.arch, density.kinds
+        )
+        self.names = [name for entries in self.entries.values() for name in entries]
+        device = next(model.parameters()).device
+        self.targets = torch.tensor([t for entries in self.entries.values() for t in entries.values()], device=device)
+        self.specs = {kind: CONSTRAINT_KINDS.spec(kind) for kind in self.entries}
+        self.n_density = sum(len(self.entries[kind]) for kind, spec in self.specs.items() if not spec.budget)
+        self.relative = hparams.violation == "relative"
+        self._expected = [(kind, CONSTRAINT_KINDS[kind]) for kind in self.entries]
+        self._measures: dict[Callable[..., Any], Any] = {}
+        costs = {name: t for kind, spec in self.specs.items() if spec.cost for name, t in self.entries[kind].items()}
+        self.cost: ExpectedCost | None = self.measure(ExpectedCost) if costs else None
+        # Every entry a density or a cost-model quantity: the step takes the whole vector out of the cost model's
+        # one quadratic form (ExpectedCost.set_constraints), two products whatever the number of entries.
+        self.fused = self.cost is not None and all(spec.cost or not spec.budget for spec in self.specs.values())
+        if self.fused:
+            rows = density.coefficients(hparams.target_scope)
+            self.cost.set_constraints(rows, self.targets[: self.n_density], costs, relative=self.relative)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def measure(self, build: Callable[[nn.Module, Tensor], Any]) -> Any:
+        """What ``build(model, example)`` makes (a cost model), made once per run and shared by the kinds."""
+        if build not in self._measures:
+            if self.example is None:
+                raise ValueError(f"the constraints {', '.join(self.names)} need an example input to trace the model")
+            self._measures[build] = build(self.model, self.example)
+        return self._measures[build]
+
+    def values(self, p: Tensor) -> Tensor:
+        """Every entry's expected value at the gates' P(active) ``p`` (differentiable), in ``names`` order."""
+        return torch.cat([expected(self, kind, p) for kind, expected in self._expected])
+
+    def violation(self, p: Tensor, step: bool = False) -> Tensor:
+        """Expected value - target of every entry at ``p``: what each epoch reports. ``step``: what the step's
+        multipliers see, divided by the target when ``violation`` is relative; in a fused set, out of the cost
+        model's one form (the same numbers up to float rounding)."""
+        if step and self.fused:
+            return self.cost.violations(p)
+        violation = self.values(p) - self.targets
+        return violation / self.targets if step and self.relative else violation
+
+    def tie_weights(self) -> Tensor | None:
+        """Each gate's weight in the polarization tie-breaker of a run with budgets: the mean over the
+        constrained quantities of its share of what the gates decide (the density's: its share of the sparsifiable
+        parameters; a budget's: d value / d P(active) at all-open, normalised to sum to 1), float64 on the CPU.
+        None without a budget (the density's own weights)."""
+        budgets = [(kind, expected) for kind, expected in self._expected if self.specs[kind].budget]
+        if not budgets:
+            return None
+        rows = [self.density.gate_shares.double().cpu()] if self.n_density else []
+        for kind, expected in budgets:
+            ones = torch.ones(len(self.density.layer_of_gate), dtype=torch.float64, requires_grad=True)
+            (grad,) = torch.autograd.grad(expected(self, kind, ones).sum(), ones)
+            rows.append(grad / grad.sum() if grad.sum() > 0 else grad)
+        return torch.stack(rows).mean(0)
+
+
+# --- the registered kinds' expected values: function(constraint_set, kind, p) -> a vector, one per entry ---
+
+
+def model_density(constraints: ConstraintSet, kind: str, p: Tensor) -> Tensor:
+    return constraints.density.model_expected(p).unsqueeze(0)
+
+
+def layer_density(constraints: ConstraintSet, kind: str, p: Tensor) -> Tensor:
+    return constraints.density.layer_expected(p)
+
+
+def cost_share(constraints: ConstraintSet, kind: str, p: Tensor) -> Tensor:
+    """A quantity of the cost model (macs, params) as a share of the dense model's."""
+    return constraints.measure(ExpectedCost).share(kind, p)
+
+
+def latency_share(constraints: ConstraintSet, kind: str, p: Tensor) -> Tensor:
+    """The expected latency as a share of the dense model's, at the run's batch size, from the latency table of
+    this architecture measured on the CPU (the device the purge judges it on; cached, :mod:`ctrlsparse.cost.latency`)."""
+    return constraints.measure(expected_latency_of(constraints.batch_size)).share(p).unsqueeze(0)
+
+
+@functools.cache
+def expected_latency_of(batch: int) -> Callable[[nn.Module, Tensor], Any]:
+    """The builder of a model's :class:`~ctrlsparse.cost.latency.ExpectedLatency` at ``batch`` (one callable per
+    batch, so that :meth:`ConstraintSet.measure` builds it once)."""
+
+    def build(model: nn.Module, example: Tensor) -> Any:
+        from ctrlsparse.cost.latency import ExpectedLatency
+        from ctrlsparse.cost.latency_table import latency_table
+
+        cpu = torch.device("cpu")
+        table = latency_table(copy.deepcopy(model).cpu(), example.cpu(), batch, cpu)
+        return ExpectedLatency(model, example, table)
+
+    return build

@@ -1,0 +1,86 @@
+"""The latency table (measured once, cached by device and architecture) and the expected latency built on it.
+
+No assertion here is on a time: the times are whatever this machine measures; what is checked is how the
+table is keyed, cached and read, and what the expected latency does with it (all-open = the dense model, its
+gradient reaches every gate, closing gates never adds time)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from ctrlsparse.cost.latency import ExpectedLatency
+from ctrlsparse.cost.latency_table import LatencyTable, cache_dir, latency_table, table_key
+from ctrlsparse.layers import gated_layers
+from ctrlsparse.models.factory import LayerFactory
+from ctrlsparse.registry import ARCHS
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTRLSPARSE_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def model_and_input(arch: str = "cnn", shape=(1, 8, 8)):
+    torch.manual_seed(0)
+    return ARCHS[arch](shape, 10, LayerFactory()).eval(), torch.randn(1, *shape)
+
+
+def test_the_table_is_measured_once_and_then_read_from_the_cache(cache):
+    model, x = model_and_input()
+    first = latency_table(model, x, 4, CPU)
+    files = list(cache_dir().glob("*.json"))
+    assert len(files) == 1 and files[0].is_relative_to(cache)
+    marked = dataclasses.replace(first, dense_ms=123.0)  # a value no measurement gives: proves the file is read
+    files[0].write_text(marked.to_json())
+    assert latency_table(model, x, 4, CPU) == marked
+    assert [t.name for t in first.layers] == ["conv1", "conv2", "fc1", "fc2"]
+    assert first.layers[0].rows == [2, 4, 8, 12, 16] and first.layers[0].columns == [1]  # the image is not gated
+
+
+def test_the_key_names_the_batch_the_input_and_the_layers():
+    model, x = model_and_input()
+    key = table_key(model, x, 4, CPU)
+    assert table_key(model, x, 4, CPU) == key
+    assert table_key(model, x, 8, CPU) != key
+    other, y = model_and_input(shape=(1, 12, 12))
+    assert table_key(other, y, 4, CPU) != key
+    mlp, z = model_and_input("mlp")
+    assert table_key(mlp, z, 4, CPU) != key
+
+
+@pytest.mark.parametrize("arch", ["cnn", "mlp", "lenet5"])
+def test_expected_latency_is_the_dense_latency_at_all_open_and_falls_as_gates_close(cache, arch):
+    shape = (1, 28, 28) if arch == "lenet5" else (1, 8, 8)
+    model, x = model_and_input(arch, shape)
+    table = latency_table(model, x, 4, CPU)
+    expected = ExpectedLatency(model, x, table)
+    n = sum(layer.n_gates for _, layer in gated_layers(model))
+    ones = torch.ones(n, dtype=torch.float64)
+    assert expected.share(ones).item() == pytest.approx(1.0, abs=1e-9)
+    assert expected.milliseconds(ones).item() >= table.dense_ms - 1e-9  # the rest is never negative
+    p = torch.full((n,), 0.5, dtype=torch.float64, requires_grad=True)
+    share = expected.share(p)
+    share.backward()
+    assert torch.isfinite(p.grad).all() and (p.grad != 0).any()
+    assert (p.grad >= 0).all()  # no gate makes the model faster by opening (the table is monotone or flat)
+    draw = torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    shares = [expected.share((draw < keep).double()).item() for keep in (1.0, 0.8, 0.5, 0.2)]  # nested patterns
+    assert shares == sorted(shares, reverse=True) and shares[-1] > 0
+
+
+def test_a_table_of_another_model_is_refused(cache):
+    model, x = model_and_input()
+    mlp, z = model_and_input("mlp")
+    table = latency_table(mlp, z, 4, CPU)
+    with pytest.raises(ValueError, match="latency table has"):
+        ExpectedLatency(model, x, table)
+
+
+def test_the_table_round_trips_through_json():
+    model, x = model_and_input()
+    table = LatencyTable("cpu:test", 4, 2.0, 1.0, [])
+    assert LatencyTable.from_json(table.to_json()) == table
