@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ctrlsparse import gates as hc
-from ctrlsparse.layers import clamp_log_alphas_
+from ctrlsparse.gates import clamp_log_alphas_
 
 
 def test_constants_match_the_paper():

@@ -28,7 +28,7 @@ BETA = 2.0 / 3.0  # temperature
 GAMMA = -0.1  # lower stretch limit
 ZETA = 1.1  # upper stretch limit
 EPS = 1e-6  # noise and probability clamp
-# log alpha is clamped to [log alpha_min, LOG_ALPHA_MAX] after every step (ctrlsparse.layers.clamp_log_alphas_);
+# log alpha is clamped to [log alpha_min, LOG_ALPHA_MAX] after every step (clamp_log_alphas_);
 # alpha_min is a hyperparameter (HParams.alpha_min, default 1e-4). LOG_ALPHA_MIN is the paper's log 1e-2 (the paper
 # presets' alpha_min), the clamp's floor when it is given none.
 LOG_ALPHA_MIN = math.log(1e-2)
@@ -84,3 +84,35 @@ def round_open(log_alpha: Tensor, multiple: int) -> Tensor:
 def prob_active(log_alpha: Tensor) -> Tensor:
     """P(z != 0) in closed form, clamped to [eps, 1 - eps]."""
     return torch.sigmoid(log_alpha - _ACTIVE_SHIFT).clamp(EPS, 1.0 - EPS)
+
+
+# The floor of every gate set's largest log alpha (keep_a_gate_open): P(active) 0.83, eval gate 0.5, a channel
+# that carries signal and gradient. The gates of droprate 0.5 start at 0 +- 0.01, so a set of n gates starts
+# below it with probability 2^-n.
+OPEN_LOG_ALPHA = 0.0
+
+
+@torch.no_grad()
+def keep_a_gate_open_(log_alphas: list[Tensor], layer_of_gate: Tensor) -> None:
+    """In every gate set whose gates are all below :data:`OPEN_LOG_ALPHA`, raise the largest to it: a layer can
+    shrink to one channel, open at eval, but never be cut away (a closed layer passes no gradient, so it could
+    never reopen). A few kernels over all gates at once; log alphas that need nothing are left bit for bit."""
+    if not log_alphas:
+        return
+    flat = torch.cat(log_alphas)
+    layer_of_gate = layer_of_gate.to(flat.device)
+    units = len(log_alphas)
+    largest = flat.new_full((units,), -torch.inf).scatter_reduce(0, layer_of_gate, flat, "amax")
+    position = torch.arange(len(flat), device=flat.device)
+    candidates = torch.where(flat == largest[layer_of_gate], position, len(flat))
+    first = torch.full((units,), len(flat), device=flat.device).scatter_reduce(0, layer_of_gate, candidates, "amin")
+    raise_it = (position == first[layer_of_gate]) & (largest[layer_of_gate] < OPEN_LOG_ALPHA)  # one gate a set
+    torch._foreach_copy_(log_alphas, torch.where(raise_it, OPEN_LOG_ALPHA, flat).split([a.numel() for a in log_alphas]))
+
+
+@torch.no_grad()
+def clamp_log_alphas_(log_alphas: list[Tensor], minimum: float = LOG_ALPHA_MIN) -> None:
+    """Clamp many log alpha tensors to [minimum, log 1e2] in two multi-tensor ops (no per-layer loop)."""
+    if log_alphas:
+        torch._foreach_clamp_min_(log_alphas, minimum)
+        torch._foreach_clamp_max_(log_alphas, LOG_ALPHA_MAX)

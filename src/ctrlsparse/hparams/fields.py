@@ -11,6 +11,7 @@ from ctrlsparse.errors import HParamError
 from ctrlsparse.hparams.checks import budget_text, check
 from ctrlsparse.hparams.defaults import case_defaults
 from ctrlsparse.hparams.naming import SettingName
+from ctrlsparse.hparams.text import coerce
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -144,14 +145,7 @@ class HParams(SettingName):
         "then act on the function (default in warm starts)",
         default=False,
     )
-    round_channels: int = _help(
-        "channel rounding: the eval model (what the run evaluates, counts and the purge keeps) keeps a multiple of "
-        "this many channels of every gated layer or gate group, those with the largest log alpha: the count of open "
-        "eval gates rounded to the nearest multiple (halves up), at least one multiple when any is open, at most "
-        "all (attention heads are not rounded). A gate rounded up gets eval gate 1, one rounded down 0 (with "
-        "--fix-gates the fixed epochs train that model). 1: no rounding",
-        default=1,
-    )
+    round_channels: int = _help("eval model, purge: each gate set keeps a multiple of N (README); 1: off", default=1)
     distill: float = _help(
         "warm starts: weight w of distilling the dense run (--pretrained) into the gated model: loss = (1 - w) CE + "
         "w T^2 KL(teacher || student) at temperature T (--distill-temperature); 0: off",
@@ -284,7 +278,7 @@ class HParams(SettingName):
             case_defaults(**case, budget=given.get("budget", cls.budget), pretrained=given.get("pretrained", ""))
             | given
         )
-        return cls(**{key: _coerce(cls, key, value) for key, value in merged.items()})
+        return cls(**{key: coerce(cls, key, value) for key, value in merged.items()})
 
     def computation(self) -> dict[str, Any]:
         """Every field that affects the numbers a run produces (all but the execution fields)."""
@@ -297,16 +291,4 @@ class HParams(SettingName):
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> HParams:
-        return cls(**{key: _coerce(cls, key, value) for key, value in values.items()})
-
-
-def _coerce(cls: type[HParams], key: str, value: Any) -> Any:
-    """Lists from JSON/YAML become tuples; numbers are cast to the field's type."""
-    kind = {f.name: f.type for f in fields(cls)}[key]
-    if kind.startswith("tuple"):
-        items = value if isinstance(value, list | tuple) else [value]
-        cast = float if "float" in kind else int
-        return tuple(cast(item) for item in items)
-    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return value
+        return cls(**{key: coerce(cls, key, value) for key, value in values.items()})

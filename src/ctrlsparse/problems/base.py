@@ -12,8 +12,9 @@ from torch import Tensor, nn
 
 from ctrlsparse import gates as hc
 from ctrlsparse.density import Density
+from ctrlsparse.gates import clamp_log_alphas_, keep_a_gate_open_
 from ctrlsparse.hparams import HParams
-from ctrlsparse.layers import GatedLayer, clamp_log_alphas_, keep_a_gate_open_
+from ctrlsparse.layers import GatedLayer
 from ctrlsparse.problems.warm_start import load_dense_weights
 from ctrlsparse.registry import METHODS
 
