@@ -33,9 +33,9 @@ def test_the_latency_entry_is_the_latency_models_share_at_the_training_batch():
     table = latency_table(model, torch.zeros(1, 1, 8, 8), 16, torch.device("cpu"))  # the cached one, at batch 16
     expected = ExpectedLatency(model, torch.zeros(1, 1, 8, 8), table).share(p)
     values = problem.constraint_set.values(p)
-    assert values[1].item() == pytest.approx(expected.item(), rel=1e-9)
+    assert values[1].item() == pytest.approx(expected.item(), rel=1e-6)  # float32 gates vs the float64 check
     violation = problem.violation(p)
-    assert violation[1].item() == pytest.approx(expected.item() - 0.5, rel=1e-9)
+    assert violation[1].item() == pytest.approx(expected.item() - 0.5, rel=1e-6)
     tie = problem.constraint_set.tie_weights()
     assert tie is not None and torch.isfinite(tie).all()
 
