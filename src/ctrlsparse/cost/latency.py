@@ -7,7 +7,10 @@ grouped conv: kept groups), and the whole dense model once; the rest is the dens
 The expected latency is
 
     sum over layers of the layer's table, bilinearly interpolated at its expected kept columns and rows
-    + the rest x the expected share of the layers' output activations kept,
+    + the rest's fixed part + its scaling part x the expected share of the layers' output activations kept,
+
+the rest's two parts solved from two whole models the table times, the dense one and a half-open one
+(:func:`~ctrlsparse.cost.latency_table.measure_table`),
 
 with the expected counts the cost model's (:mod:`ctrlsparse.cost.terms`: the same channel expressions the purge
 decides with). At all-open it is the measured dense latency, by construction; its share of it is what a
@@ -85,7 +88,16 @@ class ExpectedLatency:
                 + wa1 * wb1 * values[i1, j1]
             )
             activations = activations + per_row * count_b
-        return total + self.table.rest_ms * activations / self.full_activations
+        return total + self.table.rest_fixed_ms + self.table.rest_ms * activations / self.full_activations
+
+    def activation_share(self, p: Tensor) -> Tensor:
+        """The expected share of the layers' output activations kept (what the rest's scaling part follows)."""
+        extended = torch.cat([p, p.new_tensor([1.0, 0.0])])
+        memo: dict[int, Tensor] = {}
+        kept = p.new_zeros(())
+        for (columns, rows), per_row in zip(self.channels, self.activations, strict=True):
+            kept = kept + per_row * vector(rows if rows is not None else columns, extended, memo).sum()
+        return kept / self.full_activations
 
     def share(self, p: Tensor) -> Tensor:
         """Expected latency as a share of the model's at all-open (the measured dense latency when the layers'

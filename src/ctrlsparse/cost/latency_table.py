@@ -46,8 +46,9 @@ class LatencyTable:
     device: str
     batch: int
     dense_ms: float  # the dense model, whole
-    rest_ms: float  # dense_ms minus its layers' times at full width: norms, activations, pooling, additions
+    rest_ms: float  # the rest's part that scales with the activations kept (norms, activations, pooling, additions)
     layers: list[LayerTiming]
+    rest_fixed_ms: float = 0.0  # the rest's part that does not (per-call overhead of every op)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -191,17 +192,41 @@ def all_open(model: nn.Module) -> nn.Module:
 
 
 def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:
-    """Time every layer of the gated ``model`` on its grid, and the dense model whole (purged with every gate
-    open: the plain modules a user would deploy), at ``batch`` on ``device``."""
+    """Time every layer of the gated ``model`` on its grid, and two whole models: the dense one (purged with every
+    gate open: the plain modules a user would deploy) and a half one (every gate set's first half open). What the
+    layers' tables do not explain of the two (norms, activations, pooling, additions, index ops) is split into a
+    part that scales with the output activations kept and a fixed part (per-call overhead), from the two."""
+    from ctrlsparse.cost.latency import ExpectedLatency
     from ctrlsparse.purge import purge
 
     flow = traced_flow(model, example)
     layers = [time_layer(node, flow, batch, device) for node in weight_nodes(flow)]
-    dense = purge(all_open(model).cpu(), example[:1].cpu()).to(device)
     x = torch.randn(batch, *example.shape[1:], device=device)
-    dense_ms = least_ms(dense, x, repeats=21, budget_s=2.0)
-    at_full = sum(timing.ms[-1][-1] for timing in layers)
-    return LatencyTable(device_name(device), batch, dense_ms, max(dense_ms - at_full, 0.0), layers)
+    dense_ms = least_ms(purge(all_open(model).cpu(), example[:1].cpu()).to(device), x, repeats=21, budget_s=2.0)
+    half, open_half = half_open(model)
+    half_ms = least_ms(purge(half.cpu(), example[:1].cpu()).to(device), x, repeats=21, budget_s=2.0)
+    layers_only = ExpectedLatency(model, example, LatencyTable(device_name(device), batch, dense_ms, 0.0, layers))
+    ones = torch.ones_like(open_half)
+    rest_full = dense_ms - float(layers_only.milliseconds(ones))
+    rest_half = half_ms - float(layers_only.milliseconds(open_half))
+    kept = float(layers_only.activation_share(open_half))
+    slope = (rest_full - rest_half) / (1.0 - kept) if kept < 1.0 else 0.0
+    slope = min(max(slope, 0.0), max(rest_full, 0.0))
+    fixed = max(rest_full - slope, 0.0)
+    return LatencyTable(device_name(device), batch, dense_ms, slope, layers, fixed)
+
+
+def half_open(model: nn.Module) -> tuple[nn.Module, Tensor]:
+    """A copy of ``model`` with the first half of every gate set open (at least one) and the rest closed, and
+    that pattern as 0/1 per gate (all sets concatenated)."""
+    half = all_open(model)
+    pattern = []
+    with torch.no_grad():
+        for _, layer in gated_layers(half):
+            opened = torch.arange(layer.n_gates) < max(1, (layer.n_gates + 1) // 2)
+            layer.log_alpha.copy_(torch.where(opened, 10.0, -10.0).to(layer.log_alpha))
+            pattern.append(opened.double())
+    return half, torch.cat(pattern)
 
 
 def cache_dir() -> Path:
@@ -215,7 +240,13 @@ def table_key(model: nn.Module, example: Tensor, batch: int, device: torch.devic
         for m in model.modules()
         if isinstance(m, nn.Conv2d | nn.Linear)
     ]
-    identity = {"device": device_name(device), "batch": batch, "input": list(example.shape[1:]), "layers": shapes}
+    identity = {
+        "format": 2,  # 2: the rest split into a fixed and a scaling part
+        "device": device_name(device),
+        "batch": batch,
+        "input": list(example.shape[1:]),
+        "layers": shapes,
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -146,7 +146,7 @@ def main(argv: list[str]) -> int:
     print(
         f"{args.run}: {sizes['params']} params ({sizes['params_pct']:.2f}% of dense), {sizes['macs']} MACs "
         f"({sizes['macs_pct']:.2f}%), test accuracy {100 * sizes['purged_test_accuracy']:.2f}%, latency "
-        f"{100 * sizes['least_latency_share_b1']:.0f}% of dense at batch 1, {100 * sizes['latency_pct']:.0f}% at "
+        f"{100 * sizes['least_latency_share_b1']:.0f}% of dense at batch 1, {sizes['latency_pct']:.0f}% at "
         f"batch {sizes['latency_batch']}",
         file=sys.stderr,
     )
