@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from ctrlsparse.constraint_kinds import measured_value
-from ctrlsparse.cost.latency import ExpectedLatency
-from ctrlsparse.cost.latency_table import latency_table
+from ctrlsparse.cost.latency import ExpectedLatency, latency_table
 from ctrlsparse.feasibility import assess, constraint_violations, describe_missed
 from ctrlsparse.hparams import HParams
 from ctrlsparse.plumbing import paths

@@ -9,8 +9,8 @@ import dataclasses
 import pytest
 import torch
 
-from ctrlsparse.cost.latency import ExpectedLatency
-from ctrlsparse.cost.latency_table import LatencyTable, cache_dir, latency_table, table_key
+from ctrlsparse.cost.latency import ExpectedLatency, latency_table
+from ctrlsparse.cost.latency_table import LatencyTable, cache_dir, table_key
 from ctrlsparse.layers import gated_layers
 from ctrlsparse.models.factory import LayerFactory
 from ctrlsparse.registry import ARCHS

@@ -2,7 +2,9 @@
 x kept output rows (a grouped conv: kept groups), and the dense model whole, at one batch size. Measured once and
 cached by device, torch threads, batch, input shape and the layers' shapes (a JSON file under the cache
 directory: ``$CTRLSPARSE_CACHE`` or ``~/.cache/ctrlsparse``), so every run of one architecture on one kind of
-machine reuses it. Times are the least of repeats after a warm-up (:func:`least_ms`).
+machine reuses it. Times are the least of repeats after a warm-up (:func:`least_ms`). Here: the table, its key
+and the layers' timing; :func:`ctrlsparse.cost.latency.latency_table` measures a whole table (it needs the
+expected latency to split the rest) and caches it.
 """
 
 from __future__ import annotations
@@ -191,44 +193,6 @@ def all_open(model: nn.Module) -> nn.Module:
     return opened
 
 
-def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:
-    """Time every layer of the gated ``model`` on its grid, and two whole models: the dense one (purged with every
-    gate open: the plain modules a user would deploy) and a half one (every gate set's first half open). What the
-    layers' tables do not explain of the two (norms, activations, pooling, additions, index ops) is split into a
-    part that scales with the output activations kept and a fixed part (per-call overhead), from the two."""
-    from ctrlsparse.cost.latency import ExpectedLatency
-    from ctrlsparse.purge import purge
-
-    flow = traced_flow(model, example)
-    layers = [time_layer(node, flow, batch, device) for node in weight_nodes(flow)]
-    x = torch.randn(batch, *example.shape[1:], device=device)
-    dense_ms = least_ms(purge(all_open(model).cpu(), example[:1].cpu()).to(device), x, repeats=21, budget_s=2.0)
-    half, open_half = half_open(model)
-    half_ms = least_ms(purge(half.cpu(), example[:1].cpu()).to(device), x, repeats=21, budget_s=2.0)
-    layers_only = ExpectedLatency(model, example, LatencyTable(device_name(device), batch, dense_ms, 0.0, layers))
-    ones = torch.ones_like(open_half)
-    rest_full = dense_ms - float(layers_only.milliseconds(ones))
-    rest_half = half_ms - float(layers_only.milliseconds(open_half))
-    kept = float(layers_only.activation_share(open_half))
-    slope = (rest_full - rest_half) / (1.0 - kept) if kept < 1.0 else 0.0
-    slope = min(max(slope, 0.0), max(rest_full, 0.0))
-    fixed = max(rest_full - slope, 0.0)
-    return LatencyTable(device_name(device), batch, dense_ms, slope, layers, fixed)
-
-
-def half_open(model: nn.Module) -> tuple[nn.Module, Tensor]:
-    """A copy of ``model`` with the first half of every gate set open (at least one) and the rest closed, and
-    that pattern as 0/1 per gate (all sets concatenated)."""
-    half = all_open(model)
-    pattern = []
-    with torch.no_grad():
-        for _, layer in gated_layers(half):
-            opened = torch.arange(layer.n_gates) < max(1, (layer.n_gates + 1) // 2)
-            layer.log_alpha.copy_(torch.where(opened, 10.0, -10.0).to(layer.log_alpha))
-            pattern.append(opened.double())
-    return half, torch.cat(pattern)
-
-
 def cache_dir() -> Path:
     return Path(os.environ.get("CTRLSPARSE_CACHE") or Path.home() / ".cache" / "ctrlsparse") / "latency"
 
@@ -248,16 +212,3 @@ def table_key(model: nn.Module, example: Tensor, batch: int, device: torch.devic
         "layers": shapes,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def latency_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:
-    """The cached table of ``model`` on ``device`` at ``batch``, measured (and cached) on the first call."""
-    path = cache_dir() / f"{table_key(model, example, batch, device)}.json"
-    if path.exists():
-        return LatencyTable.from_json(path.read_text())
-    table = measure_table(model, example, batch, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(table.to_json())
-    temporary.replace(path)
-    return table

@@ -120,8 +120,7 @@ def expected_latency_of(batch: int) -> Callable[[nn.Module, Tensor], Any]:
     batch, so that :meth:`ConstraintSet.measure` builds it once)."""
 
     def build(model: nn.Module, example: Tensor) -> Any:
-        from ctrlsparse.cost.latency import ExpectedLatency
-        from ctrlsparse.cost.latency_table import latency_table
+        from ctrlsparse.cost.latency import ExpectedLatency, latency_table
 
         cpu = torch.device("cpu")
         table = latency_table(copy.deepcopy(model).cpu(), example.cpu(), batch, cpu)
