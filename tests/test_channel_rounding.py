@@ -3,11 +3,10 @@ eval model, the cost model and the purge keep the same ones, so a run's eval num
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from channels import set_pattern
+from purged_runs import train_then_purge
 from test_purge import build, gated_torchvision, max_error
 
 from ctrlsparse import gates as hc
@@ -15,7 +14,6 @@ from ctrlsparse.cost import ExpectedCost
 from ctrlsparse.hparams import HParams
 from ctrlsparse.identity import run_key
 from ctrlsparse.layers import gated_layers, round_channels_
-from ctrlsparse.plumbing import paths
 from ctrlsparse.purge import count, purge
 
 
@@ -98,17 +96,9 @@ def test_rounding_is_part_of_the_run_key_and_its_default_keeps_the_old_keys():
 
 
 def test_a_rounded_runs_eval_numbers_are_its_purged_models(tmp_path):
-    from ctrlsparse.training import purge_cli
-    from ctrlsparse.training.loop import train
-
-    run = tmp_path / "run"
-    hparams = HParams.resolve(
-        arch="cnn", budget="macs=0.4", target_scope="none", round_channels=4, epochs=3, device="cpu"
+    summary, purged = train_then_purge(
+        tmp_path, arch="cnn", budget="macs=0.4", target_scope="none", round_channels=4, epochs=3
     )
-    train(hparams, run, None)
-    summary = json.loads(paths.summary_path(run).read_text())
-    assert purge_cli.main([str(run)]) == 0
-    purged = json.loads(paths.summary_path(run).read_text())
     assert purged["macs_pct"] == pytest.approx(100 * summary["eval_macs"], abs=1e-9)
     assert purged["params_pct"] == pytest.approx(100 * summary["eval_params"], abs=1e-9)
     assert purged["purged_test_accuracy"] == summary["test_accuracy"]

@@ -3,16 +3,14 @@ model's (cost/latency.py), reported each epoch and judged again on the purged mo
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from purged_runs import train_then_purge
 
 from ctrlsparse.constraint_kinds import measured_value
 from ctrlsparse.cost.latency import ExpectedLatency, latency_table
 from ctrlsparse.feasibility import assess, constraint_violations, describe_missed
 from ctrlsparse.hparams import HParams
-from ctrlsparse.plumbing import paths
 from ctrlsparse.problems.constrained import ConstrainedL0Problem
 from ctrlsparse.training.setup import build_model
 
@@ -40,20 +38,12 @@ def test_the_latency_entry_is_the_latency_models_share_at_the_training_batch():
 
 
 def test_a_latency_budget_run_trains_and_is_judged_on_the_purged_models_latency(tmp_path):
-    from ctrlsparse.training import purge_cli
-    from ctrlsparse.training.loop import train
-
-    run = tmp_path / "run"
-    hparams = HParams.resolve(
-        arch="cnn", target_scope="none", budget="latency=0.6", epochs=2, batch_size=32, device="cpu"
+    trained, summary = train_then_purge(
+        tmp_path, arch="cnn", target_scope="none", budget="latency=0.6", epochs=2, batch_size=32
     )
-    train(hparams, run, None)
-    summary = json.loads(paths.summary_path(run).read_text())
-    assert "latency" in summary["violations"] and summary["budgets"] == {"latency": 0.6}
-    purge_cli.purge_run(run)
-    summary = json.loads(paths.summary_path(run).read_text())
-    share = least = summary["least_latency_share_batch"]
-    assert summary["latency_batch"] == 32 and measured_value("latency", summary) == pytest.approx(least)
+    assert "latency" in trained["violations"] and trained["budgets"] == {"latency": 0.6}
+    share = summary["least_latency_share_batch"]
+    assert summary["latency_batch"] == 32 and measured_value("latency", summary) == pytest.approx(share)
     violations = constraint_violations(summary)
     assert violations["purged latency"] == pytest.approx(share - 0.6)  # judged on what the purge measured
     verdict = assess(summary, summary["feasibility_tolerance"])
