@@ -15,12 +15,15 @@ set's shape), and per MAC share in ``--shares``:
   for the rounded counts. Gates closed later get larger log alpha, so rounding up reopens the last closed.
 - **Torch-Pruning** (if installed): ``MagnitudePruner`` (L1, uniform per layer, classifier kept) at the pruning
   ratio bisected (12 steps) to the MAC share of our un-rounded purged model.
+- **form** (``--form``): by default every model, the dense one, ours and Torch-Pruning's alike, in the purge's
+  inference form (:func:`ctrlsparse.purge.deploy_form`: BatchNorms folded into their convs, channels-last memory),
+  as the purge job saves and times it; ``--form plain`` times them as built (NCHW, BatchNorms).
 - **latency**: the dense model (torchvision's own module; a registered arch's every-gate-open purge), the purged
   ones and Torch-Pruning's, one call of each in turn after a warm-up, at least ``--rounds`` rounds and about
   ``--seconds`` each (:func:`ctrlsparse.latency.interleaved_times`), at batch 16 and 1 (``--batches``), on the
   CPU with ``--threads`` threads. *lat.* = the median over rounds of the model's time over the dense model's in
   the same round (:func:`ctrlsparse.latency.median_share`); *dense ms*: the dense model's median.
-- **extra ops**: the purged graph's ``index_select``, ``cat`` and ``mul`` nodes beyond the dense graph's (what the
+- **extra ops**: the purged graph's ``index_select``, ``index_add``, ``cat`` and ``mul`` nodes beyond the dense graph's (what the
   purge inserted: re-indexing, zero padding, fractional gates).
 
 Prints a Markdown table per batch size.
@@ -138,7 +141,7 @@ def extra_ops(purged, dense) -> int:
     def found(model) -> int:
         if not isinstance(model, fx.GraphModule):
             model = fx.symbolic_trace(model)
-        kinds = (torch.index_select, torch.cat, torch.mul)
+        kinds = (torch.index_select, torch.index_add, torch.cat, torch.mul)
         return sum(1 for n in model.graph.nodes if n.op == "call_function" and n.target in kinds)
 
     try:
@@ -151,7 +154,7 @@ def one_model(name: str, args) -> list[dict]:
     import torch
 
     from ctrlsparse.latency import interleaved_times, median_share
-    from ctrlsparse.purge import count, purge
+    from ctrlsparse.purge import count, deploy_form, purge
 
     torch.set_num_threads(args.threads)
     dense, gated, shape = build(name, args.size)
@@ -172,6 +175,8 @@ def one_model(name: str, args) -> list[dict]:
                 models["TP"], shares["TP"] = torch_pruning(dense, x, shares[f"N={args.multiples[0]}"])
             except Exception as error:
                 print(f"{name}: Torch-Pruning fails: {type(error).__name__}: {str(error)[:100]}", flush=True)
+        if args.form == "deploy":  # every model as the purge job saves and times it; MACs counted before
+            models = {key: deploy_form(model, x).model for key, model in models.items()}
         for batch in args.batches:
             inputs = torch.randn(batch, *shape)
             times = interleaved_times(models, inputs, seconds=args.seconds, min_rounds=args.rounds)
@@ -219,6 +224,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="at least this many interleaved rounds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random gate patterns")
     parser.add_argument("--no-peer", action="store_true", help="leave Torch-Pruning out")
+    parser.add_argument(
+        "--form",
+        choices=("deploy", "plain"),
+        default="deploy",
+        help="deploy: every model (dense, ours, Torch-Pruning's) in the purge's inference form (BatchNorms folded, "
+        "channels last); plain: as built (NCHW, BatchNorms)",
+    )
     args = parser.parse_args()
     args.shares = [float(s) for s in args.shares.split(",")]
     args.multiples = [int(m) for m in args.multiples.split(",")]
@@ -231,7 +243,10 @@ def main() -> None:
         args.peer = False
     import torch
 
-    print(f"CPU, {args.threads} threads, torch {torch.__version__}, input {args.size}x{args.size}", flush=True)
+    print(
+        f"CPU, {args.threads} threads, torch {torch.__version__}, input {args.size}x{args.size}, {args.form} form",
+        flush=True,
+    )
     rows = []
     for name in args.models.split(","):
         start = time.time()

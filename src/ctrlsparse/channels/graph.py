@@ -180,8 +180,6 @@ class Layouts(fx.Interpreter):
             dim = op.dim if keepdim else op.dim - sum(1 for d in dims if d < op.dim)
             return Op("map", dim, value.shape[dim], (source,), zero_preserving=True)
         preserving = ops.map_kind(node, self.modules)
-        if ops.named_function(node) and op.dim == 1:  # see ops.NAMED_FUNCTIONS
-            return None
         if preserving is None or value.dim() != len(self.shapes[source]) or value.shape[op.dim] != op.width:
             return None
         return Op("map", op.dim, op.width, (source,), zero_preserving=preserving)

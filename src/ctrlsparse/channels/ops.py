@@ -143,8 +143,9 @@ REPLAYABLE = {"flatten", "permute", "transpose", "contiguous", "unsqueeze", "squ
 # Parameter-free modules from outside torch.nn that a dense trace keeps whole, known by class name.
 NAMED_MODULES = {"StochasticDepth": "map", "Permute": "move"}
 # Functions a trace keeps whole (torch.fx.wrap), by module and name: a gated model's trace meets StochasticDepth's
-# (0 or 1 / (1 - p) per example). A map on channels last (Swin); on channels along dim 1 (EfficientNet, ConvNeXt)
-# an unknown op as before this rule, so that those models' gate-group sizes and costs (their runs) stay the same.
+# (0 or 1 / (1 - p) per example: a channelwise map, zero-preserving, on channels last (Swin) and along dim 1
+# (EfficientNet, ConvNeXt) alike; until issue 25 the latter was an unknown op, which left the purged EfficientNet
+# an index_select before each residual add).
 NAMED_FUNCTIONS = {("torchvision.ops.stochastic_depth", "stochastic_depth"): "map"}
 
 

@@ -123,17 +123,21 @@ class ExpectedLatency:
 
 def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:
     """Time every layer of the gated ``model`` on its grid, and two whole models: the dense one (purged with every
-    gate open: the plain modules a user would deploy) and a half one (every gate set's first half open). What the
+    gate open, in the inference form: what a user would deploy) and a half one (every gate set's first half open). What the
     layers' tables do not explain of the two (norms, activations, pooling, additions, index ops) is split into a
     part that scales with the output activations kept and a fixed part (per-call overhead), from the two."""
-    from ctrlsparse.purge import purge
+    from ctrlsparse.purge import deploy_form, purge
+
+    def deployed(gated: nn.Module) -> nn.Module:  # the purged model as the purge job saves and times it
+        plain = purge(gated.cpu(), example[:1].cpu())
+        return deploy_form(plain, example[:1].cpu()).model.to(device)
 
     flow = traced_flow(model, example)
     layers = [time_layer(node, flow, batch, device) for node in weight_nodes(flow)]
     x = torch.randn(batch, *example.shape[1:], device=device)
-    dense_ms = least_ms(purge(all_open(model).cpu(), example[:1].cpu()).to(device), x, repeats=21, budget_s=2.0)
+    dense_ms = least_ms(deployed(all_open(model)), x, repeats=21, budget_s=2.0)
     half, open_half = half_open(model)
-    half_ms = least_ms(purge(half.cpu(), example[:1].cpu()).to(device), x, repeats=21, budget_s=2.0)
+    half_ms = least_ms(deployed(half), x, repeats=21, budget_s=2.0)
     layers_only = ExpectedLatency(model, example, LatencyTable(device_name(device), batch, dense_ms, 0.0, layers))
     ones = torch.ones_like(open_half)
     rest_full = dense_ms - float(layers_only.milliseconds(ones))

@@ -130,9 +130,9 @@ def grid(width: int, gated: bool) -> list[int]:
 def layer_module(layer: nn.Module, columns: int, rows: int | None) -> nn.Module:
     """A plain Conv / Linear like ``layer`` with ``columns`` inputs and ``rows`` outputs (grouped: ``columns``
     groups of the layer's group width)."""
-    bias = layer.bias is not None
     if isinstance(layer, nn.Linear):
-        return nn.Linear(columns, rows, bias)
+        return nn.Linear(columns, rows, layer.bias is not None)
+    bias = True  # a BatchNorm after it is folded into its bias
     if rows is None:  # grouped: kept groups
         per_in, per_out = layer.in_channels // layer.groups, layer.out_channels // layer.groups
         return nn.Conv2d(
@@ -180,8 +180,13 @@ def monotone(ms: list[list[float]]) -> list[list[float]]:
 
 
 def _built(layer, shape, columns, rows, batch, device) -> tuple[nn.Module, Tensor]:
+    """The layer as the purge's inference form runs it (:func:`ctrlsparse.purge.deploy_form`): a conv in
+    channels-last memory, on a channels-last input."""
     module = layer_module(layer, columns, rows).to(device).eval()
-    return module, layer_input(layer, shape, columns, rows, batch).to(device)
+    x = layer_input(layer, shape, columns, rows, batch).to(device)
+    if isinstance(module, nn.Conv2d):
+        module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    return module, x
 
 
 def all_open(model: nn.Module) -> nn.Module:
@@ -205,7 +210,7 @@ def table_key(model: nn.Module, example: Tensor, batch: int, device: torch.devic
         if isinstance(m, nn.Conv2d | nn.Linear)
     ]
     identity = {
-        "format": 2,  # 2: the rest split into a fixed and a scaling part
+        "format": 3,  # 2: the rest split into a fixed and a scaling part; 3: timed in the purge's inference form
         "device": device_name(device),
         "batch": batch,
         "input": list(example.shape[1:]),

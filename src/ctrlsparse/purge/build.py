@@ -5,7 +5,8 @@ width, in order), at least those :class:`~ctrlsparse.channels.flow.Flow` keeps. 
 channels than its producer holds (a residual add after a block whose last conv lost channels, a gated Linear
 reading a subset of the input pixels, an op the purge does not know), the tensor is re-indexed with
 ``index_select`` over its channel dim; channels the producer does not hold are filled with zeros (a zero slice is
-concatenated first). Attention is emitted as torch ops over its kept heads (split, scaled_dot_product_attention,
+concatenated first), except in a residual add, where such an operand is added into the other with one
+``index_add`` (:mod:`~ctrlsparse.purge.residual`). Attention is emitted as torch ops over its kept heads (split, scaled_dot_product_attention,
 merge). Gate points become nothing (open gates) or one multiply by their fractional eval gates.
 The graph uses only torch operations, so it exports and loads without ctrlsparse.
 """
@@ -24,6 +25,7 @@ from ctrlsparse.channels.ops import REPLAYABLE
 from ctrlsparse.group_gates import channel_gates
 from ctrlsparse.layers import GatedLayer
 from ctrlsparse.purge.layers import plain, sliced_batchnorm, sliced_grouped, sliced_layer, sliced_layer_norm
+from ctrlsparse.purge.residual import index_add_sum
 
 
 def indices(mask: Tensor) -> Tensor:
@@ -172,6 +174,10 @@ class Builder:
         sliced to them."""
         op = self.graph.ops[node]
         keep = self.kept(node)
+        added = index_add_sum(self, node, keep) if op.kind == "sum" else None
+        if added is not None:
+            self.values[node], self.layouts[node] = added, keep
+            return
         args = [
             list(a) if isinstance(a, list | tuple) else a
             for a in self.mapped(node.args, dict.fromkeys(op.operands, keep))

@@ -1,0 +1,95 @@
+"""The inference form the purge saves and times: BatchNorms folded into their convs, channels-last memory, the
+same function; and what stays as it was when a rewrite would change it (no timed test: speed is shown by
+``benchmarks/latency.py``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_purge import BIG, build, gated_torchvision, set_gates
+from torch import nn
+
+from ctrlsparse.purge import deploy_form, load_purged, purge, save_purged
+from ctrlsparse.purge.deploy import fold_batchnorms
+from ctrlsparse.registry import ARCHS
+
+
+def batchnorms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def same_function(form: nn.Module, plain: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        reference = plain(x)
+        return float((form(x) - reference).abs().max() / reference.abs().max().clamp(min=1.0))
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in BIG else a for a in ARCHS])
+def test_every_registered_arch_keeps_its_function_in_the_deploy_form(arch):
+    model, x = build(arch, after_norm=True)
+    set_gates(model, "random", 0)
+    plain = purge(model, x)
+    form = deploy_form(plain, x)
+    assert same_function(form.model, plain, torch.randn(3, *x.shape[1:])) < 1e-5
+    assert batchnorms(form.model) == batchnorms(plain) - form.folded
+    has_conv = any(isinstance(m, nn.Conv2d) for m in plain.modules())
+    assert form.memory_format == ("channels_last" if has_conv else "contiguous")
+    if form.memory_format == "channels_last":
+        weight = next(m.weight for m in form.model.modules() if isinstance(m, nn.Conv2d))
+        assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_purged_resnet_loses_every_batchnorm_and_the_plain_model_is_untouched():
+    _, gated, x = gated_torchvision("resnet18")
+    set_gates(gated, "random", 1)
+    plain = purge(gated, x)
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    form = deploy_form(plain, x)
+    assert form.folded == batchnorms(plain) == 20 and batchnorms(form.model) == 0
+    assert same_function(form.model, plain, torch.randn(4, *x.shape[1:])) < 1e-5
+    assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())  # a copy was rewritten
+
+
+class PreActivation(nn.Module):
+    """A BatchNorm whose conv output is read twice (it cannot be folded) and a ``view`` of a conv map (channels
+    last cannot run it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.norm = nn.BatchNorm2d(6)
+        self.head = nn.Linear(6 * 5 * 5, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = self.norm(y) + y
+        return self.head(y.view(y.size(0), -1))
+
+
+def test_what_would_change_the_function_or_fail_is_left_as_it_was():
+    model = PreActivation().eval()
+    with torch.no_grad():
+        model.norm.running_mean.uniform_(-1, 1)
+        model.norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 5, 5)
+    form = deploy_form(model, x)
+    assert form.folded == 0 and batchnorms(form.model) == 1
+    assert form.memory_format == "contiguous"  # the view of a channels-last map fails
+    assert same_function(form.model, model, x) < 1e-6
+
+
+def test_a_batchnorm_after_a_linear_or_in_training_mode_is_not_folded():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    folded, count = fold_batchnorms(model)
+    assert count == 0 and batchnorms(folded) == 1
+
+
+def test_the_saved_deploy_form_reads_back_channels_last_with_the_same_output(tmp_path):
+    model, x = build("resnet18")
+    set_gates(model, "random", 2)
+    form = deploy_form(purge(model, x), x)
+    path = save_purged(form.model, x, tmp_path / "purged.pt2")
+    loaded = load_purged(path)
+    conv_weights = [v for k, v in loaded.state_dict().items() if v.dim() == 4]
+    assert conv_weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
+    assert same_function(loaded, form.model, torch.randn(3, *x.shape[1:])) < 1e-6
