@@ -14,10 +14,11 @@ set's shape), and per MAC share in ``--shares``:
   share; with rounding (``round_channels`` N, :func:`ctrlsparse.layers.round_channels_`), the prefix chosen again
   for the rounded counts. Gates closed later get larger log alpha, so rounding up reopens the last closed.
 - **Torch-Pruning** (if installed): ``MagnitudePruner`` (L1, uniform per layer, classifier kept) at the pruning
-  ratio bisected (12 steps) to the MAC share of our un-rounded purged model.
+  ratio bisected (12 steps) to the MAC share of our un-rounded purged model ("TP"), and with its own channel
+  rounding (``round_to`` N, ``--peer-multiples``) bisected to our model's share at the same N ("TP N=16").
 - **form** (``--form``): by default every model, the dense one, ours and Torch-Pruning's alike, in the purge's
-  inference form (:func:`ctrlsparse.purge.deploy_form`: BatchNorms folded into their convs, channels-last memory),
-  as the purge job saves and times it; ``--form plain`` times them as built (NCHW, BatchNorms).
+  inference form (:func:`ctrlsparse.purge.deploy_form`: BatchNorms folded into their convs, the memory format
+  faster at the first ``--batches`` size), as the purge job saves and times it; ``--form plain`` times them as built (NCHW, BatchNorms).
 - **latency**: the dense model (torchvision's own module; a registered arch's every-gate-open purge), the purged
   ones and Torch-Pruning's, one call of each in turn after a warm-up, at least ``--rounds`` rounds and about
   ``--seconds`` each (:func:`ctrlsparse.latency.interleaved_times`), at batch 16 and 1 (``--batches``), on the
@@ -106,8 +107,9 @@ def random_pattern(gated, x, share: float, multiple: int, seed: int) -> float:
     return apply(high)
 
 
-def torch_pruning(dense, x, share: float):
-    """Torch-Pruning's L1 magnitude pruning at the ratio bisected to ``share`` of the MACs; (model, its share)."""
+def torch_pruning(dense, x, share: float, multiple: int = 1):
+    """Torch-Pruning's L1 magnitude pruning at the ratio bisected to ``share`` of the MACs (its ``round_to``
+    ``multiple`` when > 1); (model, its share)."""
     import torch
     import torch_pruning as tp
 
@@ -119,7 +121,12 @@ def torch_pruning(dense, x, share: float):
         model = copy.deepcopy(dense).eval()
         classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1:]
         tp.pruner.MagnitudePruner(
-            model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio, ignored_layers=classifier
+            model,
+            x,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=ratio,
+            ignored_layers=classifier,
+            round_to=multiple if multiple > 1 else None,
         ).step()
         return model.eval(), count(model, x).macs / dense_macs
 
@@ -134,7 +141,8 @@ def torch_pruning(dense, x, share: float):
 
 
 def extra_ops(purged, dense) -> int:
-    """``index_select``, ``cat`` and ``mul`` call_function nodes of ``purged`` beyond those of ``dense``."""
+    """``index_select``, ``index_add``, ``cat`` and ``mul`` call_function nodes of ``purged`` beyond those of
+    ``dense``."""
     import torch
     from torch import fx
 
@@ -170,13 +178,16 @@ def one_model(name: str, args) -> list[dict]:
             shares[f"N={multiple}"] = count(purged, x).macs / dense_macs
         ours = models[f"N={args.multiples[0]}"]
         extra = extra_ops(ours, dense)
-        if args.peer:
+        for multiple in args.peer_multiples if args.peer else ():
+            key = "TP" if multiple == 1 else f"TP N={multiple}"
+            target = shares.get(f"N={multiple}", shares[f"N={args.multiples[0]}"])
             try:
-                models["TP"], shares["TP"] = torch_pruning(dense, x, shares[f"N={args.multiples[0]}"])
+                models[key], shares[key] = torch_pruning(dense, x, target, multiple)
             except Exception as error:
                 print(f"{name}: Torch-Pruning fails: {type(error).__name__}: {str(error)[:100]}", flush=True)
         if args.form == "deploy":  # every model as the purge job saves and times it; MACs counted before
-            models = {key: deploy_form(model, x).model for key, model in models.items()}
+            timing = torch.randn(args.batches[0], *shape)  # each model's memory format: the faster at this batch
+            models = {key: deploy_form(model, x, timing=timing).model for key, model in models.items()}
         for batch in args.batches:
             inputs = torch.randn(batch, *shape)
             times = interleaved_times(models, inputs, seconds=args.seconds, min_rounds=args.rounds)
@@ -194,8 +205,8 @@ def one_model(name: str, args) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], batch: int, multiples: list[int], peer: bool) -> str:
-    columns = [f"N={m}" for m in multiples] + (["TP"] if peer else [])
+def table(rows: list[dict], batch: int, multiples: list[int], peers: list[int]) -> str:
+    columns = [f"N={m}" for m in multiples] + ["TP" if m == 1 else f"TP N={m}" for m in peers]
     head = "| model | target | dense ms | " + " | ".join(f"{c} MAC | {c} lat." for c in columns) + " | extra ops |"
     lines = [head, "|" + "---|" * (4 + 2 * len(columns))]
     for row in rows:
@@ -225,6 +236,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random gate patterns")
     parser.add_argument("--no-peer", action="store_true", help="leave Torch-Pruning out")
     parser.add_argument(
+        "--peer-multiples",
+        default="1,16",
+        help="Torch-Pruning's round_to values (1: none), each bisected to our "
+        "model's MAC share at the same N (or the first --multiples')",
+    )
+    parser.add_argument(
         "--form",
         choices=("deploy", "plain"),
         default="deploy",
@@ -235,12 +252,14 @@ def main() -> None:
     args.shares = [float(s) for s in args.shares.split(",")]
     args.multiples = [int(m) for m in args.multiples.split(",")]
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.peer_multiples = [int(m) for m in args.peer_multiples.split(",")]
     try:
         import torch_pruning  # noqa: F401
 
         args.peer = not args.no_peer
     except ImportError:
         args.peer = False
+    peers = args.peer_multiples if args.peer else []
     import torch
 
     print(
@@ -256,12 +275,9 @@ def main() -> None:
             print(f"{name}: fails: {type(error).__name__}: {str(error)[:200]}", flush=True)
         print(f"<!-- {name}: {time.time() - start:.0f} s -->", flush=True)
         for batch in args.batches:
-            print(
-                f"\nbatch {batch}\n\n"
-                + table([r for r in rows if r["model"] == name], batch, args.multiples, args.peer)
-            )
+            print(f"\nbatch {batch}\n\n" + table([r for r in rows if r["model"] == name], batch, args.multiples, peers))
     for batch in args.batches:
-        print(f"\n## batch {batch}\n\n" + table(rows, batch, args.multiples, args.peer), flush=True)
+        print(f"\n## batch {batch}\n\n" + table(rows, batch, args.multiples, peers), flush=True)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,19 @@ def test_a_budget_run_through_the_train_and_purge_clis(tmp_path):
     assert purged["params_pct"] == pytest.approx(100 * summary["eval_params"], abs=1e-9)
 
 
+def test_a_budget_below_what_every_gate_closed_leaves_is_one_line_before_training(tmp_path):
+    hparams = HParams.resolve(arch="cnn", target_scope="none", budget="params=0.0001")  # the biases stay
+    model = build_model(hparams, (1, 8, 8), 10)
+    with pytest.raises(HParamError, match=r"params=0.0001 is below the least this model reaches, 0\.\d+"):
+        ConstrainedL0Problem(model, hparams, torch.zeros(1, 1, 8, 8))
+    out = tmp_path / "run"
+    flags = ["--arch", "cnn", "--budget", "params=0.0001", "--target-scope", "none", "--epochs", "2"]
+    result = ctrlsparse("train", *flags, "--quiet", "--out", str(out))
+    assert result.returncode == 2 and not paths.summary_path(out).exists()
+    (line,) = result.stderr.strip().splitlines()
+    assert "--budget: params=0.0001 is below the least" in line and "or more" in line
+
+
 def test_a_budget_is_judged_on_the_purged_model_once_it_is_measured():
     """The cost model said 0.5, the purge measured 27.6%: not feasible, naming the purged share."""
     summary = {

@@ -93,3 +93,14 @@ def test_the_saved_deploy_form_reads_back_channels_last_with_the_same_output(tmp
     conv_weights = [v for k, v in loaded.state_dict().items() if v.dim() == 4]
     assert conv_weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
     assert same_function(loaded, form.model, torch.randn(3, *x.shape[1:])) < 1e-6
+
+
+def test_a_timed_form_keeps_the_memory_format_it_reports():
+    model, x = build("cnn")
+    set_gates(model, "random", 1)
+    plain = purge(model, x)
+    form = deploy_form(plain, x, timing=torch.randn(32, *x.shape[1:]))
+    fmt = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[form.memory_format]
+    weights = [m.weight for m in form.model.modules() if isinstance(m, nn.Conv2d)]
+    assert weights and all(w.is_contiguous(memory_format=fmt) for w in weights)
+    assert form.folded == 2 and same_function(form.model, plain, torch.randn(3, *x.shape[1:])) < 1e-5

@@ -76,6 +76,8 @@ class ExpectedLatency:
         )
         self.full_activations = max(full, 1.0)
         self._full_ms: float | None = None
+        self.correction = 1.0  # measured / predicted share (:mod:`ctrlsparse.cost.latency_calibration`)
+        self.dense_form: nn.Module | None = None  # the dense model as the calibration times it, made once
 
     def milliseconds(self, p: Tensor) -> Tensor:
         extended = torch.cat([p, p.new_tensor([1.0, 0.0])])
@@ -113,12 +115,16 @@ class ExpectedLatency:
             kept = kept + per_row * vector(rows if rows is not None else columns, extended, memo).sum()
         return kept / self.full_activations
 
-    def share(self, p: Tensor) -> Tensor:
+    def uncorrected_share(self, p: Tensor) -> Tensor:
         """Expected latency as a share of the model's at all-open (the measured dense latency when the layers'
         times add up to less than it, as they do on a quiet machine)."""
         if self._full_ms is None:
             self._full_ms = float(self.milliseconds(torch.ones_like(p.detach())))
         return self.milliseconds(p) / self._full_ms
+
+    def share(self, p: Tensor) -> Tensor:
+        """:meth:`uncorrected_share` times the ``correction`` the run last measured (1 until it does)."""
+        return self.uncorrected_share(p) * self.correction
 
 
 def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:
@@ -126,18 +132,21 @@ def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.d
     gate open, in the inference form: what a user would deploy) and a half one (every gate set's first half open). What the
     layers' tables do not explain of the two (norms, activations, pooling, additions, index ops) is split into a
     part that scales with the output activations kept and a fixed part (per-call overhead), from the two."""
-    from ctrlsparse.purge import deploy_form, purge
+    from ctrlsparse.purge import DeployForm, deploy_form, purge
 
-    def deployed(gated: nn.Module) -> nn.Module:  # the purged model as the purge job saves and times it
-        plain = purge(gated.cpu(), example[:1].cpu())
-        return deploy_form(plain, example[:1].cpu()).model.to(device)
-
-    flow = traced_flow(model, example)
-    layers = [time_layer(node, flow, batch, device) for node in weight_nodes(flow)]
     x = torch.randn(batch, *example.shape[1:], device=device)
-    dense_ms = least_ms(deployed(all_open(model)), x, repeats=21, budget_s=2.0)
+
+    def deployed(gated: nn.Module) -> DeployForm:  # the purged model as the purge job saves and times it
+        plain = purge(gated.cpu(), example[:1].cpu()).to(device)
+        return deploy_form(plain, example[:1].to(device), timing=x)
+
+    dense = deployed(all_open(model))
+    dense_ms = least_ms(dense.model, x, repeats=21, budget_s=2.0)
     half, open_half = half_open(model)
-    half_ms = least_ms(deployed(half), x, repeats=21, budget_s=2.0)
+    half_ms = least_ms(deployed(half).model, x, repeats=21, budget_s=2.0)
+    flow = traced_flow(model, example)
+    channels_last = dense.memory_format == "channels_last"  # the layers in the dense model's memory format
+    layers = [time_layer(node, flow, batch, device, channels_last) for node in weight_nodes(flow)]
     layers_only = ExpectedLatency(model, example, LatencyTable(device_name(device), batch, dense_ms, 0.0, layers))
     ones = torch.ones_like(open_half)
     rest_full = dense_ms - float(layers_only.milliseconds(ones))

@@ -150,7 +150,7 @@ def layer_input(layer: nn.Module, shape: tuple[int, ...], columns: int, rows: in
     return torch.randn(batch, channels, *shape[2:])
 
 
-def time_layer(node: fx.Node, flow: Flow, batch: int, device: torch.device) -> LayerTiming:
+def time_layer(node: fx.Node, flow: Flow, batch: int, device: torch.device, channels_last: bool) -> LayerTiming:
     graph = flow.graph
     op = graph.ops[node]
     layer = op.module
@@ -161,11 +161,11 @@ def time_layer(node: fx.Node, flow: Flow, batch: int, device: torch.device) -> L
     groups = layer.groups if isinstance(layer, nn.Conv2d) else 1
     if out_expr is None:
         columns, rows = grid(groups, gated_in), None
-        ms = [[least_ms(*_built(layer, shape, c, None, batch, device))] for c in columns]
+        ms = [[least_ms(*_built(layer, shape, c, None, batch, device, channels_last))] for c in columns]
     else:
         width_in = shape[-1] if isinstance(layer, nn.Linear) else layer.in_channels
         columns, rows = grid(width_in, gated_in), grid(op.width, not algebra.is_const(out_expr, True))
-        ms = [[least_ms(*_built(layer, shape, c, r, batch, device)) for r in rows] for c in columns]
+        ms = [[least_ms(*_built(layer, shape, c, r, batch, device, channels_last)) for r in rows] for c in columns]
     return LayerTiming(str(node.name), op.width, groups, graph.positions(node), columns, rows, monotone(ms))
 
 
@@ -179,12 +179,12 @@ def monotone(ms: list[list[float]]) -> list[list[float]]:
     return table.tolist()
 
 
-def _built(layer, shape, columns, rows, batch, device) -> tuple[nn.Module, Tensor]:
-    """The layer as the purge's inference form runs it (:func:`ctrlsparse.purge.deploy_form`): a conv in
-    channels-last memory, on a channels-last input."""
+def _built(layer, shape, columns, rows, batch, device, channels_last: bool) -> tuple[nn.Module, Tensor]:
+    """The layer as the purge's inference form runs it (:func:`ctrlsparse.purge.deploy_form`): a conv in the
+    memory format chosen for the dense model (``channels_last`` or NCHW)."""
     module = layer_module(layer, columns, rows).to(device).eval()
     x = layer_input(layer, shape, columns, rows, batch).to(device)
-    if isinstance(module, nn.Conv2d):
+    if channels_last and isinstance(module, nn.Conv2d):
         module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     return module, x
 

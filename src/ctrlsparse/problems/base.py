@@ -38,6 +38,10 @@ class L0Problem(cooper.ConstrainedMinimizationProblem):
     warm_starts = True  # given --pretrained, start from that dense run's weights (magnitude loads them itself)
     cost: ExpectedCost | None = None  # the run's cost model, where its constraints have one (MAC / param budgets)
 
+    def latency_correction(self) -> float | None:
+        """A latency budget's measured / predicted share (cost/latency_calibration.py); None without one."""
+        return None
+
     def __init__(self, model: nn.Module, hparams: HParams, example: Tensor | None = None):
         """``example``: an input batch of the data's shape (zeros will do), on which a problem whose constraints
         need the traced model (the cost model of a budget) traces it, once, here."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from ctrlsparse.constraint_kinds import CONSTRAINT_KINDS, stated
 from ctrlsparse.cost import ExpectedCost
 from ctrlsparse.density import Density
+from ctrlsparse.errors import HParamError
 from ctrlsparse.hparams import HParams
 
 
@@ -51,6 +53,44 @@ class ConstraintSet:
         if self.fused:
             rows = density.coefficients(hparams.target_scope)
             self.cost.set_constraints(rows, self.targets[: self.n_density], costs, relative=self.relative)
+        self.check_reach()
+
+    def calibrate_latency(self, epoch: int, epochs: int) -> float | None:
+        """At the calibration epochs of a run with a latency budget, correct the latency model by the purged
+        model's measured share (:mod:`ctrlsparse.cost.latency_calibration`); the correction in force (None without
+        a latency budget)."""
+        if "latency" not in self.entries:
+            return None
+        from ctrlsparse.cost.latency_calibration import calibrate, calibration_epochs
+
+        latency = self.measure(expected_latency_of(self.batch_size))
+        if epoch in calibration_epochs(epochs) and not torch.distributed.is_initialized():
+            calibrate(latency, self.model, self.example, self.batch_size)  # a DDP run keeps its rank-equal model
+        return latency.correction
+
+    def latency_correction(self) -> float | None:
+        return self.measure(expected_latency_of(self.batch_size)).correction if "latency" in self.entries else None
+
+    def set_latency_correction(self, correction: float) -> None:
+        if "latency" in self.entries:
+            self.measure(expected_latency_of(self.batch_size)).correction = float(correction)
+
+    def check_reach(self) -> None:
+        """A budget below its value with every gate closed cannot be met, whatever the training: say so (one line,
+        :class:`~ctrlsparse.errors.HParamError`) before any training, with the least value to ask for."""
+        if not any(spec.budget for spec in self.specs.values()):
+            return
+        closed = torch.zeros(len(self.density.layer_of_gate), device=self.targets.device)
+        with torch.no_grad():
+            least = self.values(closed).tolist()
+        for name, target, floor in zip(self.names, self.targets.tolist(), least, strict=True):
+            kind = next(kind for kind, entries in self.entries.items() if name in entries)
+            if self.specs[kind].budget and target < floor:
+                raise HParamError(
+                    "budget",
+                    f"{kind}={target:g} is below the least this model reaches, {floor:.3f} of the dense model's "
+                    f"{kind} with every gate closed; ask for {math.ceil(floor * 1000) / 1000:g} or more",
+                )
 
     def __len__(self) -> int:
         return len(self.names)

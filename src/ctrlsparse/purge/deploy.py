@@ -7,13 +7,15 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
   weight scale and bias, :func:`torch.nn.utils.fusion.fuse_conv_bn_eval`), when the conv's output goes to that
   BatchNorm alone. A purged model's BatchNorms cost as much as its convs' memory traffic: a share of the time that
   falls only with the channels, not with the MACs.
-- **Channels-last memory** for a model with 2-D convolutions: oneDNN's CPU convolutions take any channel count
-  in NHWC but reorder NCHW tensors whose count is not a multiple of their block (16 floats with AVX-512) on every
-  call, which a purged model's odd counts (43 of 64) pay and the dense model's do not. Measured on the 2-core VM
-  (resnet18, 64x64, batch 16, half the MACs): the purged model at 0.69 of the dense one's time in NCHW, 0.53
-  with both rewrites applied to both (``benchmarks/latency.py``).
+- **The memory format that runs it faster**: channels-last or NCHW, timed side by side on a batch of the size it
+  will serve (``timing``: interleaved calls, the lesser median; without ``timing``, channels-last). oneDNN's CPU
+  convolutions take any channel count in NHWC but reorder an NCHW tensor whose count is not a multiple of their
+  block (16 floats with AVX-512) on every call, which a purged model's odd counts (43 of 64) pay and the dense
+  model's do not: torchvision's resnet18 at 64x64, batch 16, half the MACs, ran at 0.69 of the dense model's time
+  in NCHW and 0.53 with both rewrites applied to both (``benchmarks/latency.py``). A conv with one input channel
+  on an 8x8 map (the digits CNN's first) runs 2x slower in channels-last, hence a measured choice, per model.
 
-The form is checked on the example: its output must match the plain model's (``tolerance``, relative to the
+The form is checked on a random batch: its output must match the plain model's (``tolerance``, relative to the
 output's scale); a model whose channels-last run fails (a ``view`` of a conv map) or differs stays in NCHW, and a
 fold that changes the output is not kept. :class:`DeployForm` says what was applied.
 """
@@ -21,6 +23,7 @@ fold that changes the output is not kept. :class:`DeployForm` says what was appl
 from __future__ import annotations
 
 import copy
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -94,9 +97,11 @@ def _close(output, reference, tolerance: float) -> bool:
     return output == reference
 
 
-def deploy_form(model: nn.Module, example: Tensor, tolerance: float = TOLERANCE) -> DeployForm:
+def deploy_form(
+    model: nn.Module, example: Tensor, timing: Tensor | None = None, tolerance: float = TOLERANCE
+) -> DeployForm:
     """``model`` (eval mode; not changed) in its inference form, checked on a random batch of ``example``'s
-    shape (see the module doc)."""
+    shape; the memory format timed on ``timing`` when given (see the module doc)."""
     plain = model.eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.randn((2, *example.shape[1:]), generator=generator).to(example.device, example.dtype)
@@ -112,7 +117,17 @@ def deploy_form(model: nn.Module, example: Tensor, tolerance: float = TOLERANCE)
             return DeployForm(folded, count, "contiguous")
         last = copy.deepcopy(folded).to(memory_format=torch.channels_last)
         try:
-            kept = _close(last(example), reference, tolerance)  # an NCHW input, as a user passes it
+            runs = _close(last(example), reference, tolerance)  # an NCHW input, as a user passes it
         except RuntimeError:  # e.g. a view of a channels-last map
-            kept = False
-    return DeployForm(last, count, "channels_last") if kept else DeployForm(folded, count, "contiguous")
+            runs = False
+    if not runs or (timing is not None and not _faster(last, folded, timing)):
+        return DeployForm(folded, count, "contiguous")
+    return DeployForm(last, count, "channels_last")
+
+
+def _faster(model: nn.Module, other: nn.Module, batch: Tensor, seconds: float = 0.3) -> bool:
+    """Whether ``model``'s median time per call on ``batch`` is below ``other``'s (interleaved calls)."""
+    from ctrlsparse.latency.measure import interleaved_times
+
+    times = interleaved_times({"model": model, "other": other}, batch, seconds=seconds, min_rounds=7)
+    return statistics.median(times["model"]) < statistics.median(times["other"])

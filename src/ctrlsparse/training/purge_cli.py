@@ -2,14 +2,14 @@
 
 Writes ``purged.pt2`` (torch.export; plain torch loads it), ``purged.onnx`` (the same model as ONNX, checked with
 onnxruntime) and ``purge.json``, and adds to ``summary.json``. The saved, exported and timed model is the purged
-one in its inference form (:func:`ctrlsparse.purge.deploy_form`: BatchNorms folded into their convs, channels-last
-memory; ``deploy_folded_batchnorms``, ``deploy_memory_format``), and the dense model it is timed against is in
-the same form:
+one in its inference form (:func:`ctrlsparse.purge.deploy_form`: BatchNorms folded into their convs, the memory
+format, channels-last or NCHW, that runs it faster at the latency batch; ``deploy_folded_batchnorms``,
+``deploy_memory_format``), and the dense model it is timed against is in its own inference form:
 
 - sizes: ``params``, ``macs``, ``params_pct``, ``macs_pct`` (% of the dense model), ``dense_params``,
   ``dense_macs`` and ``purged_test_accuracy`` (the purged model's own test accuracy, which must equal the run's);
 - latency, measured in this job on the CPU at its ``--threads``: the purged model against the dense one (the
-  same architecture with every gate open, in the same plain modules and inference form), interleaved calls, medians
+  same architecture with every gate open, in the same plain modules, in its inference form), interleaved calls, medians
   (:mod:`ctrlsparse.latency`), at batch 1 (``latency_ms_b1``, ``dense_latency_ms_b1``, ``latency_share_b1``) and
   at ``--latency-batch`` (default: the run's training batch size; ``latency_batch`` and the same keys ending
   ``_batch``), with ``latency_threads``;
@@ -78,16 +78,17 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
         )
     model = run.model.eval()
     example = torch.zeros(1, *run.data.input_shape)
+    batch = latency_batch or hparams.batch_size
+    inputs = {"b1": torch.randn(1, *run.data.input_shape), "batch": torch.randn(batch, *run.data.input_shape)}
     plain = purge(model, example)
-    form = deploy_form(plain, example)  # what is saved, exported and timed: BatchNorms folded, channels last
+    # what is saved, exported and timed: BatchNorms folded, the memory format faster at the latency batch
+    form = deploy_form(plain, example, timing=inputs["batch"])
     purged = form.model
     sizes = size_report(count(model, example), count(plain, example)) | form.summary()
     sizes["purged_test_accuracy"] = accuracy(purged, run.data)
     program = export_program(purged, example)
     save_purged(purged, example, paths.purged_model_path(run_dir), program)
-    batch = latency_batch or hparams.batch_size
-    inputs = {"b1": torch.randn(1, *run.data.input_shape), "batch": torch.randn(batch, *run.data.input_shape)}
-    dense = deploy_form(purge_dense(model, example), example).model  # the dense model in the same form
+    dense = deploy_form(purge_dense(model, example), example, timing=inputs["batch"]).model  # its own best form
     sizes |= {"latency_batch": batch, **latency_report(dense, purged, inputs, LATENCY_SECONDS)}
     # the purged value of a latency budget (stated at the training batch, the default --latency-batch), in percent
     # of the dense model's as macs_pct and params_pct are: the ratio of the least times of the interleaved rounds,

@@ -57,6 +57,12 @@ def layer_kinds(hp: HParams, names: list[str], kinds: list[str]) -> dict[str, An
     return {"layer_kinds": dict(zip(names, kinds, strict=True))}
 
 
+def latency_correction(problem: Any) -> dict[str, float]:
+    """A latency budget run's last measured / predicted share (cost/latency_calibration.py); nothing otherwise."""
+    correction = problem.latency_correction()
+    return {} if correction is None else {"latency_correction": correction}
+
+
 def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dict[str, Any]:
     hp, last = run.hparams, progress.rows[-1]
     summary = {
@@ -69,6 +75,7 @@ def build_summary(run: Run, progress: Progress, identity: dict[str, Any]) -> dic
         "dual_lr": run.rates.dual_lr,
         **({"skipped_images": len(run.data.skipped)} if hasattr(run.data, "skipped") else {}),  # image folders
         **layer_kinds(hp, run.problem.density.names, run.problem.density.kinds),
+        **latency_correction(run.problem),
         "wall_seconds": progress.wall_seconds,
         "device": str(run.device),
         "slurm": slurm_job(),  # the job that finished training ({} outside SLURM); resumed runs name the last one
