@@ -23,7 +23,10 @@ set's shape), and per MAC share in ``--shares``:
   ones and Torch-Pruning's, one call of each in turn after a warm-up, at least ``--rounds`` rounds and about
   ``--seconds`` each (:func:`ctrlsparse.latency.interleaved_times`), at batch 16 and 1 (``--batches``), on the
   CPU with ``--threads`` threads. *lat.* = the median over rounds of the model's time over the dense model's in
-  the same round (:func:`ctrlsparse.latency.median_share`); *dense ms*: the dense model's median.
+  the same round (:func:`ctrlsparse.latency.median_share`), the median of ``--repeats`` such measurements; *dense
+  ms*: the dense model's median.
+- **formats**: each model's memory format in the timed form (``cl`` channels-last, ``nchw``), in column order
+  (dense first).
 - **extra ops**: the purged graph's ``index_select``, ``index_add``, ``cat`` and ``mul`` nodes beyond the dense graph's (what the
   purge inserted: re-indexing, zero padding, fractional gates).
 
@@ -185,21 +188,32 @@ def one_model(name: str, args) -> list[dict]:
                 models[key], shares[key] = torch_pruning(dense, x, target, multiple)
             except Exception as error:
                 print(f"{name}: Torch-Pruning fails: {type(error).__name__}: {str(error)[:100]}", flush=True)
+        formats = dict.fromkeys(models, "nchw")
         if args.form == "deploy":  # every model as the purge job saves and times it; MACs counted before
             timing = torch.randn(args.batches[0], *shape)  # each model's memory format: the faster at this batch
-            models = {key: deploy_form(model, x, timing=timing).model for key, model in models.items()}
+            forms = {key: deploy_form(model, x, timing=timing) for key, model in models.items()}
+            models = {key: form.model for key, form in forms.items()}
+            formats = {key: "cl" if form.memory_format == "channels_last" else "nchw" for key, form in forms.items()}
         for batch in args.batches:
             inputs = torch.randn(batch, *shape)
-            times = interleaved_times(models, inputs, seconds=args.seconds, min_rounds=args.rounds)
+            runs = [
+                interleaved_times(models, inputs, seconds=args.seconds, min_rounds=args.rounds)
+                for _ in range(args.repeats)
+            ]
             rows.append(
                 {
                     "model": name,
                     "target": share,
                     "batch": batch,
-                    "dense_ms": 1000.0 * statistics.median(times["dense"]),
+                    "dense_ms": statistics.median(1000.0 * statistics.median(times["dense"]) for times in runs),
                     "extra_ops": extra,
+                    "formats": "/".join(formats.values()),
                     **{f"{key} macs": value for key, value in shares.items() if key != "dense"},
-                    **{f"{key} lat": median_share(times, key, "dense") for key in models if key != "dense"},
+                    **{
+                        f"{key} lat": statistics.median(median_share(times, key, "dense") for times in runs)
+                        for key in models
+                        if key != "dense"
+                    },
                 }
             )
     return rows
@@ -208,7 +222,7 @@ def one_model(name: str, args) -> list[dict]:
 def table(rows: list[dict], batch: int, multiples: list[int], peers: list[int]) -> str:
     columns = [f"N={m}" for m in multiples] + ["TP" if m == 1 else f"TP N={m}" for m in peers]
     head = "| model | target | dense ms | " + " | ".join(f"{c} MAC | {c} lat." for c in columns) + " | extra ops |"
-    lines = [head, "|" + "---|" * (4 + 2 * len(columns))]
+    lines = [head + " formats |", "|" + "---|" * (5 + 2 * len(columns))]
     for row in rows:
         if row["batch"] != batch:
             continue
@@ -218,7 +232,7 @@ def table(rows: list[dict], batch: int, multiples: list[int], peers: list[int]) 
         lines.append(
             f"| {row['model']} | {row['target']} | {row['dense_ms']:.2f} | "
             + " | ".join(cells)
-            + f" | {row['extra_ops']} |"
+            + f" | {row['extra_ops']} | {row['formats']} |"
         )
     return "\n".join(lines)
 
@@ -234,6 +248,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per model set and batch")
     parser.add_argument("--rounds", type=int, default=9, help="at least this many interleaved rounds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random gate patterns")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="measure each model set this many times; report the medians"
+    )
     parser.add_argument("--no-peer", action="store_true", help="leave Torch-Pruning out")
     parser.add_argument(
         "--peer-multiples",
