@@ -104,3 +104,23 @@ def test_a_timed_form_keeps_the_memory_format_it_reports():
     weights = [m.weight for m in form.model.modules() if isinstance(m, nn.Conv2d)]
     assert weights and all(w.is_contiguous(memory_format=fmt) for w in weights)
     assert form.folded == 2 and same_function(form.model, plain, torch.randn(3, *x.shape[1:])) < 1e-5
+
+
+class SharedConv(nn.Module):
+    """One conv called twice, a BatchNorm after one of the calls: folding it would change the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.norm = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.norm(self.conv(x)) + self.conv(x)
+
+
+def test_a_conv_called_twice_keeps_its_batchnorm():
+    model = SharedConv().eval()
+    with torch.no_grad():
+        model.norm.running_mean.uniform_(-1, 1)
+    folded, count = fold_batchnorms(model)
+    assert count == 0 and batchnorms(folded) == 1

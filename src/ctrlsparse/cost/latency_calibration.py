@@ -37,7 +37,7 @@ def measured_share(model: nn.Module, example: Tensor, batch: int, dense: nn.Modu
 
     gated = copy.deepcopy(model).cpu().eval()
     one = example[:1].detach().cpu()
-    x = torch.randn(batch, *one.shape[1:])
+    x = torch.randn(batch, *one.shape[1:], generator=torch.Generator().manual_seed(0))  # the run's RNG untouched
     if dense is None:
         dense = deploy_form(purge_dense(gated, one), one, timing=x).model
     purged = deploy_form(purge(gated, one), one, timing=x).model

@@ -70,7 +70,12 @@ def fold_batchnorms(model: nn.Module) -> tuple[fx.GraphModule, int]:
 
 
 def _foldable(source, modules: dict[str, nn.Module], norm: nn.Module) -> bool:
+    """Whether ``norm`` reads the output of a Conv called once (a shared conv's other calls would change too)
+    that nothing else reads."""
     if not isinstance(source, fx.Node) or source.op != "call_module" or len(source.users) != 1:
+        return False
+    calls = [n for n in source.graph.nodes if n.op == "call_module" and n.target == source.target]
+    if len(calls) != 1:
         return False
     conv = modules.get(str(source.target))
     return (
