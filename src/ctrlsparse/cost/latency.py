@@ -132,18 +132,14 @@ def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.d
     gate open, in the inference form: what a user would deploy) and a half one (every gate set's first half open). What the
     layers' tables do not explain of the two (norms, activations, pooling, additions, index ops) is split into a
     part that scales with the output activations kept and a fixed part (per-call overhead), from the two."""
-    from ctrlsparse.purge import DeployForm, deploy_form, purge
+    from ctrlsparse.purge import deployed
 
     x = torch.randn(batch, *example.shape[1:], device=device)
-
-    def deployed(gated: nn.Module) -> DeployForm:  # the purged model as the purge job saves and times it
-        plain = purge(gated.cpu(), example[:1].cpu()).to(device)
-        return deploy_form(plain, example[:1].to(device), timing=x)
-
-    dense = deployed(all_open(model))
+    one = example[:1].to(device)
+    dense = deployed(model.to(device), one, timing=x, dense=True)  # as the purge job saves and times it
     dense_ms = least_ms(dense.model, x, repeats=21, budget_s=2.0)
     half, open_half = half_open(model)
-    half_ms = least_ms(deployed(half).model, x, repeats=21, budget_s=2.0)
+    half_ms = least_ms(deployed(half.to(device), one, timing=x).model, x, repeats=21, budget_s=2.0)
     flow = traced_flow(model, example)
     channels_last = dense.memory_format == "channels_last"  # the layers in the dense model's memory format
     layers = [time_layer(node, flow, batch, device, channels_last) for node in weight_nodes(flow)]

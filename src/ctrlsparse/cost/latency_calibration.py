@@ -32,17 +32,17 @@ def calibration_epochs(epochs: int) -> set[int]:
 def measured_share(model: nn.Module, example: Tensor, batch: int, dense: nn.Module | None = None):
     """(the purged eval model's least time over the dense model's, the dense model's inference form) at ``batch``,
     both as the purge job times them; ``dense``: that form, when already made."""
-    from ctrlsparse.latency.measure import interleaved_times
-    from ctrlsparse.purge import deploy_form, purge, purge_dense
+    from ctrlsparse.latency.measure import interleaved_times, least_share
+    from ctrlsparse.purge import deployed
 
     gated = copy.deepcopy(model).cpu().eval()
     one = example[:1].detach().cpu()
     x = torch.randn(batch, *one.shape[1:], generator=torch.Generator().manual_seed(0))  # the run's RNG untouched
     if dense is None:
-        dense = deploy_form(purge_dense(gated, one), one, timing=x).model
-    purged = deploy_form(purge(gated, one), one, timing=x).model
+        dense = deployed(gated, one, timing=x, dense=True).model
+    purged = deployed(gated, one, timing=x).model
     times = interleaved_times({"dense": dense, "purged": purged}, x, seconds=SECONDS, min_rounds=MIN_ROUNDS)
-    return min(times["purged"]) / min(times["dense"]), dense
+    return least_share(times, "purged", "dense"), dense
 
 
 def calibrate(latency, model: nn.Module, example: Tensor, batch: int) -> float:

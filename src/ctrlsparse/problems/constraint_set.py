@@ -55,18 +55,15 @@ class ConstraintSet:
             self.cost.set_constraints(rows, self.targets[: self.n_density], costs, relative=self.relative)
         self.check_reach()
 
-    def calibrate_latency(self, epoch: int, epochs: int) -> float | None:
+    def calibrate_latency(self, epoch: int, epochs: int) -> None:
         """At the calibration epochs of a run with a latency budget, correct the latency model by the purged
-        model's measured share (:mod:`ctrlsparse.cost.latency_calibration`); the correction in force (None without
-        a latency budget)."""
-        if "latency" not in self.entries:
-            return None
+        model's measured share (:mod:`ctrlsparse.cost.latency_calibration`)."""
         from ctrlsparse.cost.latency_calibration import calibrate, calibration_epochs
 
-        latency = self.measure(expected_latency_of(self.batch_size))
-        if epoch in calibration_epochs(epochs) and not torch.distributed.is_initialized():
-            calibrate(latency, self.model, self.example, self.batch_size)  # a DDP run keeps its rank-equal model
-        return latency.correction
+        if "latency" not in self.entries or epoch not in calibration_epochs(epochs):
+            return
+        if not torch.distributed.is_initialized():  # a DDP run keeps its rank-equal model
+            calibrate(self.measure(expected_latency_of(self.batch_size)), self.model, self.example, self.batch_size)
 
     def latency_correction(self) -> float | None:
         return self.measure(expected_latency_of(self.batch_size)).correction if "latency" in self.entries else None

@@ -10,7 +10,7 @@ inference form the purge job saves and times: BatchNorms folded into their convs
 
 from ctrlsparse.purge.core import purge, purge_dense
 from ctrlsparse.purge.count import Counts, count, size_report
-from ctrlsparse.purge.deploy import DeployForm, deploy_form
+from ctrlsparse.purge.deploy import DeployForm, deploy_form, deployed
 from ctrlsparse.purge.export import OnnxError, export_program, load_purged, save_onnx, save_purged
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "OnnxError",
     "count",
     "deploy_form",
+    "deployed",
     "export_program",
     "load_purged",
     "purge",

@@ -11,9 +11,11 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
   will serve (``timing``: interleaved calls, the lesser median; without ``timing``, channels-last). oneDNN's CPU
   convolutions take any channel count in NHWC but reorder an NCHW tensor whose count is not a multiple of their
   block (16 floats with AVX-512) on every call, which a purged model's odd counts (43 of 64) pay and the dense
-  model's do not: torchvision's resnet18 at 64x64, batch 16, half the MACs, ran at 0.69 of the dense model's time
-  in NCHW and 0.53 with both rewrites applied to both (``benchmarks/latency.py``). A conv with one input channel
-  on an 8x8 map (the digits CNN's first) runs 2x slower in channels-last, hence a measured choice, per model.
+  model's do not: torchvision's resnet18 at 64x64, batch 16, half the MACs, runs at 0.69 of the dense model's time
+  as built and at 0.56 with both rewrites applied to both (``benchmarks/latency.py --form plain`` / default). A
+  conv with one input channel on an 8x8 map (the digits CNN's first) runs 2x slower in channels-last
+  (``benchmarks/latency_layers.py --model registered:cnn --batch 128 --threads 1 --memory-format cl`` / ``nchw``),
+  hence a measured choice, per model.
 
 The form is checked on a random batch: its output must match the plain model's (``tolerance``, relative to the
 output's scale); a model whose channels-last run fails (a ``view`` of a conv map) or differs stays in NCHW, and a
@@ -35,11 +37,13 @@ TOLERANCE = 1e-4  # max |form - plain| / max(1, max |plain|) on the example
 
 @dataclass(frozen=True)
 class DeployForm:
-    """A model in its inference form and what was applied: ``folded`` BatchNorms, ``memory_format``."""
+    """A model in its inference form and what was applied: ``folded`` BatchNorms, ``memory_format``; ``plain``:
+    the model it was made from (whose parameters, BatchNorms included, are what the cost model counts)."""
 
     model: nn.Module
     folded: int
     memory_format: str  # "channels_last" or "contiguous"
+    plain: nn.Module
 
     def summary(self) -> dict[str, int | str]:
         return {"deploy_folded_batchnorms": self.folded, "deploy_memory_format": self.memory_format}
@@ -119,15 +123,23 @@ def deploy_form(
         except Exception:  # a model fx cannot trace keeps its BatchNorms
             folded, count = copy.deepcopy(plain), 0
         if not any(isinstance(m, nn.Conv2d) for m in folded.modules()):
-            return DeployForm(folded, count, "contiguous")
+            return DeployForm(folded, count, "contiguous", plain)
         last = copy.deepcopy(folded).to(memory_format=torch.channels_last)
         try:
             runs = _close(last(example), reference, tolerance)  # an NCHW input, as a user passes it
         except Exception:  # e.g. a view of a channels-last map (RuntimeError); whatever fails keeps NCHW
             runs = False
     if not runs or (timing is not None and not _faster(last, folded, timing)):
-        return DeployForm(folded, count, "contiguous")
-    return DeployForm(last, count, "channels_last")
+        return DeployForm(folded, count, "contiguous", plain)
+    return DeployForm(last, count, "channels_last", plain)
+
+
+def deployed(gated: nn.Module, example: Tensor, timing: Tensor | None = None, dense: bool = False) -> DeployForm:
+    """The purged ``gated`` model (``dense``: its every-gate-open baseline, :func:`~ctrlsparse.purge.purge_dense`)
+    in its inference form: what the purge job saves and times, and what a latency budget is measured on."""
+    from ctrlsparse.purge.core import purge, purge_dense
+
+    return deploy_form((purge_dense if dense else purge)(gated, example), example, timing)
 
 
 def _faster(model: nn.Module, other: nn.Module, batch: Tensor, seconds: float = 0.3) -> bool:

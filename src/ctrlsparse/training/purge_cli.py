@@ -56,10 +56,8 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
     from ctrlsparse.purge import (
         OnnxError,
         count,
-        deploy_form,
+        deployed,
         export_program,
-        purge,
-        purge_dense,
         save_onnx,
         save_purged,
         size_report,
@@ -80,15 +78,14 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
     example = torch.zeros(1, *run.data.input_shape)
     batch = latency_batch or hparams.batch_size
     inputs = {"b1": torch.randn(1, *run.data.input_shape), "batch": torch.randn(batch, *run.data.input_shape)}
-    plain = purge(model, example)
     # what is saved, exported and timed: BatchNorms folded, the memory format faster at the latency batch
-    form = deploy_form(plain, example, timing=inputs["batch"])
+    form = deployed(model, example, timing=inputs["batch"])
     purged = form.model
-    sizes = size_report(count(model, example), count(plain, example)) | form.summary()
+    sizes = size_report(count(model, example), count(form.plain, example)) | form.summary()  # the cost model's count
     sizes["purged_test_accuracy"] = accuracy(purged, run.data)
     program = export_program(purged, example)
     save_purged(purged, example, paths.purged_model_path(run_dir), program)
-    dense = deploy_form(purge_dense(model, example), example, timing=inputs["batch"]).model  # its own best form
+    dense = deployed(model, example, timing=inputs["batch"], dense=True).model  # in its own inference form
     sizes |= {"latency_batch": batch, **latency_report(dense, purged, inputs, LATENCY_SECONDS)}
     # the purged value of a latency budget (stated at the training batch, the default --latency-batch), in percent
     # of the dense model's as macs_pct and params_pct are: the ratio of the least times of the interleaved rounds,
