@@ -4,21 +4,26 @@ rounding, and Torch-Pruning's pruned model at the same MAC share, measured side 
     .venv/bin/pip install torch-pruning==1.6.1      # optional: the peer's column (a benchmark-only dependency)
     .venv/bin/python benchmarks/latency.py                                   # the default models, CPU, 2 threads
     .venv/bin/python benchmarks/latency.py --models resnet18,mobilenet_v2 --shares 0.5 --multiples 4,8,16
+    .venv/bin/python benchmarks/latency.py --models mobilenet_v2 --shares 0,0.3,0.5 --patterns random,steered
 
 Per model (torchvision's at random weights, gated by ``ctrlsparse.gate``; the registered archs with their own
 gated layers, ``registered:<arch>``), a ``--size`` x ``--size`` input (the registered small ones: their data
 set's shape), and per MAC share in ``--shares``:
 
-- **pattern**: the gates closed in a random order (seeded), at least one gate of every set kept, the longest
-  prefix whose purged MAC share (the cost model at 0/1 gates, which is the purged model's count) is at most the
-  share; with rounding (``round_channels`` N, :func:`ctrlsparse.layers.round_channels_`), the prefix chosen again
-  for the rounded counts. Gates closed later get larger log alpha, so rounding up reopens the last closed.
+- **pattern** (``--patterns``, ``gate_patterns.py``): *random*, the gates closed in a random order (seeded), at
+  least one gate of every set kept, the longest prefix whose purged MAC share is at most the share (columns
+  ``N=<m>``); *steered*, closed a step at a time where ctrlsparse's latency model (the per-layer table of latency
+  budgets, measured on this machine at the first ``--batches`` size and cached) says the most time per MAC goes,
+  until the share is reached, no set below ``--steer-least`` of its gates (columns ``steered N=<m>``). With rounding (``round_channels`` N,
+  :func:`ctrlsparse.layers.round_channels_`), the pattern is chosen for the rounded counts. A share of 0: every
+  gate set at its least (one gate; N with rounding), the floor of channel pruning on this runtime.
 - **Torch-Pruning** (if installed): ``MagnitudePruner`` (L1, uniform per layer, classifier kept) at the pruning
   ratio bisected (12 steps) to the MAC share of our un-rounded purged model ("TP"), and with its own channel
   rounding (``round_to`` N, ``--peer-multiples``) bisected to our model's share at the same N ("TP N=16").
 - **form** (``--form``): by default every model, the dense one, ours and Torch-Pruning's alike, in the purge's
   inference form (:func:`ctrlsparse.purge.deploy_form`: BatchNorms folded into their convs, the memory format
-  faster at the first ``--batches`` size), as the purge job saves and times it; ``--form plain`` times them as built (NCHW, BatchNorms).
+  faster at the first ``--batches`` size, or the next where the two are within 5%), as the purge job saves and
+  times it; ``--form plain`` times them as built (NCHW, BatchNorms).
 - **latency**: the dense model (torchvision's own module; a registered arch's every-gate-open purge), the purged
   ones and Torch-Pruning's, one call of each in turn after a warm-up, at least ``--rounds`` rounds and about
   ``--seconds`` each (:func:`ctrlsparse.latency.interleaved_times`), at batch 16 and 1 (``--batches``), on the
@@ -67,47 +72,6 @@ def build(name: str, size: int):
         return purge_dense(gated, torch.randn(2, *shape)), gated, shape
     dense, shape = torchvision_model(name, size), (3, size, size)
     return dense, ctrlsparse.gate(dense, torch.randn(2, *shape)).eval(), shape
-
-
-def random_pattern(gated, x, share: float, multiple: int, seed: int) -> float:
-    """Set the gates of ``gated`` to the longest prefix of a random closing order whose purged MAC share (rounded
-    to ``multiple``) is at most ``share``; returns that share."""
-    import torch
-
-    from ctrlsparse.cost import ExpectedCost
-    from ctrlsparse.layers import gated_layers, round_channels_
-
-    units = [unit for _, unit in gated_layers(gated)]
-    cost = getattr(gated, "_latency_cost", None) or ExpectedCost(gated, x)
-    gated._latency_cost = cost
-    round_channels_(gated, multiple)
-    counts = [unit.n_gates for unit in units]
-    total = sum(counts)
-    generator = torch.Generator().manual_seed(seed)
-    keep = torch.zeros(total, dtype=torch.bool)  # one gate of every set stays open
-    start = 0
-    for n in counts:
-        keep[start + int(torch.randint(n, (1,), generator=generator))] = True
-        start += n
-    order = torch.randperm(total, generator=generator)
-    order = order[~keep[order]]  # the closing order
-
-    def apply(k: int) -> float:
-        log_alpha = torch.full((total,), 10.0)
-        log_alpha[order[:k]] = -10.0 + 8.0 * torch.arange(k, dtype=torch.float) / max(k, 1)  # later: larger
-        with torch.no_grad():
-            for unit, part in zip(units, log_alpha.split(counts), strict=True):
-                unit.log_alpha.copy_(part)
-        opened = torch.cat([unit.eval_open() for unit in units]).double()
-        return float(cost.costs(opened)["macs"]) / cost.dense_macs
-
-    low, high = 0, len(order)  # share falls (roughly) as k grows: the smallest k at or below the share
-    if apply(high) > share:
-        return apply(high)
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if apply(middle) <= share else (middle, high)
-    return apply(high)
 
 
 def torch_pruning(dense, x, share: float, multiple: int = 1):
@@ -163,6 +127,7 @@ def extra_ops(purged, dense) -> int:
 
 def one_model(name: str, args) -> list[dict]:
     import torch
+    from gate_patterns import random_pattern, steered_pattern
 
     from ctrlsparse.latency import interleaved_times, median_share
     from ctrlsparse.purge import count, deploy_form, purge
@@ -171,26 +136,38 @@ def one_model(name: str, args) -> list[dict]:
     dense, gated, shape = build(name, args.size)
     x = torch.randn(2, *shape)
     dense_macs = count(dense, x).macs
+    latency = None
+    if "steered" in args.patterns:  # the latency model of ctrlsparse's latency budgets, at the first batch size
+        from ctrlsparse.cost.latency import ExpectedLatency, latency_table
+
+        latency = ExpectedLatency(gated, x, latency_table(gated, x, args.batches[0], torch.device("cpu")))
     rows = []
     for share in args.shares:
         models, shares = {"dense": dense}, {"dense": 1.0}
-        for multiple in args.multiples:
-            random_pattern(gated, x, share, multiple, args.seed)
-            purged = purge(gated, x)
-            models[f"N={multiple}"] = purged
-            shares[f"N={multiple}"] = count(purged, x).macs / dense_macs
-        ours = models[f"N={args.multiples[0]}"]
+        for pattern in args.patterns:
+            for multiple in args.multiples:
+                if pattern == "steered":
+                    steered_pattern(gated, x, share, multiple, latency, args.steer_least)
+                else:
+                    random_pattern(gated, x, share, multiple, args.seed)
+                purged = purge(gated, x)
+                models[column(pattern, multiple)] = purged
+                shares[column(pattern, multiple)] = count(purged, x).macs / dense_macs
+        first = column(args.patterns[0], args.multiples[0])
+        ours = models[first]
         extra = extra_ops(ours, dense)
         for multiple in args.peer_multiples if args.peer else ():
             key = "TP" if multiple == 1 else f"TP N={multiple}"
-            target = shares.get(f"N={multiple}", shares[f"N={args.multiples[0]}"])
+            target = shares.get(column(args.patterns[0], multiple), shares[first])
             try:
                 models[key], shares[key] = torch_pruning(dense, x, target, multiple)
             except Exception as error:
                 print(f"{name}: Torch-Pruning fails: {type(error).__name__}: {str(error)[:100]}", flush=True)
         formats = dict.fromkeys(models, "nchw")
         if args.form == "deploy":  # every model as the purge job saves and times it; MACs counted before
-            timing = torch.randn(args.batches[0], *shape)  # each model's memory format: the faster at this batch
+            # each model's memory format: the faster at the first batch size (about even there: at the next), as
+            # the purge job chooses it
+            timing = [torch.randn(batch, *shape) for batch in args.batches]
             forms = {key: deploy_form(model, x, timing=timing) for key, model in models.items()}
             models = {key: form.model for key, form in forms.items()}
             formats = {key: "cl" if form.memory_format == "channels_last" else "nchw" for key, form in forms.items()}
@@ -219,8 +196,14 @@ def one_model(name: str, args) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], batch: int, multiples: list[int], peers: list[int]) -> str:
-    columns = [f"N={m}" for m in multiples] + ["TP" if m == 1 else f"TP N={m}" for m in peers]
+def column(pattern: str, multiple: int) -> str:
+    """A column of ours: ``N=<multiple>`` (random pattern), ``steered N=<multiple>``."""
+    return f"N={multiple}" if pattern == "random" else f"{pattern} N={multiple}"
+
+
+def table(rows: list[dict], batch: int, args, peers: list[int]) -> str:
+    columns = [column(p, m) for p in args.patterns for m in args.multiples]
+    columns += ["TP" if m == 1 else f"TP N={m}" for m in peers]
     head = "| model | target | dense ms | " + " | ".join(f"{c} MAC | {c} lat." for c in columns) + " | extra ops |"
     lines = [head + " formats |", "|" + "---|" * (5 + 2 * len(columns))]
     for row in rows:
@@ -241,6 +224,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=MODELS, help="comma-separated torchvision builders or registered:<arch>")
     parser.add_argument("--shares", default="0.3,0.5", help="target MAC shares")
+    parser.add_argument(
+        "--patterns",
+        default="random",
+        help="ours' gate patterns, comma-separated: random (a random closing order), steered (closed where the "
+        "latency model saves the most time per MAC); see gate_patterns.py",
+    )
+    parser.add_argument(
+        "--steer-least",
+        type=float,
+        default=0.25,
+        help="steered: no gate set below this share of its gates (a stand-in for accuracy; 0: down to one)",
+    )
     parser.add_argument("--multiples", default="1,8", help="round_channels values (1: no rounding; first: TP's share)")
     parser.add_argument("--batches", default="16,1", help="batch sizes")
     parser.add_argument("--size", type=int, default=64, help="input side in pixels")
@@ -268,6 +263,10 @@ def main() -> None:
     args = parser.parse_args()
     args.shares = [float(s) for s in args.shares.split(",")]
     args.multiples = [int(m) for m in args.multiples.split(",")]
+    args.patterns = args.patterns.split(",")
+    unknown = sorted(set(args.patterns) - {"random", "steered"})
+    if unknown:
+        parser.error(f"--patterns: {unknown[0]!r} is not a pattern; use random and/or steered")
     args.batches = [int(b) for b in args.batches.split(",")]
     args.peer_multiples = [int(m) for m in args.peer_multiples.split(",")]
     try:
@@ -292,9 +291,9 @@ def main() -> None:
             print(f"{name}: fails: {type(error).__name__}: {str(error)[:200]}", flush=True)
         print(f"<!-- {name}: {time.time() - start:.0f} s -->", flush=True)
         for batch in args.batches:
-            print(f"\nbatch {batch}\n\n" + table([r for r in rows if r["model"] == name], batch, args.multiples, peers))
+            print(f"\nbatch {batch}\n\n" + table([r for r in rows if r["model"] == name], batch, args, peers))
     for batch in args.batches:
-        print(f"\n## batch {batch}\n\n" + table(rows, batch, args.multiples, peers), flush=True)
+        print(f"\n## batch {batch}\n\n" + table(rows, batch, args, peers), flush=True)
 
 
 if __name__ == "__main__":

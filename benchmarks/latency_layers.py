@@ -5,8 +5,8 @@ place (forward hooks, the least of ``--calls`` calls), beside its MAC share, sum
     .venv/bin/python benchmarks/latency_layers.py --model resnet18 --share 0.5 --form plain
     .venv/bin/python benchmarks/latency_layers.py --model registered:cnn --batch 128 --threads 1 --memory-format nchw
 
-The models are ``benchmarks/latency.py``'s (``build``, ``random_pattern``: a random closing order, the prefix
-bisected to ``--share`` of the MACs). ``--form deploy`` (default): both in the purge's inference form
+The models are ``benchmarks/latency.py``'s (``build``) and ``gate_patterns.py``'s patterns (``--pattern``: random, a random closing order, the prefix
+bisected to ``--share`` of the MACs; steered, closed where the latency model saves the most time per MAC). ``--form deploy`` (default): both in the purge's inference form
 (``ctrlsparse.purge.deploy_form``, the memory format timed at ``--batch`` unless ``--memory-format`` forces one);
 ``plain``: as built (NCHW, BatchNorms). Kinds: ``depthwise/grouped`` (groups > 1), ``pointwise`` (1x1), ``kxk``
 (other convs), ``linear``, ``norm`` (BatchNorms; none in the inference form). A layer's MACs: output elements x
@@ -78,18 +78,30 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--form", choices=("deploy", "plain"), default="deploy")
     parser.add_argument("--memory-format", choices=("timed", "cl", "nchw"), default="timed")
+    parser.add_argument(
+        "--pattern", choices=("random", "steered"), default="random", help="the gate pattern (gate_patterns.py)"
+    )
+    parser.add_argument("--steer-least", type=float, default=0.25, help="steered: no gate set below this share")
     parser.add_argument("--layers", action="store_true", help="print every layer, not only the kinds")
     args = parser.parse_args()
 
     import torch
-    from latency import build, random_pattern
+    from gate_patterns import random_pattern, steered_pattern
+    from latency import build
 
     from ctrlsparse.purge import count, deploy_form, purge
 
     torch.set_num_threads(args.threads)
     dense, gated, shape = build(args.model, args.size)
     example = torch.randn(2, *shape)
-    random_pattern(gated, example, args.share, args.multiple, seed=0)
+    if args.pattern == "steered":
+        from ctrlsparse.cost.latency import ExpectedLatency, latency_table
+
+        table = latency_table(gated, example, args.batch, torch.device("cpu"))
+        latency = ExpectedLatency(gated, example, table)
+        steered_pattern(gated, example, args.share, args.multiple, latency, args.steer_least)
+    else:
+        random_pattern(gated, example, args.share, args.multiple, seed=0)
     purged = purge(gated, example)
     x = torch.randn(args.batch, *shape)
     models = {"dense": dense.eval(), "purged": purged}

@@ -1,8 +1,10 @@
 """The inference form the purge saves and times: BatchNorms folded into their convs, channels-last memory, the
 same function; and what stays as it was when a rewrite would change it (no timed test: speed is shown by
-``benchmarks/latency.py``)."""
+``benchmarks/latency.py``; the memory format's choice is checked on modules that sleep a set time)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from test_purge import BIG, build, gated_torchvision, set_gates
 from torch import nn
 
 from ctrlsparse.purge import deploy_form, load_purged, purge, save_purged
-from ctrlsparse.purge.deploy import fold_batchnorms
+from ctrlsparse.purge.deploy import fold_batchnorms, runs_faster
 from ctrlsparse.registry import ARCHS
 
 
@@ -124,3 +126,28 @@ def test_a_conv_called_twice_keeps_its_batchnorm():
         model.norm.running_mean.uniform_(-1, 1)
     folded, count = fold_batchnorms(model)
     assert count == 0 and batchnorms(folded) == 1
+
+
+class Sleeper(nn.Module):
+    """Takes ``seconds[batch size]`` per call: two of them tell which batch decided the memory format."""
+
+    def __init__(self, seconds: dict[int, float]):
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x):
+        time.sleep(self.seconds[x.shape[0]])
+        return x
+
+
+@pytest.mark.parametrize(
+    ("model", "other", "faster"),
+    [
+        ({4: 0.05, 1: 0.0}, {4: 0.05, 1: 0.02}, True),  # even on the first batch: the second decides
+        ({4: 0.05, 1: 0.02}, {4: 0.05, 1: 0.0}, False),
+        ({4: 0.0, 1: 0.02}, {4: 0.02, 1: 0.0}, True),  # the first decides where the two differ on it
+    ],
+)
+def test_the_memory_format_is_decided_by_the_first_batch_where_the_two_differ(model, other, faster):
+    batches = (torch.zeros(4, 1), torch.zeros(1, 1))
+    assert runs_faster(Sleeper(model), Sleeper(other), batches, seconds=0.0) is faster

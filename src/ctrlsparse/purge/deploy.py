@@ -8,7 +8,11 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
   BatchNorm alone. A purged model's BatchNorms cost as much as its convs' memory traffic: a share of the time that
   falls only with the channels, not with the MACs.
 - **The memory format that runs it faster**: channels-last or NCHW, timed side by side on a batch of the size it
-  will serve (``timing``: interleaved calls, the lesser median; without ``timing``, channels-last). oneDNN's CPU
+  will serve (``timing``: interleaved calls, the lesser median; without ``timing``, channels-last). ``timing`` may
+  be several batches, the one that matters most first: where the two formats are within :data:`TIE` of each
+  other on it, the next decides (the purge job: its latency batch, then batch 1). A near tie at batch 16 had put
+  ``benchmarks/latency.py``'s steered resnet18 at half the MACs (``--steer-least 0``) in NCHW, where it ran at
+  1.03 of the dense model's time at batch 1; in channels-last, at 0.6. oneDNN's CPU
   convolutions take any channel count in NHWC but reorder an NCHW tensor whose count is not a multiple of their
   block (16 floats with AVX-512) on every call, which a purged model's odd counts (43 of 64) pay and the dense
   model's do not: torchvision's resnet18 at 64x64, batch 16, half the MACs, runs at 0.69 of the dense model's time
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +38,7 @@ from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 TOLERANCE = 1e-4  # max |form - plain| / max(1, max |plain|) on the example
+TIE = 0.05  # memory formats whose median times on a timing batch are within this share: the next batch decides
 
 
 @dataclass(frozen=True)
@@ -107,10 +113,14 @@ def _close(output, reference, tolerance: float) -> bool:
 
 
 def deploy_form(
-    model: nn.Module, example: Tensor, timing: Tensor | None = None, tolerance: float = TOLERANCE
+    model: nn.Module,
+    example: Tensor,
+    timing: Tensor | Sequence[Tensor] | None = None,
+    tolerance: float = TOLERANCE,
 ) -> DeployForm:
     """``model`` (eval mode; not changed) in its inference form, checked on a random batch of ``example``'s
-    shape; the memory format timed on ``timing`` when given (see the module doc)."""
+    shape; the memory format timed on ``timing`` (a batch, or batches in order of weight) when given (see the
+    module doc)."""
     plain = model.eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.randn((2, *example.shape[1:]), generator=generator).to(example.device, example.dtype)
@@ -129,12 +139,14 @@ def deploy_form(
             runs = _close(last(example), reference, tolerance)  # an NCHW input, as a user passes it
         except Exception:  # e.g. a view of a channels-last map (RuntimeError); whatever fails keeps NCHW
             runs = False
-    if not runs or (timing is not None and not _faster(last, folded, timing)):
+    if not runs or (timing is not None and not runs_faster(last, folded, timing)):
         return DeployForm(folded, count, "contiguous", plain)
     return DeployForm(last, count, "channels_last", plain)
 
 
-def deployed(gated: nn.Module, example: Tensor, timing: Tensor | None = None, dense: bool = False) -> DeployForm:
+def deployed(
+    gated: nn.Module, example: Tensor, timing: Tensor | Sequence[Tensor] | None = None, dense: bool = False
+) -> DeployForm:
     """The purged ``gated`` model (``dense``: its every-gate-open baseline, :func:`~ctrlsparse.purge.purge_dense`)
     in its inference form: what the purge job saves and times, and what a latency budget is measured on."""
     from ctrlsparse.purge.core import purge, purge_dense
@@ -142,9 +154,15 @@ def deployed(gated: nn.Module, example: Tensor, timing: Tensor | None = None, de
     return deploy_form((purge_dense if dense else purge)(gated, example), example, timing)
 
 
-def _faster(model: nn.Module, other: nn.Module, batch: Tensor, seconds: float = 0.3) -> bool:
-    """Whether ``model``'s median time per call on ``batch`` is below ``other``'s (interleaved calls)."""
+def runs_faster(model: nn.Module, other: nn.Module, batches: Tensor | Sequence[Tensor], seconds: float = 0.3) -> bool:
+    """Whether ``model``'s median time per call is below ``other``'s (interleaved calls) on the first of
+    ``batches`` where the two differ by more than :data:`TIE` (on the last, whatever they differ by)."""
     from ctrlsparse.latency.measure import interleaved_times
 
-    times = interleaved_times({"model": model, "other": other}, batch, seconds=seconds, min_rounds=7)
-    return statistics.median(times["model"]) < statistics.median(times["other"])
+    batches = [batches] if isinstance(batches, Tensor) else list(batches)
+    for i, batch in enumerate(batches):
+        times = interleaved_times({"model": model, "other": other}, batch, seconds=seconds, min_rounds=7)
+        ratio = statistics.median(times["model"]) / statistics.median(times["other"])
+        if abs(ratio - 1.0) > TIE or i == len(batches) - 1:
+            return ratio < 1.0
+    return False

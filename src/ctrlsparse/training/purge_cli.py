@@ -78,14 +78,16 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
     example = torch.zeros(1, *run.data.input_shape)
     batch = latency_batch or hparams.batch_size
     inputs = {"b1": torch.randn(1, *run.data.input_shape), "batch": torch.randn(batch, *run.data.input_shape)}
-    # what is saved, exported and timed: BatchNorms folded, the memory format faster at the latency batch
-    form = deployed(model, example, timing=inputs["batch"])
+    # what is saved, exported and timed: BatchNorms folded, the memory format faster at the latency batch (where
+    # the two are about even there, at batch 1)
+    timing = (inputs["batch"], inputs["b1"])
+    form = deployed(model, example, timing=timing)
     purged = form.model
     sizes = size_report(count(model, example), count(form.plain, example)) | form.summary()  # the cost model's count
     sizes["purged_test_accuracy"] = accuracy(purged, run.data)
     program = export_program(purged, example)
     save_purged(purged, example, paths.purged_model_path(run_dir), program)
-    dense = deployed(model, example, timing=inputs["batch"], dense=True).model  # in its own inference form
+    dense = deployed(model, example, timing=timing, dense=True).model  # in its own inference form
     sizes |= {"latency_batch": batch, **latency_report(dense, purged, inputs, LATENCY_SECONDS)}
     # the purged value of a latency budget (stated at the training batch, the default --latency-batch), in percent
     # of the dense model's as macs_pct and params_pct are: the ratio of the least times of the interleaved rounds,
