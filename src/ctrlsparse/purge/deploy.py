@@ -12,7 +12,8 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
   be several batches, the one that matters most first: where the two formats are within :data:`TIE` of each
   other on it, the next decides (the purge job: its latency batch, then batch 1). A near tie at batch 16 had put
   ``benchmarks/latency.py``'s steered resnet18 at half the MACs (``--steer-least 0``) in NCHW, where it ran at
-  1.03 of the dense model's time at batch 1; in channels-last, at 0.6. oneDNN's CPU
+  1.03 of the dense model's time at batch 1 (channels-last: 9.4 ms there against NCHW's 14.7, side by side, the
+  VM busy). oneDNN's CPU
   convolutions take any channel count in NHWC but reorder an NCHW tensor whose count is not a multiple of their
   block (16 floats with AVX-512) on every call, which a purged model's odd counts (43 of 64) pay and the dense
   model's do not: torchvision's resnet18 at 64x64, batch 16, half the MACs, runs at 0.69 of the dense model's time
