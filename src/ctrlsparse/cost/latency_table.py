@@ -210,7 +210,8 @@ def table_key(model: nn.Module, example: Tensor, batch: int, device: torch.devic
         if isinstance(m, nn.Conv2d | nn.Linear)
     ]
     identity = {
-        "format": 3,  # 2: the rest split into a fixed and a scaling part; 3: timed in the purge's inference form
+        "format": 4,  # 2: the rest split into a fixed and a scaling part; 3: timed in the purge's inference form;
+        # 4: its memory format chosen at the batch and at batch 1, as the purge job chooses it
         "device": device_name(device),
         "batch": batch,
         "input": list(example.shape[1:]),

@@ -8,12 +8,11 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
   BatchNorm alone. A purged model's BatchNorms cost as much as its convs' memory traffic: a share of the time that
   falls only with the channels, not with the MACs.
 - **The memory format that runs it faster**: channels-last or NCHW, timed side by side on a batch of the size it
-  will serve (``timing``: interleaved calls, the lesser median; without ``timing``, channels-last). ``timing`` may
-  be several batches, the one that matters most first: where the two formats are within :data:`TIE` of each
-  other on it, the next decides (the purge job: its latency batch, then batch 1). A near tie at batch 16 had put
-  ``benchmarks/latency.py``'s steered resnet18 at half the MACs (``--steer-least 0``) in NCHW, where it ran at
-  1.03 of the dense model's time at batch 1 (channels-last: 9.4 ms there against NCHW's 14.7, side by side, the
-  VM busy). oneDNN's CPU
+  will serve (``timing``: interleaved calls, medians; without ``timing``, channels-last). ``timing`` may be
+  several batches (the purge job: its latency batch and batch 1): then the format that is never much slower, the
+  one whose worst ratio to the faster format over the batches is the lesser. A steered resnet18 at 0.3 of the
+  MACs (``benchmarks/latency.py``) ran faster in NCHW at batch 16 and, so chosen, at 0.93 of the dense model's
+  time at batch 1, where channels-last was the faster. oneDNN's CPU
   convolutions take any channel count in NHWC but reorder an NCHW tensor whose count is not a multiple of their
   block (16 floats with AVX-512) on every call, which a purged model's odd counts (43 of 64) pay and the dense
   model's do not: torchvision's resnet18 at 64x64, batch 16, half the MACs, runs at 0.69 of the dense model's time
@@ -39,7 +38,6 @@ from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 TOLERANCE = 1e-4  # max |form - plain| / max(1, max |plain|) on the example
-TIE = 0.05  # memory formats whose median times on a timing batch are within this share: the next batch decides
 
 
 @dataclass(frozen=True)
@@ -156,14 +154,13 @@ def deployed(
 
 
 def runs_faster(model: nn.Module, other: nn.Module, batches: Tensor | Sequence[Tensor], seconds: float = 0.3) -> bool:
-    """Whether ``model``'s median time per call is below ``other``'s (interleaved calls) on the first of
-    ``batches`` where the two differ by more than :data:`TIE` (on the last, whatever they differ by)."""
+    """Whether ``model`` is the faster of the two (interleaved calls, medians) on ``batches``: on one batch, the
+    faster there; on several, the one whose worst ratio to the faster over the batches is the lesser."""
     from ctrlsparse.latency.measure import interleaved_times
 
-    batches = [batches] if isinstance(batches, Tensor) else list(batches)
-    for i, batch in enumerate(batches):
+    worst_model = worst_other = 1.0
+    for batch in [batches] if isinstance(batches, Tensor) else batches:
         times = interleaved_times({"model": model, "other": other}, batch, seconds=seconds, min_rounds=7)
         ratio = statistics.median(times["model"]) / statistics.median(times["other"])
-        if abs(ratio - 1.0) > TIE or i == len(batches) - 1:
-            return ratio < 1.0
-    return False
+        worst_model, worst_other = max(worst_model, ratio), max(worst_other, 1.0 / ratio)
+    return worst_model < worst_other
