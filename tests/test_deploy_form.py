@@ -4,6 +4,7 @@ same function; and what stays as it was when a rewrite would change it (no timed
 
 from __future__ import annotations
 
+import copy
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from test_purge import BIG, build, gated_torchvision, set_gates
 from torch import nn
 
 from ctrlsparse.purge import deploy_form, load_purged, purge, save_purged
-from ctrlsparse.purge.deploy import fold_batchnorms, runs_faster
+from ctrlsparse.purge.deploy import deployed, fold_batchnorms, redrawn_, runs_faster
 from ctrlsparse.registry import ARCHS
 
 
@@ -156,3 +157,26 @@ def test_the_memory_format_is_the_one_never_much_slower_over_the_timing_batches(
 def test_on_one_timing_batch_the_faster_format_is_chosen():
     assert runs_faster(Sleeper({1: 0.0}), Sleeper({1: 0.02}), torch.zeros(1, 1), seconds=0.0)
     assert not runs_faster(Sleeper({1: 0.02}), Sleeper({1: 0.0}), torch.zeros(1, 1), seconds=0.0)
+
+
+def test_the_dense_baseline_is_timed_with_redrawn_weights_and_folds():
+    """The dense baseline is its architecture, whatever the run trained: a trained run's closed channels keep
+    BatchNorm variances of ~0, and opened in the dense baseline they made the fold change the output, so it was
+    refused (a digits mobilenet_v2's dense model timed 2.6x slower than its architecture)."""
+    model, x = build("cnn")
+    trained = copy.deepcopy(model)
+    norms = [m for m in trained.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for norm in norms:
+            norm.running_var[::2] = 1e-22
+        for p in trained.parameters():
+            p.mul_(3.0)
+    before = [p.detach().clone() for p in trained.parameters()]
+    form = deployed(trained, x, dense=True)
+    assert form.folded == len(norms) == 2
+    assert same_function(form.model, deployed(model, x, dense=True).model, torch.randn(3, *x.shape[1:])) == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, trained.parameters(), strict=True))  # the model untouched
+    purged = purge(trained, x)
+    state = torch.get_rng_state()
+    redrawn_(purged)
+    assert torch.equal(torch.get_rng_state(), state)  # re-drawing leaves the run's random stream as it was
