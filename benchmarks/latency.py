@@ -14,16 +14,17 @@ set's shape), and per MAC share in ``--shares``:
   least one gate of every set kept, the longest prefix whose purged MAC share is at most the share (columns
   ``N=<m>``); *steered*, closed a step at a time where ctrlsparse's latency model (the per-layer table of latency
   budgets, measured on this machine at the first ``--batches`` size and cached) says the most time per MAC goes,
-  until the share is reached, no set below ``--steer-least`` of its gates (columns ``steered N=<m>``). With rounding (``round_channels`` N,
-  :func:`ctrlsparse.layers.round_channels_`), the pattern is chosen for the rounded counts. A share of 0: every
+  until the share is reached, no set below ``--steer-least`` of its gates (columns ``steered N=<m>``). With
+  rounding (``round_channels`` N, :func:`ctrlsparse.layers.round_channels_`), the pattern is chosen for the
+  rounded counts. A share of 0: every
   gate set at its least (one gate; N with rounding), the floor of channel pruning on this runtime.
 - **Torch-Pruning** (if installed): ``MagnitudePruner`` (L1, uniform per layer, classifier kept) at the pruning
   ratio bisected (12 steps) to the MAC share of our un-rounded purged model ("TP"), and with its own channel
   rounding (``round_to`` N, ``--peer-multiples``) bisected to our model's share at the same N ("TP N=16").
 - **form** (``--form``): by default every model, the dense one, ours and Torch-Pruning's alike, in the purge's
   inference form (:func:`ctrlsparse.purge.deploy_form`: BatchNorms folded into their convs, the memory format
-  faster at the first ``--batches`` size, or the next where the two are within 5%), as the purge job saves and
-  times it; ``--form plain`` times them as built (NCHW, BatchNorms).
+  never much slower over the ``--batches`` sizes: whose worst ratio to the faster is the lesser), as the purge
+  job saves and times it; ``--form plain`` times them as built (NCHW, BatchNorms).
 - **latency**: the dense model (torchvision's own module; a registered arch's every-gate-open purge), the purged
   ones and Torch-Pruning's, one call of each in turn after a warm-up, at least ``--rounds`` rounds and about
   ``--seconds`` each (:func:`ctrlsparse.latency.interleaved_times`), at batch 16 and 1 (``--batches``), on the
@@ -165,8 +166,7 @@ def one_model(name: str, args) -> list[dict]:
                 print(f"{name}: Torch-Pruning fails: {type(error).__name__}: {str(error)[:100]}", flush=True)
         formats = dict.fromkeys(models, "nchw")
         if args.form == "deploy":  # every model as the purge job saves and times it; MACs counted before
-            # each model's memory format: the faster at the first batch size (about even there: at the next), as
-            # the purge job chooses it
+            # each model's memory format chosen over the batch sizes, as the purge job chooses it
             timing = [torch.randn(batch, *shape) for batch in args.batches]
             forms = {key: deploy_form(model, x, timing=timing) for key, model in models.items()}
             models = {key: form.model for key, form in forms.items()}

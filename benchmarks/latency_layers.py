@@ -5,8 +5,9 @@ place (forward hooks, the least of ``--calls`` calls), beside its MAC share, sum
     .venv/bin/python benchmarks/latency_layers.py --model resnet18 --share 0.5 --form plain
     .venv/bin/python benchmarks/latency_layers.py --model registered:cnn --batch 128 --threads 1 --memory-format nchw
 
-The models are ``benchmarks/latency.py``'s (``build``) and ``gate_patterns.py``'s patterns (``--pattern``: random, a random closing order, the prefix
-bisected to ``--share`` of the MACs; steered, closed where the latency model saves the most time per MAC). ``--form deploy`` (default): both in the purge's inference form
+The models are ``benchmarks/latency.py``'s (``build``), their gates set by ``gate_patterns.py`` (``--pattern``:
+random, a random closing order, the prefix bisected to ``--share`` of the MACs; steered, closed where the latency
+model saves the most time per MAC). ``--form deploy`` (default): both in the purge's inference form
 (``ctrlsparse.purge.deploy_form``, the memory format timed at ``--batch`` unless ``--memory-format`` forces one);
 ``plain``: as built (NCHW, BatchNorms). Kinds: ``depthwise/grouped`` (groups > 1), ``pointwise`` (1x1), ``kxk``
 (other convs), ``linear``, ``norm`` (BatchNorms; none in the inference form). A layer's MACs: output elements x

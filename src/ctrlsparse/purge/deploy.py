@@ -10,9 +10,9 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
 - **The memory format that runs it faster**: channels-last or NCHW, timed side by side on a batch of the size it
   will serve (``timing``: interleaved calls, medians; without ``timing``, channels-last). ``timing`` may be
   several batches (the purge job: its latency batch and batch 1): then the format that is never much slower, the
-  one whose worst ratio to the faster format over the batches is the lesser. A steered resnet18 at 0.3 of the
-  MACs (``benchmarks/latency.py``) ran faster in NCHW at batch 16 and, so chosen, at 0.93 of the dense model's
-  time at batch 1, where channels-last was the faster. oneDNN's CPU
+  one whose worst ratio to the faster format over the batches is the lesser. Chosen at batch 16 first, a steered
+  resnet18 at 0.3 of the MACs (``benchmarks/latency.py --patterns steered``) was put in NCHW, faster there, and
+  ran at 0.93 of the dense model's time at batch 1, where channels-last was the faster. oneDNN's CPU
   convolutions take any channel count in NHWC but reorder an NCHW tensor whose count is not a multiple of their
   block (16 floats with AVX-512) on every call, which a purged model's odd counts (43 of 64) pay and the dense
   model's do not: torchvision's resnet18 at 64x64, batch 16, half the MACs, runs at 0.69 of the dense model's time
@@ -161,8 +161,9 @@ def redrawn_(model: nn.Module, seed: int = 0) -> nn.Module:
     the caller's random streams untouched): the dense baseline is timed for its architecture, not its values. A
     trained run's every-gate-open model opens channels its gates kept shut, whose BatchNorm variances are ~0
     (1e-22 in a digits mobilenet_v2): scaled by 1/sqrt(eps), they make folding those BatchNorms change the
-    output by 3e-3 of its scale, so the fold was refused and that dense model ran 2.6x slower than the same
-    architecture (unfolded BatchNorms in channels-last), making every purged model look 2.6x faster."""
+    output by 3e-3 of its scale, so the fold was refused and that dense model ran 3.5x slower than the same
+    architecture at batch 128 (231 against 67 ms: ``benchmarks/dense_baseline.py RUN_DIR``), and its purged model
+    looked that much faster."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     model.cpu()
     with torch.random.fork_rng(devices=[]), torch.no_grad():

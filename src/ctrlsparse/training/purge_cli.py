@@ -44,24 +44,9 @@ from ctrlsparse.tracking.target import add_tracking_flags, off, tracking_target
 LATENCY_SECONDS = 0.15
 
 
-def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
-    """Purge the finished run in ``run_dir``; return the keys added to its summary (and ``onnx_error`` when the
-    ONNX export or its check failed; the rest is written either way)."""
-    import torch
-
-    from ctrlsparse.feasibility import assess
+def finished_run(run_dir: Path):
+    """(the run in ``run_dir`` rebuilt on the CPU with its finished checkpoint loaded, its hyperparameters)."""
     from ctrlsparse.hparams import HParams
-    from ctrlsparse.latency.measure import latency_report
-    from ctrlsparse.plumbing.files import write_json
-    from ctrlsparse.purge import (
-        OnnxError,
-        count,
-        deployed,
-        export_program,
-        save_onnx,
-        save_purged,
-        size_report,
-    )
     from ctrlsparse.training.checkpoint import load
     from ctrlsparse.training.setup import build_run
 
@@ -74,6 +59,28 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
             f"{paths.checkpoint_path(run_dir)} does not hold the finished run; delete {paths.SUMMARY} and rerun "
             "its train job"
         )
+    return run, hparams
+
+
+def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
+    """Purge the finished run in ``run_dir``; return the keys added to its summary (and ``onnx_error`` when the
+    ONNX export or its check failed; the rest is written either way)."""
+    import torch
+
+    from ctrlsparse.feasibility import assess
+    from ctrlsparse.latency.measure import latency_report
+    from ctrlsparse.plumbing.files import write_json
+    from ctrlsparse.purge import (
+        OnnxError,
+        count,
+        deployed,
+        export_program,
+        save_onnx,
+        save_purged,
+        size_report,
+    )
+
+    run, hparams = finished_run(run_dir)
     model = run.model.eval()
     example = torch.zeros(1, *run.data.input_shape)
     batch = latency_batch or hparams.batch_size
