@@ -37,6 +37,8 @@ def per_layer(model, x, calls: int) -> dict[str, tuple[str, float, float]]:
     """name -> (kind, least ms, MACs of the batch) of every Conv2d / Linear / BatchNorm called in ``model(x)``."""
     import torch
 
+    from ctrlsparse.latency.allocator import freed_memory_kept
+
     layers = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm)
     times: dict[str, list[float]] = {}
     macs: dict[str, float] = {}
@@ -59,7 +61,7 @@ def per_layer(model, x, calls: int) -> dict[str, tuple[str, float, float]]:
                 macs[name] = 0.0
 
         hooks += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-    with torch.no_grad():
+    with torch.no_grad(), freed_memory_kept():  # as the library times: no page faulted in afresh a call
         for _ in range(calls):
             model(x)
     for hook in hooks:

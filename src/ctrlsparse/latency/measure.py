@@ -7,7 +7,8 @@ each model's wall time per call, in milliseconds. The number of rounds is capped
 ``torch.get_num_threads()`` is when called (the caller fixes it, e.g. ``ctrlsparse purge --threads``).
 A latency *share* is the median over rounds of the two models' ratio within the round (:func:`median_share`):
 on a shared machine, load that comes and goes over seconds moves both calls of a round alike.
-On a CUDA device every call is synchronised before its clock stops.
+On a CUDA device every call is synchronised before its clock stops. The process keeps the memory it frees while
+it measures (:func:`~ctrlsparse.latency.allocator.freed_memory_kept`): a model's time, not its allocator's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from ctrlsparse.latency.allocator import freed_memory_kept
 
 
 def _synchronise(device: torch.device) -> Callable[[], None]:
@@ -35,6 +38,18 @@ def interleaved_times(
     warmup: int = 2,
 ) -> dict[str, list[float]]:
     """Each model's seconds per call on ``example``, one entry per round (interleaved, see the module doc)."""
+    with freed_memory_kept():
+        return _interleaved(models, example, seconds, min_rounds, max_rounds, warmup)
+
+
+def _interleaved(
+    models: Mapping[str, Callable[[Tensor], Any]],
+    example: Tensor,
+    seconds: float,
+    min_rounds: int,
+    max_rounds: int,
+    warmup: int,
+) -> dict[str, list[float]]:
     sync = _synchronise(example.device)
     for model in models.values():
         for _ in range(warmup):
