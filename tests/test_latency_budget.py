@@ -3,6 +3,8 @@ model's (cost/latency.py), reported each epoch and judged again on the purged mo
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 from purged_runs import train_then_purge
@@ -12,6 +14,7 @@ from ctrlsparse.cost.latency import ExpectedLatency, latency_table
 from ctrlsparse.errors import HParamError
 from ctrlsparse.feasibility import assess, constraint_violations, describe_missed
 from ctrlsparse.hparams import HParams
+from ctrlsparse.problems.base import fixed_from
 from ctrlsparse.problems.constrained import ConstrainedL0Problem
 from ctrlsparse.problems.constraint_set import expected_latency_of
 from ctrlsparse.training.setup import build_model
@@ -47,7 +50,10 @@ def test_a_latency_budget_run_trains_and_is_judged_on_the_purged_models_latency(
     assert "latency" in trained["violations"] and trained["budgets"] == {"latency": 1.0}
     assert trained["latency_correction"] > 0  # measured at epochs 2 and 3 (cost/latency_calibration.py)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["cmp"]
-    assert saved["latency_correction"] == trained["latency_correction"]
+    assert saved["latency_correction"] == trained["latency_correction"] and len(saved["latency_ratios"]) == 2
+    with open(tmp_path / "run" / "metrics.csv") as rows:  # per epoch: 1 until the first measurement
+        corrections = [float(row["latency_correction"]) for row in csv.DictReader(rows)]
+    assert corrections[:2] == [1.0, 1.0] and corrections[-1] == pytest.approx(trained["latency_correction"])
     share = summary["least_latency_share_batch"]
     assert summary["latency_batch"] == 32 and measured_value("latency", summary) == pytest.approx(share)
     violations = constraint_violations(summary)
@@ -70,6 +76,7 @@ def test_the_run_corrects_the_latency_model_by_the_purged_models_measured_share(
     from ctrlsparse.layers import gated_layers
 
     assert calibration_epochs(150) == {75, 105, 128} and calibration_epochs(3) == set()
+    assert calibration_epochs(fixed_from(HParams.resolve(epochs=150, fix_gates=0.2))) == {60, 84, 102}
     hparams = HParams.resolve(arch="cnn", target_scope="none", budget="latency=1", batch_size=16)
     torch.manual_seed(0)
     model = build_model(hparams, (1, 8, 8), 10)
@@ -82,8 +89,16 @@ def test_the_run_corrects_the_latency_model_by_the_purged_models_measured_share(
     before = float(latency.share(p).detach())
     correction = calibrate(latency, model, torch.zeros(1, 1, 8, 8), 16)
     assert correction > 0 and latency.correction == correction and latency.dense_form is not None
+    assert latency.ratios == [correction]
     assert float(latency.share(p).detach()) == pytest.approx(before * correction, rel=1e-6)
+    with torch.no_grad():  # a sparser pattern, measured again: the correction is the mean of the two ratios
+        for _, layer in gated_layers(model):
+            layer.log_alpha.sub_(2.0)
+    second = calibrate(latency, model, torch.zeros(1, 1, 8, 8), 16)
+    assert len(latency.ratios) == 2 and second == pytest.approx((latency.ratios[0] * latency.ratios[1]) ** 0.5)
     state = problem.state_dict()
+    assert state["latency_ratios"] == latency.ratios
     again = ConstrainedL0Problem(model, hparams, torch.zeros(1, 1, 8, 8))
-    again.load_state_dict(state)  # resumed with the correction in force
-    assert again.latency_correction() == correction
+    again.load_state_dict(state)  # resumed with the correction, and what it is the mean of, in force
+    assert again.latency_correction() == second
+    assert again.constraint_set.latency_state()["latency_ratios"] == latency.ratios

@@ -76,7 +76,10 @@ class ExpectedLatency:
         )
         self.full_activations = max(full, 1.0)
         self._full_ms: float | None = None
-        self.correction = 1.0  # measured / predicted share (:mod:`ctrlsparse.cost.latency_calibration`)
+        # measured / predicted share of each calibration, and their geometric mean, the factor the share is
+        # corrected by (:mod:`ctrlsparse.cost.latency_calibration`): 1 until the run measures
+        self.ratios: list[float] = []
+        self.correction = 1.0
         self.dense_form: nn.Module | None = None  # the dense model as the calibration times it, made once
 
     def milliseconds(self, p: Tensor) -> Tensor:

@@ -109,7 +109,7 @@ class ConstrainedL0Problem(L0Problem):
         pruning's schedule: fast while much is left to remove, gently at the end); after that, and with F 0,
         they are the values themselves. A warm start then stays near the function it starts from."""
         super().before_epoch(epoch)
-        self.constraint_set.calibrate_latency(epoch, self.hparams.epochs)  # a latency budget's measured share
+        self.constraint_set.calibrate_latency(epoch, fixed_from(self.hparams))  # a latency budget's measured share
         if epoch == fixed_from(self.hparams) < self.hparams.epochs:  # the gates stop here: round them to the targets
             round_to_targets_(self)
         final = self.constraint_set.targets
@@ -178,15 +178,12 @@ class ConstrainedL0Problem(L0Problem):
         return self.constraint_set.latency_correction()
 
     def state_dict(self) -> dict:
-        """cooper's (the multipliers) and a latency budget's correction (its measured / predicted share)."""
-        state = super().state_dict()
-        correction = self.latency_correction()
-        return state if correction is None else {**state, "latency_correction": correction}
+        """cooper's (the multipliers) and a latency budget's correction (measured / predicted shares)."""
+        return {**super().state_dict(), **self.constraint_set.latency_state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        if "latency_correction" in state_dict:
-            self.constraint_set.set_latency_correction(state_dict["latency_correction"])
+        self.constraint_set.load_latency_state(state_dict)
 
     @property
     def constraint_names(self) -> list[str]:

@@ -55,12 +55,12 @@ class ConstraintSet:
             self.cost.set_constraints(rows, self.targets[: self.n_density], costs, relative=self.relative)
         self.check_reach()
 
-    def calibrate_latency(self, epoch: int, epochs: int) -> None:
-        """At the calibration epochs of a run with a latency budget, correct the latency model by the purged
-        model's measured share (:mod:`ctrlsparse.cost.latency_calibration`)."""
+    def calibrate_latency(self, epoch: int, moving: int) -> None:
+        """At the calibration epochs of a run with a latency budget whose gates move ``moving`` epochs, correct the
+        latency model by the purged model's measured share (:mod:`ctrlsparse.cost.latency_calibration`)."""
         from ctrlsparse.cost.latency_calibration import calibrate, calibration_epochs
 
-        if "latency" not in self.entries or epoch not in calibration_epochs(epochs):
+        if "latency" not in self.entries or epoch not in calibration_epochs(moving):
             return
         if not torch.distributed.is_initialized():  # a DDP run keeps its rank-equal model
             calibrate(self.measure(expected_latency_of(self.batch_size)), self.model, self.example, self.batch_size)
@@ -68,9 +68,18 @@ class ConstraintSet:
     def latency_correction(self) -> float | None:
         return self.measure(expected_latency_of(self.batch_size)).correction if "latency" in self.entries else None
 
-    def set_latency_correction(self, correction: float) -> None:
-        if "latency" in self.entries:
-            self.measure(expected_latency_of(self.batch_size)).correction = float(correction)
+    def latency_state(self) -> dict:
+        """A latency budget's correction and the measured / predicted ratios it is the mean of ({} without one)."""
+        if "latency" not in self.entries:
+            return {}
+        latency = self.measure(expected_latency_of(self.batch_size))
+        return {"latency_correction": latency.correction, "latency_ratios": list(latency.ratios)}
+
+    def load_latency_state(self, state: dict) -> None:
+        if "latency" in self.entries and "latency_correction" in state:
+            latency = self.measure(expected_latency_of(self.batch_size))
+            latency.correction = float(state["latency_correction"])
+            latency.ratios = [float(r) for r in state.get("latency_ratios", [latency.correction])]
 
     def check_reach(self) -> None:
         """A budget below its value with every gate closed cannot be met, whatever the training: say so (one line,

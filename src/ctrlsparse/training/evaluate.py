@@ -47,6 +47,9 @@ def density_metrics(run: Run) -> dict[str, float]:
             by_name = dict(zip(names, violations.tolist(), strict=True))
             row["max_violation"] = worst_violation(by_name, run.hparams.constraint)
     row["eval_density_gap"] = row["eval_density"] - row["expected_density"]
+    correction = problem.latency_correction()
+    if correction is not None:  # a latency budget: the factor its model runs under (1 until measured)
+        row["latency_correction"] = correction
     return row | cost_metrics(problem)
 
 
