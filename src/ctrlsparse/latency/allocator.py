@@ -2,14 +2,14 @@
 
 glibc's ``malloc`` hands every block over its mmap threshold (32 MB at most, dynamically) to the kernel afresh and
 returns it on ``free``; the next forward's activation of that size then faults its pages in again, zero-filled. A
-dense torchvision mobilenet_v2 at batch 128, 64x64, has activations of 50 MB: measured with ``resource.getrusage``,
-26,321 minor page faults a forward, 63 of its 97 ms in the kernel, and more or less of it in another
-process (the dense time of one model moved between 47 and 100 ms from process to process while its purged model,
-whose activations stay under the threshold, held at 16-17 ms). The latency share was then the allocator's, not the
-model's. Serving stacks keep their memory (ONNX Runtime's arena; jemalloc or tcmalloc, which PyTorch's
-performance tuning guide recommends): so every measurement here runs with the threshold and the trim threshold of the
-process raised (``mallopt``), under which the same dense model faults no page a forward and runs in 48 ms (29-35
-ms on a quieter VM). Not glibc (macOS, musl): left as it is.
+dense torchvision mobilenet_v2 at batch 128, 64x64, has activations of 50 MB: 12,289 minor page faults and 21.6 of
+its 49.8 ms in the kernel a call, and a purged model of 0.3 of its MACs measured 0.348 of it instead of 0.472
+(``benchmarks/page_faults.py``, both ways in one process; efficientnet_b0 at 224x224, batch 16: 58,737 faults, 0.328
+instead of 0.480). How many pages fault changes from process to process (one dense model: 47-100 ms across a dozen
+processes). Serving stacks keep their memory (ONNX Runtime's arena; jemalloc or tcmalloc, which PyTorch's
+performance tuning guide recommends): so every measurement here runs with the mmap and trim thresholds of the
+process raised (``mallopt``), under which no page faults a call after the first two. Not glibc (macOS, musl): left
+as it is.
 """
 
 from __future__ import annotations
