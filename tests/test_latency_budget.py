@@ -102,3 +102,16 @@ def test_the_run_corrects_the_latency_model_by_the_purged_models_measured_share(
     again.load_state_dict(state)  # resumed with the correction, and what it is the mean of, in force
     assert again.latency_correction() == second
     assert again.constraint_set.latency_state()["latency_ratios"] == latency.ratios
+
+
+def test_a_run_with_fixed_gates_measures_its_latency_while_its_gates_move():
+    hparams = HParams.resolve(
+        arch="cnn", target_scope="none", budget="latency=1", batch_size=16, epochs=10, fix_gates=0.5
+    )
+    torch.manual_seed(0)
+    problem = ConstrainedL0Problem(build_model(hparams, (1, 8, 8), 10), hparams, torch.zeros(1, 1, 8, 8))
+    latency = problem.constraint_set.measure(expected_latency_of(16))
+    problem.before_epoch(7)  # 70% of all 10 epochs: the gates are fixed from epoch 5
+    assert latency.ratios == []
+    problem.before_epoch(4)  # 70% (and 85%) of the 5 epochs the gates move
+    assert len(latency.ratios) == 1

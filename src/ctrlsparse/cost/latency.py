@@ -20,6 +20,7 @@ per-call overhead), which is why it is a measured table and not a multiple of th
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -76,10 +77,7 @@ class ExpectedLatency:
         )
         self.full_activations = max(full, 1.0)
         self._full_ms: float | None = None
-        # measured / predicted share of each calibration, and their geometric mean, the factor the share is
-        # corrected by (:mod:`ctrlsparse.cost.latency_calibration`): 1 until the run measures
-        self.ratios: list[float] = []
-        self.correction = 1.0
+        self.ratios: list[float] = []  # measured / predicted share of each calibration (cost/latency_calibration.py)
         self.dense_form: nn.Module | None = None  # the dense model as the calibration times it, made once
 
     def milliseconds(self, p: Tensor) -> Tensor:
@@ -124,6 +122,11 @@ class ExpectedLatency:
         if self._full_ms is None:
             self._full_ms = float(self.milliseconds(torch.ones_like(p.detach())))
         return self.milliseconds(p) / self._full_ms
+
+    @property
+    def correction(self) -> float:
+        """The factor the share is corrected by: the geometric mean of the calibrations' ratios (1 before any)."""
+        return math.prod(self.ratios) ** (1 / len(self.ratios)) if self.ratios else 1.0
 
     def share(self, p: Tensor) -> Tensor:
         """:meth:`uncorrected_share` times the ``correction`` the run last measured (1 until it does)."""

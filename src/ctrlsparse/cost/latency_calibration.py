@@ -8,8 +8,8 @@ purges its current eval model, times it against the dense model the way the purg
 inference forms, the least of interleaved rounds at the training batch, on the CPU at the run's threads) and takes
 measured / predicted at that pattern. The model's ``correction``, which the constraint sees
 (``ExpectedLatency.share``), is the geometric mean of every such ratio of the run so far: one measurement moves by
-0.05-0.1 of the share on a 2-core VM with what else the cache holds (a digits mobilenet_v2 at batch 128: 0.51-0.64
-in five processes), and a correction replaced by each lone measurement swung 1.21, 1.39, 1.08 in one run, the last
+0.05-0.1 of the share on a 2-core VM with what else the cache holds (a digits mobilenet_v2 at batch 128: 0.51-0.62
+in five purges), and a correction replaced by each lone measurement swung 1.21, 1.39, 1.08 in one run, the last
 swing six epochs before its end loosening its equality constraint so far that its gates reopened (density 0.21 ->
 0.63 in two epochs). Three points leave the gates the rest of the run to follow the corrected share; the ratios
 and the correction are saved with the multipliers (the checkpoint), and ``latency_correction`` is in the summary
@@ -19,7 +19,6 @@ and, per epoch, in ``metrics.csv``.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import Tensor, nn
@@ -55,13 +54,12 @@ def measured_share(model: nn.Module, example: Tensor, batch: int, dense: nn.Modu
 
 def calibrate(latency, model: nn.Module, example: Tensor, batch: int) -> float:
     """Add the measured share of ``model``'s purged eval model over ``latency``'s uncorrected prediction at the
-    same (eval) gates to its ``ratios`` (an :class:`~ctrlsparse.cost.latency.ExpectedLatency`) and set its
-    ``correction`` to their geometric mean; returns the correction."""
+    same (eval) gates to its ``ratios`` (an :class:`~ctrlsparse.cost.latency.ExpectedLatency`, whose
+    ``correction`` is their geometric mean); returns the correction."""
     from ctrlsparse.layers import gated_layers
 
     measured, latency.dense_form = measured_share(model, example, batch, latency.dense_form)
     opened = torch.cat([layer.eval_open() for _, layer in gated_layers(model)]).detach().double().cpu()
     predicted = float(latency.uncorrected_share(opened))
     latency.ratios.append(measured / predicted if predicted > 0 else 1.0)
-    latency.correction = math.exp(sum(math.log(ratio) for ratio in latency.ratios) / len(latency.ratios))
     return latency.correction

@@ -108,22 +108,22 @@ def synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
+@freed_memory_kept()
 def least_ms(module: nn.Module, x: Tensor, repeats: int = 9, warmup: int = 2, budget_s: float = 0.5) -> float:
     """Least wall time of ``module(x)`` in ms (``repeats`` timed calls after ``warmup``, fewer when they pass
     ``budget_s``; at least three): other processes only ever add time, so the least is the layer's own. The
     allocator keeps the memory it frees meanwhile, as :func:`~ctrlsparse.latency.measure.interleaved_times`'s."""
-    with freed_memory_kept():
-        for _ in range(warmup):
-            module(x)
+    for _ in range(warmup):
+        module(x)
+    synchronize(x.device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        begin = time.perf_counter()
+        module(x)
         synchronize(x.device)
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
-            begin = time.perf_counter()
-            module(x)
-            synchronize(x.device)
-            times.append(1000 * (time.perf_counter() - begin))
-        return min(times)
+        times.append(1000 * (time.perf_counter() - begin))
+    return min(times)
 
 
 def grid(width: int, gated: bool) -> list[int]:

@@ -5,8 +5,7 @@ returns it on ``free``; the next forward's activation of that size then faults i
 dense torchvision mobilenet_v2 at batch 128, 64x64, has activations of 50 MB: 12,289 minor page faults and 21.6 of
 its 49.8 ms in the kernel a call, and a purged model of 0.3 of its MACs measured 0.348 of it instead of 0.472
 (``benchmarks/page_faults.py``, both ways in one process; efficientnet_b0 at 224x224, batch 16: 58,737 faults, 0.328
-instead of 0.480). How many pages fault changes from process to process (one dense model: 47-100 ms across a dozen
-processes). Serving stacks keep their memory (ONNX Runtime's arena; jemalloc or tcmalloc, which PyTorch's
+instead of 0.480). Serving stacks keep their memory (ONNX Runtime's arena; jemalloc or tcmalloc, which PyTorch's
 performance tuning guide recommends): so every measurement here runs with the mmap and trim thresholds of the
 process raised (``mallopt``), under which no page faults a call after the first two. Not glibc (macOS, musl): left
 as it is.
@@ -16,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 from collections.abc import Iterator
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
@@ -25,19 +25,29 @@ KEPT = (1 << 30, (1 << 31) - 1)  # blocks under 1 GiB from the heap; its free to
 AFTER = (32 << 20, 64 << 20)
 
 
-def _set(mmap_threshold: int, trim_threshold: int) -> bool:
+@functools.cache
+def _mallopt():
+    """glibc's ``mallopt``, looked up once; None elsewhere."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc
-        return False
+        return None
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    return mallopt
+
+
+def _set(mmap_threshold: int, trim_threshold: int) -> bool:
+    mallopt = _mallopt()
+    return mallopt is not None and bool(
+        mallopt(M_MMAP_THRESHOLD, mmap_threshold) and mallopt(M_TRIM_THRESHOLD, trim_threshold)
+    )
 
 
 @contextlib.contextmanager
 def freed_memory_kept() -> Iterator[bool]:
     """While inside, this process's allocator keeps what it frees (glibc; yields whether it could). On leaving,
-    the thresholds glibc's own rise to: a training run that calibrates its latency keeps no heap it does not use."""
+    the thresholds glibc's own rise to: a training run that calibrates its latency keeps no heap it does not use.
+    Also a decorator: ``@freed_memory_kept()`` around every call of a timing function."""
     kept = _set(*KEPT)
     try:
         yield kept

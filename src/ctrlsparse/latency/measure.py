@@ -29,6 +29,7 @@ def _synchronise(device: torch.device) -> Callable[[], None]:
 
 
 @torch.inference_mode()
+@freed_memory_kept()
 def interleaved_times(
     models: Mapping[str, Callable[[Tensor], Any]],
     example: Tensor,
@@ -38,18 +39,6 @@ def interleaved_times(
     warmup: int = 2,
 ) -> dict[str, list[float]]:
     """Each model's seconds per call on ``example``, one entry per round (interleaved, see the module doc)."""
-    with freed_memory_kept():
-        return _interleaved(models, example, seconds, min_rounds, max_rounds, warmup)
-
-
-def _interleaved(
-    models: Mapping[str, Callable[[Tensor], Any]],
-    example: Tensor,
-    seconds: float,
-    min_rounds: int,
-    max_rounds: int,
-    warmup: int,
-) -> dict[str, list[float]]:
     sync = _synchronise(example.device)
     for model in models.values():
         for _ in range(warmup):

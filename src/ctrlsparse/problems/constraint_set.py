@@ -69,17 +69,17 @@ class ConstraintSet:
         return self.measure(expected_latency_of(self.batch_size)).correction if "latency" in self.entries else None
 
     def latency_state(self) -> dict:
-        """A latency budget's correction and the measured / predicted ratios it is the mean of ({} without one)."""
+        """A latency budget's measured / predicted ratios and the correction they give ({} without one)."""
         if "latency" not in self.entries:
             return {}
         latency = self.measure(expected_latency_of(self.batch_size))
         return {"latency_correction": latency.correction, "latency_ratios": list(latency.ratios)}
 
     def load_latency_state(self, state: dict) -> None:
+        """The ratios saved by :meth:`latency_state` (a checkpoint of before them: its one correction)."""
         if "latency" in self.entries and "latency_correction" in state:
-            latency = self.measure(expected_latency_of(self.batch_size))
-            latency.correction = float(state["latency_correction"])
-            latency.ratios = [float(r) for r in state.get("latency_ratios", [latency.correction])]
+            ratios = state.get("latency_ratios", [state["latency_correction"]])
+            self.measure(expected_latency_of(self.batch_size)).ratios = [float(r) for r in ratios]
 
     def check_reach(self) -> None:
         """A budget below its value with every gate closed cannot be met, whatever the training: say so (one line,
