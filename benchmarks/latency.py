@@ -31,8 +31,8 @@ set's shape), and per MAC share in ``--shares``:
   CPU with ``--threads`` threads. *lat.* = the median over rounds of the model's time over the dense model's in
   the same round (:func:`ctrlsparse.latency.median_share`), the median of ``--repeats`` such measurements; *dense
   ms*: the dense model's median.
-- **formats**: each model's memory format in the timed form (``cl`` channels-last, ``nchw``), in column order
-  (dense first).
+- **formats**: each model's memory format in the timed form (``cl`` channels-last, ``nchw``, ``mix``: each conv
+  in its own, :mod:`ctrlsparse.purge.conv_formats`), in column order (dense first).
 - **extra ops**: the purged graph's ``index_select``, ``index_add``, ``cat`` and ``mul`` nodes beyond the dense graph's (what the
   purge inserted: re-indexing, zero padding, fractional gates).
 
@@ -170,7 +170,8 @@ def one_model(name: str, args) -> list[dict]:
             timing = [torch.randn(batch, *shape) for batch in args.batches]
             forms = {key: deploy_form(model, x, timing=timing) for key, model in models.items()}
             models = {key: form.model for key, form in forms.items()}
-            formats = {key: "cl" if form.memory_format == "channels_last" else "nchw" for key, form in forms.items()}
+            labels = {"channels_last": "cl", "contiguous": "nchw", "mixed": "mix"}
+            formats = {key: labels[form.memory_format] for key, form in forms.items()}
         for batch in args.batches:
             inputs = torch.randn(batch, *shape)
             runs = [

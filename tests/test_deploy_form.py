@@ -13,7 +13,7 @@ from test_purge import BIG, build, gated_torchvision, set_gates
 from torch import nn
 
 from ctrlsparse.purge import deploy_form, load_purged, purge, save_purged
-from ctrlsparse.purge.deploy import deployed, fold_batchnorms, redrawn_, runs_faster
+from ctrlsparse.purge.deploy import deployed, fastest, fold_batchnorms, redrawn_
 from ctrlsparse.registry import ARCHS
 
 
@@ -151,12 +151,13 @@ class Sleeper(nn.Module):
 )
 def test_the_memory_format_is_the_one_never_much_slower_over_the_timing_batches(model, other, faster):
     batches = (torch.zeros(4, 1), torch.zeros(1, 1))
-    assert runs_faster(Sleeper(model), Sleeper(other), batches, seconds=0.0) is faster
+    chosen = fastest({"other": Sleeper(other), "model": Sleeper(model)}, batches, seconds=0.0)
+    assert chosen == ("model" if faster else "other")
 
 
 def test_on_one_timing_batch_the_faster_format_is_chosen():
-    assert runs_faster(Sleeper({1: 0.0}), Sleeper({1: 0.02}), torch.zeros(1, 1), seconds=0.0)
-    assert not runs_faster(Sleeper({1: 0.02}), Sleeper({1: 0.0}), torch.zeros(1, 1), seconds=0.0)
+    assert fastest({"slow": Sleeper({1: 0.02}), "fast": Sleeper({1: 0.0})}, torch.zeros(1, 1), seconds=0.0) == "fast"
+    assert fastest({"fast": Sleeper({1: 0.0}), "slow": Sleeper({1: 0.02})}, torch.zeros(1, 1), seconds=0.0) == "fast"
 
 
 def test_the_dense_baseline_is_timed_with_redrawn_weights_and_folds():

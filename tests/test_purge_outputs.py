@@ -51,9 +51,13 @@ def test_the_purge_writes_its_latency_and_a_checked_onnx_model(finished_run, tmp
         assert purged > 0 and dense > 0 and written[f"latency_share_{suffix}"] > 0
     assert 0 <= written["onnx_max_abs_diff"] <= 1e-4 and "onnx_error" not in written
     assert paths.purged_onnx_path(run).stat().st_size > 0
-    fmt = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[written["deploy_memory_format"]]
     loaded = torch.export.load(paths.purged_model_path(run)).module()  # saved in the form that was timed
-    assert all(v.is_contiguous(memory_format=fmt) for v in loaded.state_dict().values() if v.dim() == 4)
+    weights = [v for v in loaded.state_dict().values() if v.dim() == 4]  # the conv weights (BatchNorms folded)
+    last = sum(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert written["deploy_convs"] == len(weights) == 2 and written["deploy_channels_last_convs"] == last
+    if written["deploy_memory_format"] != "mixed":
+        fmt = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+        assert all(w.is_contiguous(memory_format=fmt[written["deploy_memory_format"]]) for w in weights)
     assert written["deploy_folded_batchnorms"] == 2  # the CNN's two BatchNorms
     assert purge_cli.main([str(run), "--latency-batch", "5"]) == 0
     assert json.loads(paths.summary_path(run).read_text())["latency_batch"] == 5

@@ -33,12 +33,12 @@ from ctrlsparse.cost.latency_table import (
     cache_dir,
     device_name,
     layer_channels,
-    least_ms,
     table_key,
     time_layer,
     traced_flow,
     weight_nodes,
 )
+from ctrlsparse.latency.measure import least_ms
 from ctrlsparse.layers import gated_layers
 
 
@@ -148,8 +148,7 @@ def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.d
     half, open_half = half_open(model)
     half_ms = least_ms(deployed(half.to(device), one, timing=timing).model, x, repeats=21, budget_s=2.0)
     flow = traced_flow(model, example)
-    channels_last = dense.memory_format == "channels_last"  # the layers in the dense model's memory format
-    layers = [time_layer(node, flow, batch, device, channels_last) for node in weight_nodes(flow)]
+    layers = [time_layer(node, flow, batch, device) for node in weight_nodes(flow)]
     layers_only = ExpectedLatency(model, example, LatencyTable(device_name(device), batch, dense_ms, 0.0, layers))
     ones = torch.ones_like(open_half)
     rest_full = dense_ms - float(layers_only.milliseconds(ones))

@@ -2,7 +2,7 @@
 x kept output rows (a grouped conv: kept groups), and the dense model whole, at one batch size. Measured once and
 cached by device, torch threads, batch, input shape and the layers' shapes (a JSON file under the cache
 directory: ``$CTRLSPARSE_CACHE`` or ``~/.cache/ctrlsparse``), so every run of one architecture on one kind of
-machine reuses it. Times are the least of repeats after a warm-up (:func:`least_ms`). Here: the table, its key
+machine reuses it. Times are the least of repeats after a warm-up (:func:`~ctrlsparse.latency.measure.least_ms`). Here: the table, its key
 and the layers' timing; :func:`ctrlsparse.cost.latency.latency_table` measures a whole table (it needs the
 expected latency to split the rest) and caches it.
 """
@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import platform
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from torch import Tensor, fx, nn
 from ctrlsparse.channels import trace
 from ctrlsparse.channels.algebra import Expr, Expressions
 from ctrlsparse.channels.flow import Flow, gate_offsets
-from ctrlsparse.latency.allocator import freed_memory_kept
+from ctrlsparse.latency.measure import least_ms
 from ctrlsparse.layers import gated_layers
 
 FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)  # the grid of kept channels, as fractions of a layer's width
@@ -102,30 +101,6 @@ def device_name(device: torch.device) -> str:
     return f"cpu:{model}:threads{torch.get_num_threads()}"
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-@freed_memory_kept()
-def least_ms(module: nn.Module, x: Tensor, repeats: int = 9, warmup: int = 2, budget_s: float = 0.5) -> float:
-    """Least wall time of ``module(x)`` in ms (``repeats`` timed calls after ``warmup``, fewer when they pass
-    ``budget_s``; at least three): other processes only ever add time, so the least is the layer's own. The
-    allocator keeps the memory it frees meanwhile, as :func:`~ctrlsparse.latency.measure.interleaved_times`'s."""
-    for _ in range(warmup):
-        module(x)
-    synchronize(x.device)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
-        begin = time.perf_counter()
-        module(x)
-        synchronize(x.device)
-        times.append(1000 * (time.perf_counter() - begin))
-    return min(times)
-
-
 def grid(width: int, gated: bool) -> list[int]:
     return sorted({max(1, round(f * width)) for f in FRACTIONS}) if gated and width > 1 else [width]
 
@@ -153,7 +128,11 @@ def layer_input(layer: nn.Module, shape: tuple[int, ...], columns: int, rows: in
     return torch.randn(batch, channels, *shape[2:])
 
 
-def time_layer(node: fx.Node, flow: Flow, batch: int, device: torch.device, channels_last: bool) -> LayerTiming:
+def time_layer(node: fx.Node, flow: Flow, batch: int, device: torch.device) -> LayerTiming:
+    """One layer's grid, a conv in the memory format that runs it faster at full width, at ``batch`` and at
+    batch 1, as the purge's inference form chooses it (:func:`ctrlsparse.purge.conv_formats.conv_format`)."""
+    from ctrlsparse.purge.conv_formats import conv_format
+
     graph = flow.graph
     op = graph.ops[node]
     layer = op.module
@@ -162,6 +141,10 @@ def time_layer(node: fx.Node, flow: Flow, batch: int, device: torch.device, chan
     gated_in = not algebra.is_const(in_expr, True)
     shape = tuple(graph.shapes[op.operands[0]]) if op.operands else tuple(graph.shapes[node.args[0]])
     groups = layer.groups if isinstance(layer, nn.Conv2d) else 1
+    channels_last = False
+    if isinstance(layer, nn.Conv2d):
+        full = layer_module(layer, groups, None) if groups > 1 else layer_module(layer, layer.in_channels, op.width)
+        channels_last = conv_format(full.to(device).eval(), shape, sorted({batch, 1})) == "channels_last"
     if out_expr is None:
         columns, rows = grid(groups, gated_in), None
         ms = [[least_ms(*_built(layer, shape, c, None, batch, device, channels_last))] for c in columns]
@@ -184,7 +167,7 @@ def monotone(ms: list[list[float]]) -> list[list[float]]:
 
 def _built(layer, shape, columns, rows, batch, device, channels_last: bool) -> tuple[nn.Module, Tensor]:
     """The layer as the purge's inference form runs it (:func:`ctrlsparse.purge.deploy_form`): a conv in the
-    memory format chosen for the dense model (``channels_last`` or NCHW)."""
+    memory format chosen for it (``channels_last`` or NCHW)."""
     module = layer_module(layer, columns, rows).to(device).eval()
     x = layer_input(layer, shape, columns, rows, batch).to(device)
     if channels_last and isinstance(module, nn.Conv2d):
@@ -213,9 +196,9 @@ def table_key(model: nn.Module, example: Tensor, batch: int, device: torch.devic
         if isinstance(m, nn.Conv2d | nn.Linear)
     ]
     identity = {
-        "format": 5,  # 2: the rest split into a fixed and a scaling part; 3: timed in the purge's inference form;
+        "format": 6,  # 2: the rest split into a fixed and a scaling part; 3: timed in the purge's inference form;
         # 4: its memory format chosen at the batch and at batch 1, as the purge job chooses it; 5: timed in a
-        # process that keeps the memory it frees (ctrlsparse.latency.allocator)
+        # process that keeps the memory it frees (ctrlsparse.latency.allocator); 6: each conv in its own format
         "device": device_name(device),
         "batch": batch,
         "input": list(example.shape[1:]),

@@ -9,6 +9,8 @@ A latency *share* is the median over rounds of the two models' ratio within the 
 on a shared machine, load that comes and goes over seconds moves both calls of a round alike.
 On a CUDA device every call is synchronised before its clock stops. The process keeps the memory it frees while
 it measures (:func:`~ctrlsparse.latency.allocator.freed_memory_kept`): a model's time, not its allocator's.
+One model's (or layer's) own time, for the latency table and the memory formats' plans: :func:`least_ms`, the
+least of repeated calls.
 """
 
 from __future__ import annotations
@@ -55,6 +57,28 @@ def interleaved_times(
             times[name].append(time.perf_counter() - began)
         rounds += 1
     return times
+
+
+@torch.no_grad()
+@freed_memory_kept()
+def least_ms(
+    module: Callable[[Tensor], Any], x: Tensor, repeats: int = 9, warmup: int = 2, budget_s: float = 0.5
+) -> float:
+    """Least wall time of ``module(x)`` in ms (``repeats`` timed calls after ``warmup``, fewer when they pass
+    ``budget_s``; at least three): other processes only ever add time, so the least is the layer's own. The
+    allocator keeps the memory it frees meanwhile, as :func:`~ctrlsparse.latency.measure.interleaved_times`'s."""
+    sync = _synchronise(x.device)
+    for _ in range(warmup):
+        module(x)
+    sync()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        begin = time.perf_counter()
+        module(x)
+        sync()
+        times.append(1000 * (time.perf_counter() - begin))
+    return min(times)
 
 
 def median_latencies(models: Mapping[str, Callable[[Tensor], Any]], example: Tensor, **rounds: Any) -> dict[str, float]:

@@ -7,19 +7,20 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
   weight scale and bias, :func:`torch.nn.utils.fusion.fuse_conv_bn_eval`), when the conv's output goes to that
   BatchNorm alone. A purged model's BatchNorms cost as much as its convs' memory traffic: a share of the time that
   falls only with the channels, not with the MACs.
-- **The memory format that runs it faster**: channels-last or NCHW, timed side by side on a batch of the size it
-  will serve (``timing``: interleaved calls, medians; without ``timing``, channels-last). ``timing`` may be
-  several batches (the purge job: its latency batch and batch 1): then the format that is never much slower, the
-  one whose worst ratio to the faster format over the batches is the lesser. Chosen at batch 16 first, a steered
-  resnet18 at 0.3 of the MACs (``benchmarks/latency.py --patterns steered``) was put in NCHW, faster there, and
-  ran at 0.93 of the dense model's time at batch 1, where channels-last was the faster. oneDNN's CPU
-  convolutions take any channel count in NHWC but reorder an NCHW tensor whose count is not a multiple of their
-  block (16 floats with AVX-512) on every call, which a purged model's odd counts (43 of 64) pay and the dense
-  model's do not: torchvision's resnet18 at 64x64, batch 16, half the MACs, runs at 0.69 of the dense model's time
-  as built and at 0.56 with both rewrites applied to both (``benchmarks/latency.py --form plain`` / default). A
-  conv with one input channel on an 8x8 map (the digits CNN's first) runs 2x slower in channels-last
-  (``benchmarks/latency_layers.py --model registered:cnn --batch 128 --threads 1 --memory-format cl`` / ``nchw``),
-  hence a measured choice, per model.
+- **The memory formats that run it faster**: channels-last, NCHW, or each conv in its own
+  (:mod:`~ctrlsparse.purge.conv_formats`: oneDNN runs a small map much faster in NCHW, a large one in
+  channels-last), timed side by side as whole models on a batch of the size it will serve (``timing``:
+  interleaved calls, medians; without ``timing``, channels-last). ``timing`` may be several batches (the purge
+  job: its latency batch and batch 1): then the form that is never much slower, the one whose worst ratio to the
+  fastest over the batches is the lesser (:func:`fastest`). Chosen at batch 16 first, a steered resnet18 at 0.3
+  of the MACs (``benchmarks/latency.py --patterns steered``) was put in NCHW, faster there, and ran at 0.93 of
+  the dense model's time at batch 1, where channels-last was the faster. oneDNN's CPU convolutions take any
+  channel count in NHWC but reorder an NCHW tensor whose count is not a multiple of their block (16 floats with
+  AVX-512) on every call, which a purged model's odd counts (43 of 64) pay and the dense model's do not:
+  torchvision's resnet18 at 64x64, batch 16, half the MACs, runs at 0.69 of the dense model's time as built and
+  at 0.56 with both rewrites applied to both (``benchmarks/latency.py --form plain`` / default). Its last stage
+  (2x2 maps) runs 2.6x faster in NCHW: the dense resnet18 took 23.5 ms in NCHW, 27.5 in channels-last and 20.1
+  mixed at batch 16 (``benchmarks/conv_formats.py --model resnet18 --size 64``).
 
 The form is checked on a random batch: its output must match the plain model's (``tolerance``, relative to the
 output's scale); a model whose channels-last run fails (a ``view`` of a conv map) or differs stays in NCHW, and a
@@ -47,11 +48,17 @@ class DeployForm:
 
     model: nn.Module
     folded: int
-    memory_format: str  # "channels_last" or "contiguous"
+    memory_format: str  # "channels_last", "contiguous" or "mixed" (each conv in its own: conv_formats.py)
     plain: nn.Module
+    channels_last_convs: int = 0  # of the model's Conv2d modules, those in channels-last
 
     def summary(self) -> dict[str, int | str]:
-        return {"deploy_folded_batchnorms": self.folded, "deploy_memory_format": self.memory_format}
+        return {
+            "deploy_folded_batchnorms": self.folded,
+            "deploy_memory_format": self.memory_format,
+            "deploy_channels_last_convs": self.channels_last_convs,
+            "deploy_convs": sum(type(m) is nn.Conv2d for m in self.model.modules()),
+        }
 
 
 def fold_batchnorms(model: nn.Module) -> tuple[fx.GraphModule, int]:
@@ -134,13 +141,51 @@ def deploy_form(
         if not any(isinstance(m, nn.Conv2d) for m in folded.modules()):
             return DeployForm(folded, count, "contiguous", plain)
         last = copy.deepcopy(folded).to(memory_format=torch.channels_last)
-        try:
-            runs = _close(last(example), reference, tolerance)  # an NCHW input, as a user passes it
-        except Exception:  # e.g. a view of a channels-last map (RuntimeError); whatever fails keeps NCHW
-            runs = False
-    if not runs or (timing is not None and not runs_faster(last, folded, timing)):
-        return DeployForm(folded, count, "contiguous", plain)
-    return DeployForm(last, count, "channels_last", plain)
+        runs = _runs(last, example, reference, tolerance)
+    if timing is None:
+        return DeployForm(last, count, "channels_last", plain, _channels_last_convs(last)) if runs else \
+            DeployForm(folded, count, "contiguous", plain)  # fmt: skip
+    candidates = {"channels_last": last} if runs else {}
+    candidates["contiguous"] = folded
+    for number, mixed in enumerate(_mixed(folded, example, timing, reference, tolerance)):
+        candidates[f"mixed {number}"] = mixed
+    chosen = fastest(candidates, timing) if len(candidates) > 1 else "contiguous"
+    model = candidates[chosen]
+    return DeployForm(model, count, chosen.split()[0], plain, _channels_last_convs(model))
+
+
+def _runs(model: nn.Module, example: Tensor, reference, tolerance: float) -> bool:
+    """Whether ``model`` runs ``example`` (an NCHW input, as a user passes it) to ``reference``'s output."""
+    try:
+        with torch.no_grad():
+            return _close(model(example), reference, tolerance)
+    except Exception:  # e.g. a view of a channels-last map (RuntimeError); whatever fails keeps NCHW
+        return False
+
+
+def _channels_last_convs(model: nn.Module) -> int:
+    return sum(
+        type(m) is nn.Conv2d and m.weight.is_contiguous(memory_format=torch.channels_last) for m in model.modules()
+    )
+
+
+def _mixed(folded: nn.Module, example: Tensor, timing, reference, tolerance: float) -> list[nn.Module]:
+    """``folded`` with its convs in mixed formats (:mod:`~ctrlsparse.purge.conv_formats`), each plan that runs
+    to the same output."""
+    from ctrlsparse.purge.conv_formats import chosen_formats, mixed_formats
+
+    if not isinstance(folded, fx.GraphModule):
+        return []
+    try:
+        plans = chosen_formats(folded, example, [batch.shape[0] for batch in _batches(timing)])
+        models = [mixed_formats(folded, plan, example) for plan in plans]
+    except Exception:  # a graph the probe cannot run; the uniform forms stand
+        return []
+    return [model for model in models if _runs(model, example, reference, tolerance)]
+
+
+def _batches(timing: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    return [timing] if isinstance(timing, Tensor) else list(timing)
 
 
 def deployed(
@@ -175,14 +220,15 @@ def redrawn_(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.to(device)
 
 
-def runs_faster(model: nn.Module, other: nn.Module, batches: Tensor | Sequence[Tensor], seconds: float = 0.3) -> bool:
-    """Whether ``model`` is the faster of the two (interleaved calls, medians) on ``batches``: on one batch, the
-    faster there; on several, the one whose worst ratio to the faster over the batches is the lesser."""
+def fastest(models: dict[str, nn.Module], batches: Tensor | Sequence[Tensor], seconds: float = 0.3) -> str:
+    """The name of the model never much slower than the fastest over ``batches`` (interleaved calls, medians;
+    :func:`~ctrlsparse.purge.conv_formats.never_much_slower`; the first named on a tie)."""
     from ctrlsparse.latency.measure import interleaved_times
+    from ctrlsparse.purge.conv_formats import never_much_slower
 
-    worst_model = worst_other = 1.0
-    for batch in [batches] if isinstance(batches, Tensor) else batches:
-        times = interleaved_times({"model": model, "other": other}, batch, seconds=seconds, min_rounds=7)
-        ratio = statistics.median(times["model"]) / statistics.median(times["other"])
-        worst_model, worst_other = max(worst_model, ratio), max(worst_other, 1.0 / ratio)
-    return worst_model < worst_other
+    ms: dict[str, list[float]] = {name: [] for name in models}
+    for batch in _batches(batches):
+        times = interleaved_times(models, batch, seconds=seconds, min_rounds=7)
+        for name, values in times.items():
+            ms[name].append(statistics.median(values))
+    return never_much_slower(ms)
