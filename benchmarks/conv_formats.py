@@ -39,13 +39,13 @@ def main() -> None:
     from latency import build
 
     from ctrlsparse.latency import interleaved_times, median_share
+    from ctrlsparse.latency.measure import never_much_slower
     from ctrlsparse.purge import deploy_form, purge
     from ctrlsparse.purge.conv_formats import (
         conv_inputs,
         conversion_ms,
         format_times,
         mixed_formats,
-        never_much_slower,
         planned_formats,
     )
     from ctrlsparse.purge.deploy import fold_batchnorms

@@ -50,26 +50,8 @@ def in_place_ms(model, x, calls: int) -> list[float]:
 
 
 def predicted_ms(latency, p) -> list[float]:
-    """Each layer's term of :meth:`ExpectedLatency.milliseconds` at the 0/1 pattern ``p``."""
-    import torch
-
-    from ctrlsparse.channels.algebra import vector
-    from ctrlsparse.cost.latency import interpolate
-
-    extended = torch.cat([p, p.new_tensor([1.0, 0.0])])
-    memo: dict = {}
-    out = []
-    for (columns, rows), (grid_a, grid_b), values in zip(latency.channels, latency.grids, latency.values, strict=True):
-        i, a0, a1 = interpolate(grid_a, values, vector(columns, extended, memo).sum())
-        i1 = (i + 1).clamp(max=len(grid_a) - 1)
-        if rows is None:
-            out.append(float(a0 * values[i, 0] + a1 * values[i1, 0]))
-            continue
-        j, b0, b1 = interpolate(grid_b, values, vector(rows, extended, memo).sum())
-        j1 = (j + 1).clamp(max=len(grid_b) - 1)
-        out.append(float(a0 * b0 * values[i, j] + a0 * b1 * values[i, j1] + a1 * b0 * values[i1, j]
-                         + a1 * b1 * values[i1, j1]))  # fmt: skip
-    return out
+    """Each layer's term of the latency model at the 0/1 pattern ``p`` (:meth:`ExpectedLatency.layer_terms`)."""
+    return [float(ms) for ms, _ in latency.layer_terms(p)]
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ import torch
 from test_purge import gated_torchvision, set_gates
 from torch import fx, nn
 
+from ctrlsparse.latency.measure import never_much_slower
 from ctrlsparse.purge import deploy_form, purge
-from ctrlsparse.purge.conv_formats import FORMATS, chosen_formats, mixed_formats, never_much_slower, planned_formats
+from ctrlsparse.purge.conv_formats import FORMATS, chosen_formats, mixed_formats, planned_formats
 from ctrlsparse.purge.deploy import fold_batchnorms
 
 

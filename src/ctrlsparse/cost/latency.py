@@ -80,41 +80,43 @@ class ExpectedLatency:
         self.ratios: list[float] = []  # measured / predicted share of each calibration (cost/latency_calibration.py)
         self.dense_form: nn.Module | None = None  # the dense model as the calibration times it, made once
 
-    def milliseconds(self, p: Tensor) -> Tensor:
+    def layer_terms(self, p: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per layer: its table interpolated at its expected kept counts (ms), and its expected output
+        activations kept."""
         extended = torch.cat([p, p.new_tensor([1.0, 0.0])])
         memo: dict[int, Tensor] = {}
-        total = p.new_zeros(())
-        activations = p.new_zeros(())
+        terms = []
         for (columns, rows), (grid_a, grid_b), values, per_row in zip(
             self.channels, self.grids, self.values, self.activations, strict=True
         ):
             count_a = vector(columns, extended, memo).sum()
-            count_b = vector(rows, extended, memo).sum() if rows is not None else None
             grid_a, grid_b, values = grid_a.to(p), grid_b.to(p), values.to(p)
             i, wa0, wa1 = interpolate(grid_a, values, count_a)
-            if count_b is None:
-                total = total + wa0 * values[i, 0] + wa1 * values[(i + 1).clamp(max=len(grid_a) - 1), 0]
-                activations = activations + per_row * count_a
+            i1 = (i + 1).clamp(max=len(grid_a) - 1)
+            if rows is None:
+                terms.append((wa0 * values[i, 0] + wa1 * values[i1, 0], per_row * count_a))
                 continue
+            count_b = vector(rows, extended, memo).sum()
             j, wb0, wb1 = interpolate(grid_b, values, count_b)
-            i1, j1 = (i + 1).clamp(max=len(grid_a) - 1), (j + 1).clamp(max=len(grid_b) - 1)
-            total = total + (
+            j1 = (j + 1).clamp(max=len(grid_b) - 1)
+            ms = (
                 wa0 * wb0 * values[i, j]
                 + wa0 * wb1 * values[i, j1]
                 + wa1 * wb0 * values[i1, j]
                 + wa1 * wb1 * values[i1, j1]
             )
-            activations = activations + per_row * count_b
+            terms.append((ms, per_row * count_b))
+        return terms
+
+    def milliseconds(self, p: Tensor) -> Tensor:
+        terms = self.layer_terms(p)
+        total = sum((ms for ms, _ in terms), p.new_zeros(()))
+        activations = sum((kept for _, kept in terms), p.new_zeros(()))
         return total + self.table.rest_fixed_ms + self.table.rest_ms * activations / self.full_activations
 
     def activation_share(self, p: Tensor) -> Tensor:
         """The expected share of the layers' output activations kept (what the rest's scaling part follows)."""
-        extended = torch.cat([p, p.new_tensor([1.0, 0.0])])
-        memo: dict[int, Tensor] = {}
-        kept = p.new_zeros(())
-        for (columns, rows), per_row in zip(self.channels, self.activations, strict=True):
-            kept = kept + per_row * vector(rows if rows is not None else columns, extended, memo).sum()
-        return kept / self.full_activations
+        return sum((kept for _, kept in self.layer_terms(p)), p.new_zeros(())) / self.full_activations
 
     def uncorrected_share(self, p: Tensor) -> Tensor:
         """Expected latency as a share of the model's at all-open (the measured dense latency when the layers'

@@ -10,7 +10,8 @@ on a shared machine, load that comes and goes over seconds moves both calls of a
 On a CUDA device every call is synchronised before its clock stops. The process keeps the memory it frees while
 it measures (:func:`~ctrlsparse.latency.allocator.freed_memory_kept`): a model's time, not its allocator's.
 One model's (or layer's) own time, for the latency table and the memory formats' plans: :func:`least_ms`, the
-least of repeated calls.
+least of repeated calls. Of several candidates timed over several batch sizes, the one to keep:
+:func:`never_much_slower`.
 """
 
 from __future__ import annotations
@@ -79,6 +80,18 @@ def least_ms(
         sync()
         times.append(1000 * (time.perf_counter() - begin))
     return min(times)
+
+
+def never_much_slower(ms: dict[str, list[float]]) -> str:
+    """Of the candidates' times over the same batches (``ms[name][i]``), the one whose worst ratio to the fastest
+    is the lesser (the first named on a tie: channels-last of the two formats)."""
+    worst = dict.fromkeys(ms, 1.0)
+    for i in range(len(next(iter(ms.values())))):
+        least = min(times[i] for times in ms.values())
+        for name, times in ms.items():
+            worst[name] = max(worst[name], times[i] / least)
+    order = {name: position for position, name in enumerate(ms)}
+    return min(ms, key=lambda name: (worst[name], order[name]))
 
 
 def median_latencies(models: Mapping[str, Callable[[Tensor], Any]], example: Tensor, **rounds: Any) -> dict[str, float]:

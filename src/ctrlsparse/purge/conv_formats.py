@@ -1,18 +1,19 @@
 """Each convolution in the memory format that runs it faster: a model's convs need not share one.
 
-oneDNN's CPU convolutions run a small map much faster in NCHW and a large one faster in channels-last. On this
-project's CPU (2 threads, batch 16; ``least_ms`` of each, ``benchmarks/conv_formats.py``), a 3x3 conv of 512 to
-512 channels on a 2x2 map (torchvision's resnet18 at 64x64, its last stage) took 1.25 ms in NCHW and 3.38 ms in
-channels-last; 256 channels on 4x4, 0.79 and 1.12 ms; 64 channels on 16x16, 0.80 and 0.67 ms. A whole-model
-format leaves one end of such a model in its slow format (and the latency table, which timed every layer in
-the dense model's format, mispredicted a purged model whose own format was the other).
+oneDNN's CPU convolutions run a small map much faster in NCHW and a large one faster in channels-last. On an
+Intel Xeon VM (2 threads, batch 16, each conv alone: ``benchmarks/conv_formats.py --model resnet18 --size 64``),
+torchvision's resnet18 at 64x64 input: its 3x3 convs of 512 channels on 2x2 maps took 1.39-1.41 ms in NCHW and
+3.54-3.68 ms in channels-last; of 256 channels on 4x4, 1.00 and 1.29 ms; of 64 channels on 16x16, 1.02-1.06 and
+0.88-0.94 ms. A whole-model format leaves one end of such a model in its slow format (and the latency table,
+which timed every layer in the dense model's one format, predicted 2.5x the time of those last convs for a
+purged model that ran them in NCHW).
 
 :func:`format_times` times one conv alone in both formats on each serving batch (its input already in that
 format); :func:`planned_formats` picks the formats of the convs in the order the model calls them, a conversion
 counted wherever one differs from the one before, so that a conv a little faster in the other format than its
 neighbours stays in theirs. A conv's time alone leaves out what its format costs the ops around it (the
-dense resnet18 at batch 1 took 1.2 ms more in NCHW than its convs' times in place, 0.5 ms more in
-channels-last), so the plans over all the batches and over each batch alone are candidates, and the purge times
+same command: the dense resnet18 at batch 1 took 6.34 ms in NCHW, 3.21 more than its convs alone, and 4.98 ms
+in channels-last, 2.23 more), so the plans over all the batches and over each batch alone are candidates, and the purge times
 them as whole models beside the uniform formats (:func:`~ctrlsparse.purge.deploy.fastest`). :func:`mixed_formats`
 puts each conv of a traced model in its format: its 4-d parameters, and a ``contiguous(memory_format=...)``
 before it where its input, as the model computes it, is in the other (one per tensor and format, shared by the
@@ -28,17 +29,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, fx, nn
 
+from ctrlsparse.latency.measure import least_ms, never_much_slower
+
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
-
-
-def in_format(tensor: Tensor, name: str) -> bool:
-    return tensor.is_contiguous(memory_format=FORMATS[name])
 
 
 def format_times(conv: nn.Conv2d, input_shape: Sequence[int], batches: Sequence[int]) -> dict[str, list[float]]:
     """``conv``'s least ms per call in each format (its input already in it) at each of ``batches``."""
-    from ctrlsparse.latency.measure import least_ms
-
     device = conv.weight.device
     ms: dict[str, list[float]] = {name: [] for name in FORMATS}
     with torch.no_grad():
@@ -52,7 +49,6 @@ def format_times(conv: nn.Conv2d, input_shape: Sequence[int], batches: Sequence[
 
 def conversion_ms(input_shape: Sequence[int], batches: Sequence[int], device: torch.device) -> list[float]:
     """The least ms of converting a map of ``input_shape`` (at batch 1) from NCHW to channels-last, per batch."""
-    from ctrlsparse.latency.measure import least_ms
 
     def convert(x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last)
@@ -67,18 +63,6 @@ def conv_format(conv: nn.Conv2d, input_shape: Sequence[int], batches: Sequence[i
     """``"channels_last"`` or ``"contiguous"``: the format that runs ``conv`` alone (its input at batch 1:
     ``input_shape``) faster over ``batches`` (:func:`never_much_slower`)."""
     return never_much_slower(format_times(conv, input_shape, batches))
-
-
-def never_much_slower(ms: dict[str, list[float]]) -> str:
-    """Of the candidates' times over the same batches (``ms[name][i]``), the one whose worst ratio to the fastest
-    is the lesser (the first named on a tie: channels-last of the two formats)."""
-    worst = dict.fromkeys(ms, 1.0)
-    for i in range(len(next(iter(ms.values())))):
-        least = min(times[i] for times in ms.values())
-        for name, times in ms.items():
-            worst[name] = max(worst[name], times[i] / least)
-    order = {name: position for position, name in enumerate(ms)}
-    return min(ms, key=lambda name: (worst[name], order[name]))
 
 
 def conv_inputs(model: fx.GraphModule, example: Tensor) -> dict[str, tuple[int, ...]]:

@@ -19,8 +19,8 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
   AVX-512) on every call, which a purged model's odd counts (43 of 64) pay and the dense model's do not:
   torchvision's resnet18 at 64x64, batch 16, half the MACs, runs at 0.69 of the dense model's time as built and
   at 0.56 with both rewrites applied to both (``benchmarks/latency.py --form plain`` / default). Its last stage
-  (2x2 maps) runs 2.6x faster in NCHW: the dense resnet18 took 23.5 ms in NCHW, 27.5 in channels-last and 20.1
-  mixed at batch 16 (``benchmarks/conv_formats.py --model resnet18 --size 64``).
+  (2x2 maps) runs 2.5x faster in NCHW: on an Intel Xeon VM the dense resnet18 took 27.3 ms in NCHW, 29.8 in
+  channels-last and 23.1 mixed at batch 16 (``benchmarks/conv_formats.py --model resnet18 --size 64``).
 
 The form is checked on a random batch: its output must match the plain model's (``tolerance``, relative to the
 output's scale); a model whose channels-last run fails (a ``view`` of a conv map) or differs stays in NCHW, and a
@@ -37,6 +37,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ctrlsparse.latency.measure import interleaved_times, never_much_slower
+from ctrlsparse.purge.conv_formats import chosen_formats, mixed_formats
 
 TOLERANCE = 1e-4  # max |form - plain| / max(1, max |plain|) on the example
 
@@ -142,14 +145,12 @@ def deploy_form(
             return DeployForm(folded, count, "contiguous", plain)
         last = copy.deepcopy(folded).to(memory_format=torch.channels_last)
         runs = _runs(last, example, reference, tolerance)
-    if timing is None:
-        return DeployForm(last, count, "channels_last", plain, _channels_last_convs(last)) if runs else \
-            DeployForm(folded, count, "contiguous", plain)  # fmt: skip
-    candidates = {"channels_last": last} if runs else {}
+    candidates = {"channels_last": last} if runs else {}  # channels-last first: the untimed choice, and on ties
     candidates["contiguous"] = folded
-    for number, mixed in enumerate(_mixed(folded, example, timing, reference, tolerance)):
-        candidates[f"mixed {number}"] = mixed
-    chosen = fastest(candidates, timing) if len(candidates) > 1 else "contiguous"
+    if timing is not None:
+        for number, mixed in enumerate(_mixed(folded, example, timing, reference, tolerance)):
+            candidates[f"mixed {number}"] = mixed
+    chosen = fastest(candidates, timing) if timing is not None and len(candidates) > 1 else next(iter(candidates))
     model = candidates[chosen]
     return DeployForm(model, count, chosen.split()[0], plain, _channels_last_convs(model))
 
@@ -172,8 +173,6 @@ def _channels_last_convs(model: nn.Module) -> int:
 def _mixed(folded: nn.Module, example: Tensor, timing, reference, tolerance: float) -> list[nn.Module]:
     """``folded`` with its convs in mixed formats (:mod:`~ctrlsparse.purge.conv_formats`), each plan that runs
     to the same output."""
-    from ctrlsparse.purge.conv_formats import chosen_formats, mixed_formats
-
     if not isinstance(folded, fx.GraphModule):
         return []
     try:
@@ -222,10 +221,7 @@ def redrawn_(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def fastest(models: dict[str, nn.Module], batches: Tensor | Sequence[Tensor], seconds: float = 0.3) -> str:
     """The name of the model never much slower than the fastest over ``batches`` (interleaved calls, medians;
-    :func:`~ctrlsparse.purge.conv_formats.never_much_slower`; the first named on a tie)."""
-    from ctrlsparse.latency.measure import interleaved_times
-    from ctrlsparse.purge.conv_formats import never_much_slower
-
+    :func:`~ctrlsparse.latency.measure.never_much_slower`; the first named on a tie)."""
     ms: dict[str, list[float]] = {name: [] for name in models}
     for batch in _batches(batches):
         times = interleaved_times(models, batch, seconds=seconds, min_rounds=7)
