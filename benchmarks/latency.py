@@ -5,6 +5,7 @@ rounding, and Torch-Pruning's pruned model at the same MAC share, measured side 
     .venv/bin/python benchmarks/latency.py                                   # the default models, CPU, 2 threads
     .venv/bin/python benchmarks/latency.py --models resnet18,mobilenet_v2 --shares 0.5 --multiples 4,8,16
     .venv/bin/python benchmarks/latency.py --models mobilenet_v2 --shares 0,0.3,0.5 --patterns random,steered
+    python3 benchmarks/latency.py --device cuda --size 224 --batches 128,1 --threads 8   # on a GPU node
 
 Per model (torchvision's at random weights, gated by ``ctrlsparse.gate``; the registered archs with their own
 gated layers, ``registered:<arch>``), a ``--size`` x ``--size`` input (the registered small ones: their data
@@ -28,7 +29,8 @@ set's shape), and per MAC share in ``--shares``:
 - **latency**: the dense model (torchvision's own module; a registered arch's every-gate-open purge), the purged
   ones and Torch-Pruning's, one call of each in turn after a warm-up, at least ``--rounds`` rounds and about
   ``--seconds`` each (:func:`ctrlsparse.latency.interleaved_times`), at batch 16 and 1 (``--batches``), on the
-  CPU with ``--threads`` threads. *lat.* = the median over rounds of the model's time over the dense model's in
+  CPU with ``--threads`` threads (``--device cuda``: on the GPU, every call synchronised, fp32 with cuDNN's
+  autotuned algorithms; the gate patterns, purges, Torch-Pruning and MAC counts on the CPU). *lat.* = the median over rounds of the model's time over the dense model's in
   the same round (:func:`ctrlsparse.latency.median_share`), the median of ``--repeats`` such measurements; *dense
   ms*: the dense model's median.
 - **formats**: each model's memory format in the timed form (``cl`` channels-last, ``nchw``, ``mix``: each conv
@@ -134,6 +136,7 @@ def one_model(name: str, args) -> list[dict]:
     from ctrlsparse.purge import count, deploy_form, purge
 
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     dense, gated, shape = build(name, args.size)
     x = torch.randn(2, *shape)
     dense_macs = count(dense, x).macs
@@ -141,7 +144,8 @@ def one_model(name: str, args) -> list[dict]:
     if "steered" in args.patterns:  # the latency model of ctrlsparse's latency budgets, at the first batch size
         from ctrlsparse.cost.latency import ExpectedLatency, latency_table
 
-        latency = ExpectedLatency(gated, x, latency_table(gated, x, args.batches[0], torch.device("cpu")))
+        table = latency_table(gated.to(device), x.to(device), args.batches[0], device)  # measured on the device
+        latency = ExpectedLatency(gated.cpu(), x, table)  # the patterns are set and purged on the CPU
     rows = []
     for share in args.shares:
         models, shares = {"dense": dense}, {"dense": 1.0}
@@ -165,15 +169,18 @@ def one_model(name: str, args) -> list[dict]:
             except Exception as error:
                 print(f"{name}: Torch-Pruning fails: {type(error).__name__}: {str(error)[:100]}", flush=True)
         formats = dict.fromkeys(models, "nchw")
+        # timed on the device; copies: the dense model and the gated one serve the next share on the CPU
+        models = {key: copy.deepcopy(model).to(device) for key, model in models.items()}
+        x_device = x.to(device)
         if args.form == "deploy":  # every model as the purge job saves and times it; MACs counted before
             # each model's memory format chosen over the batch sizes, as the purge job chooses it
-            timing = [torch.randn(batch, *shape) for batch in args.batches]
-            forms = {key: deploy_form(model, x, timing=timing) for key, model in models.items()}
+            timing = [torch.randn(batch, *shape, device=device) for batch in args.batches]
+            forms = {key: deploy_form(model, x_device, timing=timing) for key, model in models.items()}
             models = {key: form.model for key, form in forms.items()}
             labels = {"channels_last": "cl", "contiguous": "nchw", "mixed": "mix"}
             formats = {key: labels[form.memory_format] for key, form in forms.items()}
         for batch in args.batches:
-            inputs = torch.randn(batch, *shape)
+            inputs = torch.randn(batch, *shape, device=device)
             runs = [
                 interleaved_times(models, inputs, seconds=args.seconds, min_rounds=args.rounds)
                 for _ in range(args.repeats)
@@ -241,6 +248,12 @@ def main() -> None:
     parser.add_argument("--batches", default="16,1", help="batch sizes")
     parser.add_argument("--size", type=int, default=64, help="input side in pixels")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the models are timed (cpu, cuda); cuDNN autotunes its algorithms on cuda (cudnn.benchmark), "
+        "as a serving runtime does; patterns, purges and Torch-Pruning run on the CPU",
+    )
     parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per model set and batch")
     parser.add_argument("--rounds", type=int, default=9, help="at least this many interleaved rounds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random gate patterns")
@@ -279,8 +292,15 @@ def main() -> None:
     peers = args.peer_multiples if args.peer else []
     import torch
 
+    from ctrlsparse.cost.latency_table import device_name
+
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(args.threads)
     print(
-        f"CPU, {args.threads} threads, torch {torch.__version__}, input {args.size}x{args.size}, {args.form} form",
+        f"{device_name(device)}, {args.threads} threads, torch {torch.__version__}, input {args.size}x{args.size}, "
+        f"{args.form} form",
         flush=True,
     )
     rows = []
