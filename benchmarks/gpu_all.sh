@@ -2,6 +2,7 @@
 # Every GPU measurement of benchmarks/README.md in one go, on one CUDA GPU (about 8 minutes at most).
 #   bash benchmarks/gpu_all.sh [OUT_DIR]      # logs and gpu_epoch.json land in OUT_DIR (default /tmp/gpu_benchmarks)
 # Each step has its own time limit, so one that stalls cannot take the others' time.
+# The latency tables (latency.py on the GPU) are benchmarks/gpu_latency.sh: another ~8 minutes.
 set -u
 out=${1:-/tmp/gpu_benchmarks}
 mkdir -p "$out"
