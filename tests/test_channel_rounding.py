@@ -102,16 +102,3 @@ def test_a_rounded_runs_eval_numbers_are_its_purged_models(tmp_path):
     assert purged["macs_pct"] == pytest.approx(100 * summary["eval_macs"], abs=1e-9)
     assert purged["params_pct"] == pytest.approx(100 * summary["eval_params"], abs=1e-9)
     assert purged["purged_test_accuracy"] == summary["test_accuracy"]
-
-
-def test_a_latency_budget_on_a_gpu_without_rounding_gets_a_note():
-    from ctrlsparse.training.setup import unrounded_gpu_latency
-
-    def run(budget: str, round_channels: int = 1):
-        return HParams(method="constrained", target_scope="none", budget=budget, round_channels=round_channels)
-
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert unrounded_gpu_latency(run("latency=0.5"), cuda)
-    assert not unrounded_gpu_latency(run("latency=0.5"), cpu)
-    assert not unrounded_gpu_latency(run("latency=0.5", round_channels=8), cuda)
-    assert not unrounded_gpu_latency(run("macs=0.5"), cuda)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from dataclasses import dataclass
 
 import cooper
@@ -37,18 +36,6 @@ class Run:
     generator: torch.Generator  # data order
     rates: ControlRates  # the gates' and multipliers' learning rates for this run's step budget
     processes: distributed.Processes = distributed.Processes()  # DDP: this process's rank among the job's
-
-
-UNROUNDED_GPU_LATENCY = (
-    "ctrlsparse train: note: a latency budget on a GPU without --round-channels: channel counts that are not "
-    "multiples of 8 run slower there than the MACs they save (torchvision's resnet18 at half its MACs: 1.06-1.11 "
-    "of the dense time un-rounded, 0.83 rounded to 8; README 'Channel rounding'); --round-channels 8 recommended"
-)
-
-
-def unrounded_gpu_latency(hparams: HParams, device: torch.device) -> bool:
-    """Whether the run has a latency budget on a CUDA device and no channel rounding (worth a note)."""
-    return device.type == "cuda" and "latency" in hparams.budgets and hparams.round_channels == 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -143,8 +130,6 @@ def build_run(hparams: HParams) -> Run:
     torch.manual_seed(hparams.seed)
     model = forward.prepare_model(build_model(hparams, data.input_shape, data.num_classes), hparams, device)
     round_channels_(model, hparams.round_channels)  # the eval model's channel counts (ctrlsparse.layers.Gates)
-    if unrounded_gpu_latency(hparams, device) and processes.main:
-        print(UNROUNDED_GPU_LATENCY, file=sys.stderr)
     # the example input: a problem whose constraints need the traced model (budgets) traces the plain model on it
     problem = METHODS[hparams.method](model, hparams, torch.zeros(1, *data.input_shape, device=device))
     if hparams.distill:  # the dense run's model, to distil into the gated one
