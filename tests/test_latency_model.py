@@ -84,3 +84,18 @@ def test_the_table_round_trips_through_json():
     model, x = model_and_input()
     table = LatencyTable("cpu:test", 4, 2.0, 1.0, [])
     assert LatencyTable.from_json(table.to_json()) == table
+
+
+def test_measuring_latency_leaves_the_runs_random_stream_alone(cache):
+    """A latency budget's table is measured (cache miss) or read (hit), and the run measures its purged model now
+    and then: neither may draw from torch's global generator, or a run's gate noise would depend on the cache's
+    state and on when it was calibrated."""
+    from ctrlsparse.cost.latency_calibration import measured_share
+
+    model, x = model_and_input()
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    latency_table(model, x, 4, CPU)  # a miss: measured
+    latency_table(model, x, 4, CPU)  # a hit: read
+    measured_share(model, x, 4)
+    assert torch.equal(torch.get_rng_state(), before)

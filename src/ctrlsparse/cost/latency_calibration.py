@@ -43,12 +43,14 @@ def measured_share(model: nn.Module, example: Tensor, batch: int, dense: nn.Modu
 
     gated = copy.deepcopy(model).cpu().eval()
     one = example[:1].detach().cpu()
-    x = torch.randn(batch, *one.shape[1:], generator=torch.Generator().manual_seed(0))  # the run's RNG untouched
-    timing = (x, x[:1])  # the memory format as the purge job chooses it
-    if dense is None:
-        dense = deployed(gated, one, timing=timing, dense=True).model
-    purged = deployed(gated, one, timing=timing).model
-    times = interleaved_times({"dense": dense, "purged": purged}, x, seconds=SECONDS, min_rounds=MIN_ROUNDS)
+    with torch.random.fork_rng(devices=[]):  # the run's gate noise untouched by the measurement's draws
+        torch.manual_seed(0)
+        x = torch.randn(batch, *one.shape[1:])
+        timing = (x, x[:1])  # the memory format as the purge job chooses it
+        if dense is None:
+            dense = deployed(gated, one, timing=timing, dense=True).model
+        purged = deployed(gated, one, timing=timing).model
+        times = interleaved_times({"dense": dense, "purged": purged}, x, seconds=SECONDS, min_rounds=MIN_ROUNDS)
     return least_share(times, "purged", "dense"), dense
 
 
