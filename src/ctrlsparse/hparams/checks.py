@@ -72,6 +72,8 @@ def check(hparams: Any) -> dict[str, float]:
         raise HParamError("gates_beta2", f"{hparams.gates_beta2} must lie in [0, 1), e.g. 0.999 (torch's Adam)")
     if not 0.0 < hparams.droprate_init < 1.0:
         raise HParamError("droprate_init", f"{hparams.droprate_init} must lie in (0, 1)")
+    if hparams.recalibrate_norms < 0:
+        raise HParamError("recalibrate_norms", f"{hparams.recalibrate_norms} must be 0 (off) or a number of batches")
     if hparams.round_channels < 1:
         raise HParamError("round_channels", f"{hparams.round_channels} must be a positive integer (1: no rounding)")
     if hparams.round_channels > 1 and hparams.gating != "structured":

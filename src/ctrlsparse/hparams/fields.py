@@ -146,6 +146,11 @@ class HParams(SettingName):
         default=False,
     )
     round_channels: int = _help("eval model, purge: each gate set keeps a multiple of N (README); 1: off", default=1)
+    recalibrate_norms: int = _help(
+        "before every evaluation, the BatchNorm statistics re-estimated over N training batches with the eval gates "
+        "(what the eval and the purge use; training saw random gate scales); the weights and gates untouched; 0: off",
+        default=0,
+    )
     distill: float = _help(
         "warm starts: weight w of distilling the dense run (--pretrained) into the gated model: loss = (1 - w) CE + "
         "w T^2 KL(teacher || student) at temperature T (--distill-temperature); 0: off",

@@ -9,12 +9,17 @@ from ctrlsparse.constraint_kinds import COST_KINDS
 from ctrlsparse.feasibility import worst_violation
 from ctrlsparse.problems.base import L0Problem
 from ctrlsparse.registry import METHODS
+from ctrlsparse.training.norm_stats import recalibrate_norms, training_inputs
 from ctrlsparse.training.setup import Run
 
 
 @torch.no_grad()
 def evaluate(run: Run) -> dict[str, float]:
-    """One metrics row (without the epoch counters); eval-mode gates are the deterministic medians."""
+    """One metrics row (without the epoch counters); eval-mode gates are the deterministic medians (the
+    BatchNorm statistics first re-estimated under them with ``--recalibrate-norms``)."""
+    if run.hparams.recalibrate_norms:
+        batches = training_inputs(run.data, run.hparams.batch_size, run.hparams.seed, run.hparams.recalibrate_norms)
+        recalibrate_norms(run.model, run.evaluator, batches)
     run.model.eval()
     loss = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device)
