@@ -169,8 +169,8 @@ def one_model(name: str, args) -> list[dict]:
             except Exception as error:
                 print(f"{name}: Torch-Pruning fails: {type(error).__name__}: {str(error)[:100]}", flush=True)
         formats = dict.fromkeys(models, "nchw")
-        # timed on the device; copies: the dense model and the gated one serve the next share on the CPU
-        models = {key: copy.deepcopy(model).to(device) for key, model in models.items()}
+        if device.type != "cpu":  # copies: the dense model serves the next share on the CPU
+            models = {key: copy.deepcopy(model).to(device) for key, model in models.items()}
         x_device = x.to(device)
         if args.form == "deploy":  # every model as the purge job saves and times it; MACs counted before
             # each model's memory format chosen over the batch sizes, as the purge job chooses it

@@ -24,7 +24,6 @@ def main() -> None:
     from torch import nn
 
     from ctrlsparse.training.evaluate import evaluate
-    from ctrlsparse.training.norm_stats import recalibrate_norms, training_inputs
     from ctrlsparse.training.purge_cli import finished_run
 
     print(f"| run | BatchNorms | test acc. as trained | recalibrated ({args.batches} batches) |\n|---|---|---|---|")
@@ -33,8 +32,7 @@ def main() -> None:
         run.hparams = dataclasses.replace(run.hparams, recalibrate_norms=0)  # the run's evaluation as it was
         before = evaluate(run)["test_accuracy"]
         norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules())
-        batches = training_inputs(run.data, hparams.batch_size, hparams.seed, args.batches)
-        recalibrate_norms(run.model, run.evaluator, batches)
+        run.hparams = dataclasses.replace(run.hparams, recalibrate_norms=args.batches)  # as a run with the flag
         after = evaluate(run)["test_accuracy"]
         name = f"{hparams.dataset}/{hparams.arch}/{hparams.variant}~{hparams.level}"
         print(f"| {name} | {norms} | {100 * before:.2f}% | {100 * after:.2f}% |", flush=True)

@@ -1,13 +1,12 @@
 """BatchNorm statistics re-estimated under the eval gates (``--recalibrate-norms N``).
 
-A gated conv's BatchNorm (the default layout, ``BN(conv(z x W) x)``) keeps running statistics of channels scaled by
-the *training* gates: a hard-concrete sample per step, 0 for some steps, fractional or 1 for others. The eval model
-and the purge use the gates' deterministic medians, so a channel that was on half the time in training is normalised
-at eval by a variance about half of what it now has; a gate that reopened late carries a variance of ~0. Re-estimating
-the statistics over a few training batches with the eval gates (each BatchNorm's cumulative average, then its own
-momentum again) is what pruning practice does after a mask changes; the weights, the gates and the training are not
-touched: the batches come from a generator of their own (the run's seed), BatchNorm buffers are all that change.
-"""
+A gated conv's BatchNorm (the default layout, ``BN(conv(z x W) x)``) keeps running statistics of a channel scaled by
+each step's *sampled* gate z, fractional on many steps (``L0BatchNorm2d`` keeps the steps where z = 0 out); the
+batch statistics normalise that scale away in training, the running ones do not at eval, where the evaluation and
+the purge scale the channel by z's median instead. Re-estimating the statistics over a few training batches with the
+eval gates (each BatchNorm's cumulative average, then its own momentum again) is what pruning practice does after a
+mask changes; the weights, the gates and the training are not touched: the batches come from a generator of their
+own (the run's seed), BatchNorm buffers are all that change."""
 
 from __future__ import annotations
 
