@@ -85,10 +85,10 @@ def random_pattern(gated, x, share: float, multiple: int, seed: int) -> float:
     return apply(high)
 
 
-def _next_count(n: int, k: int, multiple: int, rounds: bool, least: int) -> int | None:
-    """The set's next smaller kept count (a multiple of ``multiple`` with rounding), or None at its least
-    (``least``, at least one gate; with rounding, one multiple)."""
-    if rounds and multiple > 1:
+def _next_count(n: int, k: int, multiple: int, least: int) -> int | None:
+    """The set's next smaller kept count (a multiple of ``multiple`` gates, its rounding, when above 1), or None
+    at its least (``least``, at least one gate; with rounding, one multiple)."""
+    if multiple > 1:
         lower = (k - 1) // multiple * multiple
         return lower if lower >= max(multiple, least) else None
     lower = max(k - max(1, n // 32), least, 1)
@@ -109,7 +109,7 @@ def steered_pattern(gated, x, share: float, multiple: int, latency, least: float
     round_channels_(gated, multiple)
     cost = _expected_cost(gated, x)
     counts = [unit.n_gates for unit in units]
-    rounds = [unit.structured and getattr(unit, "kind", "") != "heads" for unit in units]
+    multiples = [unit.rounding_multiple() for unit in units]  # gates: a grouped conv's cover several channels
     starts = [sum(counts[:i]) for i in range(len(counts))]
     kept = list(counts)
     while True:
@@ -122,7 +122,7 @@ def steered_pattern(gated, x, share: float, multiple: int, latency, least: float
         macs_grad = torch.autograd.grad(macs, p)[0]
         best, best_score = None, -float("inf")
         for i, (n, k) in enumerate(zip(counts, kept, strict=True)):
-            lower = _next_count(n, k, multiple, rounds[i], math.ceil(least * n))
+            lower = _next_count(n, k, multiples[i], math.ceil(least * n))
             if lower is None:
                 continue
             step = slice(starts[i] + lower, starts[i] + k)

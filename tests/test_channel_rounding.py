@@ -54,11 +54,17 @@ def _torchvision_resnet18():
     return gated, x
 
 
+def _torchvision_regnet():
+    _, gated, x = gated_torchvision("regnet_x_400mf")
+    return gated, x
+
+
 MODELS = {
     "cnn": lambda: build("cnn"),
     "resnet18": lambda: build("resnet18"),
     "vit": lambda: build("vit"),  # the residual stream's masked LayerNorms
     "torchvision_resnet18": _torchvision_resnet18,  # gate groups
+    "torchvision_regnet": _torchvision_regnet,  # grouped convs: a gate covers a group of 16 channels
 }
 
 
@@ -74,7 +80,7 @@ def test_eval_model_cost_and_purge_keep_the_same_rounded_channels(name, multiple
         for _, unit in gated_layers(model):
             kept = int(unit.eval_open().sum())
             if unit.structured and getattr(unit, "kind", "") != "heads":
-                assert kept % multiple == 0 or kept == unit.n_gates, (name, kept)
+                assert kept * unit.channels_per_gate % multiple == 0 or kept == unit.n_gates, (name, kept)
         with torch.no_grad():
             reference = model.eval()(x)
             purged = purge(model, x)
@@ -82,9 +88,25 @@ def test_eval_model_cost_and_purge_keep_the_same_rounded_channels(name, multiple
         costs = cost.costs(opened.double())
         counted = count(purged, x)
         assert (costs["macs"].item(), costs["params"].item()) == (counted.macs, counted.params), name
-    if name == "cnn":  # the purged convs' widths are multiples
+    if name in ("cnn", "torchvision_regnet"):  # the purged convs' widths are multiples
         widths = [m.out_channels for m in purged.modules() if isinstance(m, torch.nn.Conv2d)]
         assert all(width % multiple == 0 for width in widths), widths
+
+
+def test_a_grouped_convs_gates_are_rounded_by_the_channels_they_cover():
+    """regnet_x_400mf's block-inner sets gate whole groups of 16 channels: any count of them is a multiple of 8
+    channels, so rounding to 8 keeps their counts (before, the gate counts were rounded: 3 groups of 10 went to
+    8); a plain channel set's count is rounded."""
+    model, x = _torchvision_regnet()
+    units = [unit for _, unit in gated_layers(model)]
+    assert {unit.channels_per_gate for unit in units} == {1, 16}
+    round_channels_(model, 8)
+    with torch.no_grad():
+        for unit in units:  # 3 gates open of every set
+            unit.log_alpha.copy_(torch.where(torch.arange(unit.n_gates) < 3, 10.0, -10.0))
+    for unit in units:
+        expected = min(unit.n_gates, 3 if unit.channels_per_gate == 16 else 8)  # a plain set: 3 rounded up to 8
+        assert int(unit.eval_open().sum()) == expected, (unit.n_gates, unit.channels_per_gate)
 
 
 def test_rounding_is_part_of_the_run_key_and_its_default_keeps_the_old_keys():

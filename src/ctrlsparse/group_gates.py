@@ -17,9 +17,11 @@ their names, so with every gate open it computes exactly what the original does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from ctrlsparse.layers import Gates
 
@@ -86,3 +88,24 @@ class MaskedLayerNorm(nn.Module):
         if bias is not None:
             out = out + bias
         return out
+
+
+def set_channels_per_gate_(module: fx.GraphModule) -> None:
+    """Set each GateGroup's ``channels_per_gate``: the gcd, over the tensors its gate points and masked LayerNorms
+    gate, of the channels one of its gates covers there (1 for a plain channel set; a grouped conv's group gate
+    covers the group's width), so that channel rounding rounds channels, not gates."""
+    modules = dict(module.named_modules())
+    found: dict[str, int] = {}
+    for node in module.graph.nodes:
+        point = modules.get(str(node.target)) if node.op == "call_module" else None
+        if not isinstance(point, GatePoint | MaskedLayerNorm):
+            continue
+        names = [str(a.target) for a in node.args if isinstance(a, fx.Node) and a.op == "call_module"]
+        names = [name for name in names if isinstance(modules.get(name), GateGroup)]
+        sizes = [modules[name].n_gates for name in names]
+        index = point.index.cpu() if point.index is not None else torch.arange(sum(sizes))
+        counts = torch.bincount(index, minlength=sum(sizes) + 1)[: sum(sizes)]
+        for name, part in zip(names, counts.split(sizes), strict=True):
+            found[name] = math.gcd(found.get(name, 0), *part[part > 0].tolist())
+    for name, width in found.items():
+        modules[name].channels_per_gate = max(1, width)

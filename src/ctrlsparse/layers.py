@@ -17,6 +17,8 @@ signal's size: E[z] = 1 - d at initialisation) and a purge can copy them into pl
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,8 +36,10 @@ class Gates(nn.Module):
     structured: bool
     droprate_init: float
     # Channel rounding (hparam round_channels): the eval model keeps a multiple of this many gates of the set
-    # (:func:`ctrlsparse.gates.round_open`); set on a model by :func:`round_channels_`.
+    # (:func:`ctrlsparse.gates.round_open`); set on a model by :func:`round_channels_`. channels_per_gate: the
+    # channels one gate covers in each tensor it gates (their gcd; a grouped conv's group gate: the group width).
     round_channels: int = 1
+    channels_per_gate: int = 1
 
     def _setup_gates(self, group_size: int, droprate_init: float, structured: bool) -> None:
         self.structured = structured
@@ -74,10 +78,15 @@ class Gates(nn.Module):
         return hc.prob_active(self.log_alpha)
 
     def eval_open(self) -> Tensor:
-        """Which gates the eval model (and the purge) keeps: median non-zero, their count rounded to a multiple of
-        :attr:`round_channels` (never for attention heads or unstructured gates)."""
-        rounds = self.structured and getattr(self, "kind", "") != "heads"
-        return hc.round_open(self.log_alpha.detach(), self.round_channels if rounds else 1)
+        """Which gates the eval model (and the purge) keeps: median non-zero, a multiple of :meth:`rounding_multiple`."""
+        return hc.round_open(self.log_alpha.detach(), self.rounding_multiple())
+
+    def rounding_multiple(self) -> int:
+        """The gate count :meth:`eval_open` keeps a multiple of: enough gates for a multiple of
+        :attr:`round_channels` channels (16 channels a gate: any count; 1 for attention heads, unstructured gates)."""
+        if not self.structured or getattr(self, "kind", "") == "heads":
+            return 1
+        return self.round_channels // math.gcd(self.round_channels, self.channels_per_gate)
 
     def eval_gates(self) -> Tensor:
         """The deterministic eval gates: the medians; with channel rounding, 0 where :meth:`eval_open` rounds a gate
@@ -85,7 +94,7 @@ class Gates(nn.Module):
         :mod:`ctrlsparse.problems.rounding` does: a kept channel of zeros would be no channel to a masked
         LayerNorm's statistics)."""
         z = hc.median_gates(self.log_alpha)
-        if self.round_channels <= 1:
+        if self.rounding_multiple() <= 1:
             return z
         return torch.where(self.eval_open(), torch.where(z > 0, z, torch.ones_like(z)), torch.zeros_like(z))
 

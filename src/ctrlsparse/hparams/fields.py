@@ -145,7 +145,7 @@ class HParams(SettingName):
         "then act on the function (default in warm starts)",
         default=False,
     )
-    round_channels: int = _help("eval model, purge: each gate set keeps a multiple of N (README); 1: off", default=1)
+    round_channels: int = _help("eval model, purge: every gate set keeps a multiple of N channels; 1: off", default=1)
     recalibrate_norms: int = _help(
         "before every evaluation, the BatchNorm statistics re-estimated over N training batches with the eval gates "
         "(what the eval and the purge use; training saw random gate scales); the weights and gates untouched; 0: off",

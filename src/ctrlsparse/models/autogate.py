@@ -39,7 +39,7 @@ from ctrlsparse.channels.coupling import Coupling, GroupPlan
 from ctrlsparse.channels.trace import KeepParameterFreeModules
 from ctrlsparse.cost import ExpectedCost
 from ctrlsparse.density_targets import GATE_GROUP_PREFIX
-from ctrlsparse.group_gates import GateGroup, GatePoint, MaskedLayerNorm
+from ctrlsparse.group_gates import GateGroup, GatePoint, MaskedLayerNorm, set_channels_per_gate_
 from ctrlsparse.layers import GatedLayer, L0Conv2d, L0Linear, gated_layers
 
 
@@ -90,6 +90,7 @@ def gate(
         sizes = removed_parameters(ExpectedCost(gated, example_input))
     for (_, group), part in zip(gated_layers(gated), sizes, strict=True):
         group.group_size = int(part[0]) if len(part) else 1
+    set_channels_per_gate_(gated)
     load_multihead_state(gated)
     return gated.train(model.training)
 
