@@ -35,7 +35,7 @@ class Gates(nn.Module):
     group_size: int
     structured: bool
     droprate_init: float
-    # Channel rounding (hparam round_channels): the eval model keeps a multiple of this many gates of the set
+    # Channel rounding (hparam round_channels): the eval model keeps a multiple of this many channels of the set
     # (:func:`ctrlsparse.gates.round_open`); set on a model by :func:`round_channels_`. channels_per_gate: the
     # channels one gate covers in each tensor it gates (their gcd; a grouped conv's group gate: the group width).
     round_channels: int = 1
@@ -280,7 +280,7 @@ def gated_layers(model: nn.Module) -> list[tuple[str, Gates]]:
 
 
 def round_channels_(model: nn.Module, multiple: int) -> nn.Module:
-    """Round every gate set's kept count to a multiple of ``multiple`` in the eval model (1: no rounding)."""
+    """Round every gate set's kept channels to a multiple of ``multiple`` in the eval model (1: no rounding)."""
     for _, unit in gated_layers(model):
         unit.round_channels = multiple
     return model

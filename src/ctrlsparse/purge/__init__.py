@@ -5,7 +5,8 @@
 ``nn.BatchNorm2d`` / ``nn.LayerNorm`` modules, channel-wise torch ops and a few ``index_select``\\ s (:mod:`~ctrlsparse.purge.build`).
 No architecture needs purge code of its own: residual adds, conv -> linear flattening and the masked BatchNorm
 are handled by the graph walk. ``deploy_form(model, example)`` (:mod:`~ctrlsparse.purge.deploy`) is the
-inference form the purge job saves and times: BatchNorms folded into their convs, channels-last memory.
+inference form the purge job saves and times: BatchNorms folded into their convs, fractional eval gates into the
+layers that read them, channels-last memory.
 """
 
 from ctrlsparse.purge.core import purge, purge_dense

@@ -1,12 +1,14 @@
 """The inference form of a purged (or dense) model: what the purge saves, exports and times.
 
-Two rewrites every deployment runtime makes (onnxruntime, TensorRT and oneDNN's graph mode do both), applied here
+Rewrites every deployment runtime makes (onnxruntime, TensorRT and oneDNN's graph mode do them), applied here
 so that the model a user loads from ``purged.pt2`` runs as fast as the one the purge timed:
 
 - **BatchNorm folded into the Conv before it** (eval mode: the running statistics and affine become the conv's
   weight scale and bias, :func:`torch.nn.utils.fusion.fuse_conv_bn_eval`), when the conv's output goes to that
   BatchNorm alone. A purged model's BatchNorms cost as much as its convs' memory traffic: a share of the time that
   falls only with the channels, not with the MACs.
+- **Fractional eval gates folded into the layers that read them** (:mod:`~ctrlsparse.purge.gate_scales`): the
+  purge's one ``mul`` per gated tensor, where every reader is a Conv or Linear.
 - **The memory formats that run it faster**: channels-last, NCHW, or each conv in its own
   (:mod:`~ctrlsparse.purge.conv_formats`: oneDNN runs a small map much faster in NCHW, a large one in
   channels-last), timed side by side as whole models on a batch of the size it will serve (``timing``:
@@ -40,6 +42,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ctrlsparse.latency.measure import interleaved_times, never_much_slower
 from ctrlsparse.purge.conv_formats import chosen_formats, mixed_formats
+from ctrlsparse.purge.gate_scales import fold_gate_scales
 
 TOLERANCE = 1e-4  # max |form - plain| / max(1, max |plain|) on the example
 
@@ -54,10 +57,12 @@ class DeployForm:
     memory_format: str  # "channels_last", "contiguous" or "mixed" (each conv in its own: conv_formats.py)
     plain: nn.Module
     channels_last_convs: int = 0  # of the model's Conv2d modules, those in channels-last
+    folded_scales: int = 0  # fractional eval gates' multiplies folded into their readers (gate_scales.py)
 
     def summary(self) -> dict[str, int | str]:
         return {
             "deploy_folded_batchnorms": self.folded,
+            "deploy_folded_gate_scales": self.folded_scales,
             "deploy_memory_format": self.memory_format,
             "deploy_channels_last_convs": self.channels_last_convs,
             "deploy_convs": sum(type(m) is nn.Conv2d for m in self.model.modules()),
@@ -141,8 +146,9 @@ def deploy_form(
                 folded, count = copy.deepcopy(plain), 0
         except Exception:  # a model fx cannot trace keeps its BatchNorms
             folded, count = copy.deepcopy(plain), 0
+        folded, scales = _gate_scales_folded(folded, example, reference, tolerance)
         if not any(isinstance(m, nn.Conv2d) for m in folded.modules()):
-            return DeployForm(folded, count, "contiguous", plain)
+            return DeployForm(folded, count, "contiguous", plain, folded_scales=scales)
         last = copy.deepcopy(folded).to(memory_format=torch.channels_last)
         runs = _runs(last, example, reference, tolerance)
     candidates = {"channels_last": last} if runs else {}  # channels-last first: the untimed choice, and on ties
@@ -152,7 +158,19 @@ def deploy_form(
             candidates[f"mixed {number}"] = mixed
     chosen = fastest(candidates, timing) if timing is not None and len(candidates) > 1 else next(iter(candidates))
     model = candidates[chosen]
-    return DeployForm(model, count, chosen.split()[0], plain, _channels_last_convs(model))
+    return DeployForm(model, count, chosen.split()[0], plain, _channels_last_convs(model), scales)
+
+
+def _gate_scales_folded(folded: nn.Module, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
+    """``folded`` with its fractional gates' multiplies folded into their readers (a copy, when any fold and it
+    computes the same), and how many."""
+    if not isinstance(folded, fx.GraphModule):
+        return folded, 0
+    candidate = copy.deepcopy(folded)
+    scales = fold_gate_scales(candidate)
+    if scales and _runs(candidate, example, reference, tolerance):
+        return candidate, scales
+    return folded, 0
 
 
 def _runs(model: nn.Module, example: Tensor, reference, tolerance: float) -> bool:
