@@ -42,7 +42,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ctrlsparse.latency.measure import interleaved_times, never_much_slower
 from ctrlsparse.purge.conv_formats import chosen_formats, mixed_formats
-from ctrlsparse.purge.gate_scales import fold_gate_scales
+from ctrlsparse.purge.gate_scales import fold_gate_scales, foldable_scales
 
 TOLERANCE = 1e-4  # max |form - plain| / max(1, max |plain|) on the example
 
@@ -164,7 +164,7 @@ def deploy_form(
 def _gate_scales_folded(folded: nn.Module, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
     """``folded`` with its fractional gates' multiplies folded into their readers (a copy, when any fold and it
     computes the same), and how many."""
-    if not isinstance(folded, fx.GraphModule):
+    if not isinstance(folded, fx.GraphModule) or not foldable_scales(folded):  # most models: no copy made
         return folded, 0
     candidate = copy.deepcopy(folded)
     scales = fold_gate_scales(candidate)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections import Counter
 
 import torch
 from torch import Tensor, fx, nn
@@ -21,37 +22,36 @@ from torch import Tensor, fx, nn
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def fold_gate_scales(module: fx.GraphModule) -> int:
-    """Fold every ``mul`` by a per-channel constant whose readers are all Conv / Linear layers (each called once)
-    into their weights, in place; returns how many ``mul`` nodes went."""
+def foldable_scales(module: fx.GraphModule) -> list[tuple[fx.Node, Tensor]]:
+    """The ``mul`` nodes by a per-channel constant whose readers are all Conv / Linear layers (each called once,
+    each reading it as its input), with their values (each reader reads one input, so the folds are independent)."""
     modules = dict(module.named_modules())
-    calls: dict[str, int] = {}
+    calls = Counter(str(node.target) for node in module.graph.nodes if node.op == "call_module")
+    found = []
     for node in module.graph.nodes:
-        if node.op == "call_module":
-            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
-    folded = 0
-    for node in list(module.graph.nodes):
         scale = _channel_scale(module, node)
-        if scale is None or not node.users:
-            continue
-        dim, values = scale
-        readers = list(node.users)
-        if not all(_folds_into(reader, node, modules, calls, dim, values) for reader in readers):
-            continue
-        for reader in readers:
-            layer = copy.deepcopy(modules[str(reader.target)])
+        if scale is not None and node.users and all(_folds_into(r, node, modules, calls, *scale) for r in node.users):
+            found.append((node, scale[1]))
+    return found
+
+
+def fold_gate_scales(module: fx.GraphModule) -> int:
+    """Fold every :func:`foldable_scales` ``mul`` into the weights of its readers, in place; returns how many
+    ``mul`` nodes went."""
+    found = foldable_scales(module)
+    for node, values in found:
+        for reader in list(node.users):
+            layer = copy.deepcopy(module.get_submodule(str(reader.target)))
             with torch.no_grad():
                 layer.weight.copy_(_scaled_weight(layer, values.to(layer.weight)))
             module.set_submodule(str(reader.target), layer)
-            modules[str(reader.target)] = layer
             reader.replace_input_with(node, node.args[0])
         module.graph.erase_node(node)
-        folded += 1
-    if folded:
+    if found:
         module.graph.eliminate_dead_code()
         module.delete_all_unused_submodules()
         module.recompile()
-    return folded
+    return len(found)
 
 
 def _channel_scale(module: fx.GraphModule, node: fx.Node) -> tuple[int, Tensor] | None:
@@ -61,19 +61,13 @@ def _channel_scale(module: fx.GraphModule, node: fx.Node) -> tuple[int, Tensor] 
     x, constant = node.args
     if not isinstance(x, fx.Node) or not isinstance(constant, fx.Node) or constant.op != "get_attr":
         return None
-    value = _attribute(module, str(constant.target))
+    value = fx.Interpreter(module).fetch_attr(str(constant.target))
     if not isinstance(value, Tensor) or not value.is_floating_point() or value.dim() < 2:
         return None
     sized = [d for d, size in enumerate(value.shape) if size != 1]
     if len(sized) != 1:
         return None
     return sized[0] - value.dim(), value.detach().flatten()  # dim counted from the end
-
-
-def _attribute(module: nn.Module, target: str):
-    for part in target.split("."):
-        module = getattr(module, part, None)
-    return module
 
 
 def _folds_into(reader: fx.Node, node: fx.Node, modules, calls, dim: int, values: Tensor) -> bool:
