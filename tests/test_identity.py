@@ -61,6 +61,8 @@ def test_fields_added_later_enter_the_hash_only_when_set_so_earlier_runs_keep_th
         {"fix_gates": 0.3},
     ):
         assert hparams_hash(HParams.resolve(**changed)) != hparams_hash(HParams.resolve()), changed
+    budget = {"arch": "cnn", "target_scope": "none", "budget": "latency=0.5"}  # a budget's batch, stated or not
+    assert hparams_hash(HParams.resolve(**budget, latency_batch=1)) != hparams_hash(HParams.resolve(**budget))
     search = HParams.resolve(method="search")
     for changed in ({"search_range": (-4.0, 0.0)}, {"search_iterations": 3}):
         assert hparams_hash(HParams.resolve(method="search", **changed)) != hparams_hash(search), changed

@@ -4,6 +4,7 @@ model's (cost/latency.py), reported each epoch and judged again on the purged mo
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -64,10 +65,45 @@ def test_a_latency_budget_run_trains_and_is_judged_on_the_purged_models_latency(
         assert "purged latency" in describe_missed(summary | verdict)
 
 
+def test_a_latency_budget_stated_at_batch_1_is_modelled_measured_and_judged_at_batch_1(tmp_path):
+    hparams = HParams.resolve(arch="cnn", target_scope="none", budget="latency=1", batch_size=16, latency_batch=1)
+    torch.manual_seed(0)
+    problem = ConstrainedL0Problem(build_model(hparams, (1, 8, 8), 10), hparams, torch.zeros(1, 1, 8, 8))
+    latency = problem.constraint_set.measure(expected_latency_of(1))
+    assert latency.table.batch == 1  # the table of deployment one input at a time, not of the training batch
+    p = problem.density.prob_active()
+    assert problem.constraint_set.values(p)[0].item() == pytest.approx(latency.share(p).item(), rel=1e-6)
+    trained, summary = train_then_purge(
+        tmp_path, arch="cnn", target_scope="none", budget="latency=1", epochs=4, batch_size=32, latency_batch=1
+    )
+    assert summary["latency_batch"] == 1 and summary["latency_pct_batch"] == 1  # the purge's default: the budget's
+    assert measured_value("latency", summary) == pytest.approx(summary["least_latency_share_b1"])
+
+
+def test_a_latency_budget_is_judged_at_its_own_batch_whatever_batch_the_purge_is_asked_to_time(tmp_path):
+    from ctrlsparse.training.purge_cli import purge_run
+
+    train_then_purge(tmp_path, arch="cnn", target_scope="none", budget="latency=1", epochs=1, batch_size=32)
+    sizes = purge_run(tmp_path / "run", latency_batch=8)  # before, latency_pct was the share at batch 8
+    assert sizes["latency_batch"] == 8 and sizes["latency_pct_batch"] == 32
+    assert sizes["latency_pct"] == pytest.approx(100 * sizes["least_latency_share_budget"])
+    assert "least_latency_share_batch" in sizes and "least_latency_share_b1" in sizes
+    purge_run(tmp_path / "run")  # at the budget's batch again: no third batch, none left from the last purge
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["latency_batch"] == 32 and not [key for key in summary if key.endswith("_budget")]
+
+
+def test_latency_batch_states_a_latency_budgets_batch_and_nothing_else():
+    for given in ({"budget": "macs=0.5", "latency_batch": 1}, {"budget": "latency=0.5", "latency_batch": -1}):
+        with pytest.raises(HParamError, match="latency_batch"):
+            HParams.resolve(arch="cnn", target_scope="none", **given)
+
+
 def test_a_latency_budget_below_the_models_least_latency_is_refused_before_training():
     hparams = HParams.resolve(arch="cnn", target_scope="none", budget="latency=0.01", batch_size=16)
     model = build_model(hparams, (1, 8, 8), 10)
-    with pytest.raises(HParamError, match=r"latency=0.01 is below the least this model reaches, 0\.\d+ .* or more"):
+    least = r"latency=0.01 is below the least this model reaches, 0\.\d+ of the dense model's latency at batch 16 .*"
+    with pytest.raises(HParamError, match=least + "or more"):
         ConstrainedL0Problem(model, hparams, torch.zeros(1, 1, 8, 8))
 
 

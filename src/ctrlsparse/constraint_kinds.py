@@ -49,8 +49,9 @@ _KIND_SPECS = {
     "layer": ConstraintKind(f"{_SET}:layer_density", budget=False),
     "macs": ConstraintKind(f"{_SET}:cost_share", cost=True, measured="macs_pct"),
     "params": ConstraintKind(f"{_SET}:cost_share", cost=True, measured="params_pct"),
-    # the expected latency at the training batch, from the latency table measured on the CPU (ctrlsparse.cost.latency);
-    # judged on the purged model's latency that ctrlsparse purge measures at the same batch
+    # the expected latency at the batch it is stated at (latency_batch, else the training batch), from the latency
+    # table measured on the CPU (ctrlsparse.cost.latency); judged on the purged model's latency that ctrlsparse purge
+    # measures at the same batch
     "latency": ConstraintKind(f"{_SET}:latency_share", measured="latency_pct"),
 }
 CONSTRAINT_KINDS = Registry(

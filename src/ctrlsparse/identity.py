@@ -48,6 +48,7 @@ LATER_FIELDS = (
     "distill_temperature",
     "round_channels",
     "recalibrate_norms",
+    "latency_batch",
 )
 # The key's layout; the workflow's wildcards are these names (``hash`` is 8 hex digits).
 RUN_PATTERN = "{dataset}/{arch}/{variant}~{level}/{hash}/seed~{seed}"

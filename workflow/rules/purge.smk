@@ -1,7 +1,8 @@
 # Every finished structured run -> its purged model (purged.pt2, loadable by plain torch; purged.onnx, checked
 # with onnxruntime), its size and its latency against the dense model (purge.json; params, MACs, both as % of
-# dense, latency at batch 1 and the training batch on one thread; also merged into summary.json and mirrored to
-# MLflow). A model that does not export to ONNX fails its purge job with one line in its log.
+# dense, latency at batch 1 and at the batch a latency budget is stated at, else the training batch, on one thread;
+# also merged into summary.json and mirrored to MLflow). A model that does not export to ONNX fails its purge job
+# with one line in its log.
 # (A search run trains no model of its own: nothing to purge; its steps are runs outside the grid.)
 PURGED = [f"{RUN_DIR}/{run.key}/{paths.PURGE_SIZES}" for run in RUNS if grid.purged(run)]
 

@@ -5,7 +5,7 @@ models; on the final pattern of a run it is off by a few hundredths (mnist5k MLP
 0.5 budget: predicted 0.50, measured by the purge 0.52-0.60). A latency budget is judged on the measured share,
 so the run measures it too: at :data:`POINTS` of the epochs its gates move (all of them without ``fix_gates``) it
 purges its current eval model, times it against the dense model the way the purge job does (both in their
-inference forms, the least of interleaved rounds at the training batch, on the CPU at the run's threads) and takes
+inference forms, the least of interleaved rounds at the budget's batch, on the CPU at the run's threads) and takes
 measured / predicted at that pattern. The model's ``correction``, which the constraint sees
 (``ExpectedLatency.share``), is the geometric mean of every such ratio of the run so far: one measurement moves by
 0.05-0.1 of the share on a 2-core VM with what else the cache holds (a digits mobilenet_v2 at batch 128: 0.51-0.62

@@ -166,6 +166,13 @@ def _check_budget(hparams: Any) -> dict[str, float]:
         raise HParamError("budget", f"budgets are constraints: give method {constrained}, not {hparams.method!r}")
     if values and hparams.gating != "structured":
         raise HParamError("budget", "MAC/parameter/latency budgets need structured gates (--gating structured)")
+    if hparams.latency_batch < 0:
+        raise HParamError("latency_batch", f"{hparams.latency_batch} must be a batch size, or 0 (the training batch)")
+    if hparams.latency_batch and "latency" not in values:
+        raise HParamError(
+            "latency_batch", f"{hparams.latency_batch}: the batch of a latency budget, and there is none; add "
+            "--budget latency=B or leave it 0",
+        )  # fmt: skip
     if hparams.target_scope == "none" and not values:
         raise HParamError("target_scope", "'none' leaves no constraint: give a --budget such as macs=0.3")
     return values

@@ -19,23 +19,13 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 
 # Fields that change how a run executes, never what it computes (a run may resume under other values); every
-# other field is part of the run's identity (:mod:`ctrlsparse.identity`).
+# other field is part of the run's identity (:mod:`ctrlsparse.identity`). skip_bad_images: which files of an image
+# folder it trains on is the folder's state, like data_root: a clean folder trains the same with it or without, and
+# a folder with bad files trains only with it (dataset.json counts the skipped).
 EXECUTION = (
-    "device",
-    "threads",
-    "checkpoint_seconds",
-    "data_root",
-    "download",
-    "data_workers",
-    "pretrained",
-    "channels_last",
-    "compile",
-    "feasibility_tolerance",
-    "require_feasible",
-    # which files of an image folder it trains on is the folder's state, like data_root: a clean folder trains the
-    # same with it or without, and a folder with bad files trains only with it (dataset.json counts the skipped)
-    "skip_bad_images",
-)
+    "device", "threads", "checkpoint_seconds", "data_root", "download", "data_workers", "pretrained", "channels_last",
+    "compile", "feasibility_tolerance", "require_feasible", "skip_bad_images",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,10 +68,15 @@ class HParams(SettingName):
         default="model",
     )
     budget: str = _help(
-        "expected MAC and/or parameter budgets as fractions of the dense model, e.g. macs=0.3 or "
-        "macs=0.3,params=0.25 (constrained runs, structured gates): one more constraint each, beside the density "
+        "expected MAC, parameter and/or latency budgets as fractions of the dense model's, e.g. macs=0.3 or "
+        "macs=0.3,latency=0.5 (constrained runs, structured gates): one more constraint each, beside the density "
         "target (or alone with --target-scope none), with its own multiplier and the same restarts and eq/le",
         default="",
+    )
+    latency_batch: int = _help(
+        "the batch size a latency budget is stated at: its latency table, the run's calibrations and the purge's "
+        "verdict time the model at it (1: deployed one input at a time); 0: --batch-size",
+        default=0,
     )
     constraint: str = _help(
         "eq (the default): expected density == target, multipliers of either sign (a restart resets one whose sign "
@@ -266,6 +261,11 @@ class HParams(SettingName):
     def budgets(self) -> dict[str, float]:
         """The budget as ``{kind: fraction of the dense model}``, e.g. ``{"macs": 0.3}`` (parsed when made)."""
         return dict(self._budgets)
+
+    @property
+    def latency_budget_batch(self) -> int:
+        """The batch a latency budget is stated, modelled and judged at: ``latency_batch``, else ``batch_size``."""
+        return self.latency_batch or self.batch_size
 
     # --- construction ---
     @classmethod

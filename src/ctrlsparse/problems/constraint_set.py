@@ -33,7 +33,7 @@ class ConstraintSet:
 
     def __init__(self, hparams: HParams, density: Density, model: nn.Module, example: Tensor | None):
         self.density, self.model, self.example = density, model, example
-        self.batch_size = hparams.batch_size  # a latency budget's batch
+        self.batch_size = hparams.latency_budget_batch  # a latency budget's batch
         self.entries = stated(
             hparams.target_scope, hparams.target, hparams.budgets, density.names, hparams.arch, density.kinds
         )
@@ -92,10 +92,11 @@ class ConstraintSet:
         for name, target, floor in zip(self.names, self.targets.tolist(), least, strict=True):
             kind = next(kind for kind, entries in self.entries.items() if name in entries)
             if self.specs[kind].budget and target < floor:
+                quantity = f"latency at batch {self.batch_size}" if kind == "latency" else kind  # where time goes
                 raise HParamError(
                     "budget",
                     f"{kind}={target:g} is below the least this model reaches, {floor:.3f} of the dense model's "
-                    f"{kind} with every gate closed; ask for {math.ceil(floor * 1000) / 1000:g} or more",
+                    f"{quantity} with every gate closed; ask for {math.ceil(floor * 1000) / 1000:g} or more",
                 )
 
     def __len__(self) -> int:

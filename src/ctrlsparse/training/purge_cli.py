@@ -13,8 +13,11 @@ dense model it is timed against is in its own inference form:
 - latency, measured in this job on the CPU at its ``--threads``: the purged model against the dense one (the
   same architecture with every gate open, in the same plain modules, in its inference form), interleaved calls, medians
   (:mod:`ctrlsparse.latency`), at batch 1 (``latency_ms_b1``, ``dense_latency_ms_b1``, ``latency_share_b1``) and
-  at ``--latency-batch`` (default: the run's training batch size; ``latency_batch`` and the same keys ending
-  ``_batch``), with ``latency_threads``;
+  at ``--latency-batch`` (default: the batch a latency budget is stated at, the run's ``latency_batch``, else its
+  training batch size; ``latency_batch`` and the same keys ending ``_batch``), with ``latency_threads``;
+  ``latency_pct`` (the value a latency budget is judged by: the least-time share, in percent) at the budget's
+  batch, ``latency_pct_batch``, whatever ``--latency-batch`` says (a third batch, keys ending ``_budget``, when
+  it is neither);
 - ``onnx_max_abs_diff``: onnxruntime's output against PyTorch's (at most 1e-4, or the ONNX check failed).
 
 It judges a budget run again on the purged model (``feasible`` false, with ``purged macs`` in ``target_missed``,
@@ -85,11 +88,13 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
     run, hparams = finished_run(run_dir)
     model = run.model.eval()
     example = torch.zeros(1, *run.data.input_shape)
-    batch = latency_batch or hparams.batch_size
-    inputs = {"b1": torch.randn(1, *run.data.input_shape), "batch": torch.randn(batch, *run.data.input_shape)}
+    stated = hparams.latency_budget_batch  # the batch a latency budget is stated (and judged) at
+    batch = latency_batch or stated
+    suffix = {stated: "budget", batch: "batch", 1: "b1"}  # each batch size timed once, under its last name here
+    inputs = {name: torch.randn(size, *run.data.input_shape) for size, name in suffix.items()}
     # what is saved, exported and timed: BatchNorms folded, the memory format never much slower at the latency
-    # batch and at batch 1 (as the latency table and the run's calibration chose it)
-    timing = (inputs["batch"], inputs["b1"])
+    # batch and at batch 1 (as the latency table and the run's calibration chose it) and at a budget's
+    timing = tuple(inputs[key] for key in ("batch", "b1", "budget") if key in inputs)
     form = deployed(model, example, timing=timing)
     purged = form.model
     sizes = size_report(count(model, example), count(form.plain, example)) | form.summary()  # the cost model's count
@@ -97,11 +102,15 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
     program = export_program(purged, example)
     save_purged(purged, example, paths.purged_model_path(run_dir), program)
     dense = deployed(model, example, timing=timing, dense=True).model  # in its own inference form
-    sizes |= {"latency_batch": batch, **latency_report(dense, purged, inputs, LATENCY_SECONDS)}
-    # the purged value of a latency budget (stated at the training batch, the default --latency-batch), in percent
-    # of the dense model's as macs_pct and params_pct are: the ratio of the least times of the interleaved rounds,
-    # which a loaded machine does not move (its medians it does: a digits CNN's dense model at 1.2 or 11.6 ms)
-    sizes["latency_pct"] = 100 * sizes["least_latency_share_batch"]
+    report = latency_report(dense, purged, inputs, LATENCY_SECONDS)
+    if batch == 1:  # the latency batch is batch 1: its keys are b1's
+        report |= {key.replace("_b1", "_batch"): value for key, value in report.items() if key.endswith("_b1")}
+    sizes |= {"latency_batch": batch, **report}
+    # the purged value of a latency budget (at the batch it is stated at, not a --latency-batch asked for beside
+    # it), in percent of the dense model's as macs_pct and params_pct are: the ratio of the least times of the
+    # interleaved rounds, which a loaded machine does not move (its medians it does: a digits CNN's dense model at
+    # 1.2 or 11.6 ms)
+    sizes |= {"latency_pct": 100 * sizes[f"least_latency_share_{suffix[stated]}"], "latency_pct_batch": stated}
     status: dict[str, Any] = {}
     onnx_path = paths.purged_onnx_path(run_dir)
     try:
@@ -110,7 +119,9 @@ def purge_run(run_dir: Path, latency_batch: int = 0) -> dict[str, Any]:
         onnx_path.unlink(missing_ok=True)  # no stale model of an earlier purge beside the new .pt2
         status["onnx_error"] = str(error)
     write_json(paths.purge_sizes_path(run_dir), sizes | status)
-    summary = {**json.loads(paths.summary_path(run_dir).read_text()), **sizes}
+    earlier = json.loads(paths.summary_path(run_dir).read_text())
+    # an earlier purge's third batch (keys ending _budget) is not this purge's: no stale latency left beside it
+    summary = {key: value for key, value in earlier.items() if not key.endswith("_budget")} | sizes
     verdict = assess(summary, summary.get("feasibility_tolerance") or hparams.feasibility_tolerance)
     write_json(paths.summary_path(run_dir), summary | verdict)  # a budget is judged on the purged model too
     return sizes | verdict | status
@@ -138,7 +149,8 @@ def main(argv: list[str]) -> int:
         "--latency-batch",
         type=int,
         default=0,
-        help="the batch size of the latency measured beside batch 1 (0: the run's training batch size)",
+        help="the batch size of the latency measured beside batch 1 (0: the batch the run's latency budget is "
+        "stated at, its --latency-batch, else its training batch size); a latency budget is judged at its own",
     )
     args = parser.parse_args(argv)
     for required in (paths.summary_path(args.run), paths.checkpoint_path(args.run), paths.hparams_path(args.run)):
@@ -162,8 +174,8 @@ def main(argv: list[str]) -> int:
     print(
         f"{args.run}: {sizes['params']} params ({sizes['params_pct']:.2f}% of dense), {sizes['macs']} MACs "
         f"({sizes['macs_pct']:.2f}%), test accuracy {100 * sizes['purged_test_accuracy']:.2f}%, latency "
-        f"{100 * sizes['least_latency_share_b1']:.0f}% of dense at batch 1, {sizes['latency_pct']:.0f}% at "
-        f"batch {sizes['latency_batch']}",
+        f"{100 * sizes['least_latency_share_b1']:.0f}% of dense at batch 1, "
+        f"{100 * sizes['least_latency_share_batch']:.0f}% at batch {sizes['latency_batch']}",
         file=sys.stderr,
     )
     if sizes.get("feasible") is False:  # the one line of a missed target, as the train command says it
