@@ -36,7 +36,8 @@ set's shape), and per MAC share in ``--shares``:
 - **formats**: each model's memory format in the timed form (``cl`` channels-last, ``nchw``, ``mix``: each conv
   in its own, :mod:`ctrlsparse.purge.conv_formats`), in column order (dense first).
 - **extra ops**: the purged graph's ``index_select``, ``index_add``, ``cat`` and ``mul`` nodes beyond the dense graph's (what the
-  purge inserted: re-indexing, zero padding, fractional gates).
+  purge inserted: re-indexing, zero padding, fractional gates), in the timed form (the inference form's folds
+  applied, :mod:`ctrlsparse.purge.index_folds`).
 
 Prints a Markdown table per batch size.
 """
@@ -159,8 +160,6 @@ def one_model(name: str, args) -> list[dict]:
                 models[column(pattern, multiple)] = purged
                 shares[column(pattern, multiple)] = count(purged, x).macs / dense_macs
         first = column(args.patterns[0], args.multiples[0])
-        ours = models[first]
-        extra = extra_ops(ours, dense)
         for multiple in args.peer_multiples if args.peer else ():
             key = "TP" if multiple == 1 else f"TP N={multiple}"
             target = shares.get(column(args.patterns[0], multiple), shares[first])
@@ -179,6 +178,7 @@ def one_model(name: str, args) -> list[dict]:
             models = {key: form.model for key, form in forms.items()}
             labels = {"channels_last": "cl", "contiguous": "nchw", "mixed": "mix"}
             formats = {key: labels[form.memory_format] for key, form in forms.items()}
+        extra = extra_ops(models[first], models["dense"])
         for batch in args.batches:
             inputs = torch.randn(batch, *shape, device=device)
             runs = [

@@ -6,7 +6,8 @@
 No architecture needs purge code of its own: residual adds, conv -> linear flattening and the masked BatchNorm
 are handled by the graph walk. ``deploy_form(model, example)`` (:mod:`~ctrlsparse.purge.deploy`) is the
 inference form the purge job saves and times: BatchNorms folded into their convs, fractional eval gates into the
-layers that read them, channels-last memory.
+layers that read them, the purge's re-indexing where a shape read or a Linear makes it unneeded,
+channels-last memory.
 """
 
 from ctrlsparse.purge.core import purge, purge_dense

@@ -9,6 +9,11 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
   falls only with the channels, not with the MACs.
 - **Fractional eval gates folded into the layers that read them** (:mod:`~ctrlsparse.purge.gate_scales`): the
   purge's one ``mul`` per gated tensor, where every reader is a Conv or Linear.
+- **Re-indexing folded away** (:mod:`~ctrlsparse.purge.index_folds`): the purge's ``index_select`` s and zero
+  pads where only a shape is read from them, where a Linear reads them (its weight columns gathered instead) and
+  where they split a Linear's output (narrow views of one Linear with its rows in their order: attention's q, k
+  and v). The registered ViT's every-gate-open model loses 9 of its 10 index ops (the class token's cat stays),
+  its purged model at half the MACs 14 of 15 (``benchmarks/index_folds.py``).
 - **The memory formats that run it faster**: channels-last, NCHW, or each conv in its own
   (:mod:`~ctrlsparse.purge.conv_formats`: oneDNN runs a small map much faster in NCHW, a large one in
   channels-last), timed side by side as whole models on a batch of the size it will serve (``timing``:
@@ -43,6 +48,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ctrlsparse.latency.measure import interleaved_times, never_much_slower
 from ctrlsparse.purge.conv_formats import chosen_formats, mixed_formats
 from ctrlsparse.purge.gate_scales import fold_gate_scales, foldable_scales
+from ctrlsparse.purge.index_folds import fold_index_ops
 
 TOLERANCE = 1e-4  # max |form - plain| / max(1, max |plain|) on the example
 
@@ -58,11 +64,13 @@ class DeployForm:
     plain: nn.Module
     channels_last_convs: int = 0  # of the model's Conv2d modules, those in channels-last
     folded_scales: int = 0  # fractional eval gates' multiplies folded into their readers (gate_scales.py)
+    folded_index_ops: int = 0  # index_select / cat nodes folded away (index_folds.py)
 
     def summary(self) -> dict[str, int | str]:
         return {
             "deploy_folded_batchnorms": self.folded,
             "deploy_folded_gate_scales": self.folded_scales,
+            "deploy_folded_index_ops": self.folded_index_ops,
             "deploy_memory_format": self.memory_format,
             "deploy_channels_last_convs": self.channels_last_convs,
             "deploy_convs": sum(type(m) is nn.Conv2d for m in self.model.modules()),
@@ -131,10 +139,12 @@ def deploy_form(
     example: Tensor,
     timing: Tensor | Sequence[Tensor] | None = None,
     tolerance: float = TOLERANCE,
+    index_folds: bool = True,
 ) -> DeployForm:
     """``model`` (eval mode; not changed) in its inference form, checked on a random batch of ``example``'s
     shape; the memory format timed on ``timing`` (a batch, or batches in order of weight) when given (see the
-    module doc)."""
+    module doc). ``index_folds=False`` leaves the purge's index ops as it emitted them (``benchmarks/index_folds.py``
+    times both)."""
     plain = model.eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.randn((2, *example.shape[1:]), generator=generator).to(example.device, example.dtype)
@@ -147,8 +157,9 @@ def deploy_form(
         except Exception:  # a model fx cannot trace keeps its BatchNorms
             folded, count = copy.deepcopy(plain), 0
         folded, scales = _gate_scales_folded(folded, example, reference, tolerance)
+        folded, index_ops = _index_ops_folded(folded, example, reference, tolerance) if index_folds else (folded, 0)
         if not any(isinstance(m, nn.Conv2d) for m in folded.modules()):
-            return DeployForm(folded, count, "contiguous", plain, folded_scales=scales)
+            return DeployForm(folded, count, "contiguous", plain, folded_scales=scales, folded_index_ops=index_ops)
         last = copy.deepcopy(folded).to(memory_format=torch.channels_last)
         runs = _runs(last, example, reference, tolerance)
     candidates = {"channels_last": last} if runs else {}  # channels-last first: the untimed choice, and on ties
@@ -158,7 +169,7 @@ def deploy_form(
             candidates[f"mixed {number}"] = mixed
     chosen = fastest(candidates, timing) if timing is not None and len(candidates) > 1 else next(iter(candidates))
     model = candidates[chosen]
-    return DeployForm(model, count, chosen.split()[0], plain, _channels_last_convs(model), scales)
+    return DeployForm(model, count, chosen.split()[0], plain, _channels_last_convs(model), scales, index_ops)
 
 
 def _gate_scales_folded(folded: nn.Module, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
@@ -170,6 +181,21 @@ def _gate_scales_folded(folded: nn.Module, example: Tensor, reference, tolerance
     scales = fold_gate_scales(candidate)
     if scales and _runs(candidate, example, reference, tolerance):
         return candidate, scales
+    return folded, 0
+
+
+def _index_ops_folded(folded: nn.Module, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
+    """``folded`` with the purge's re-indexing folded away where it can be (a copy, when any is and it computes
+    the same), and how many index ops went."""
+    if not isinstance(folded, fx.GraphModule):
+        return folded, 0
+    candidate = copy.deepcopy(folded)
+    try:
+        folds = fold_index_ops(candidate, example)
+    except Exception:  # a graph the shape propagation cannot run: the index ops stay
+        return folded, 0
+    if folds and _runs(candidate, example, reference, tolerance):
+        return candidate, folds
     return folded, 0
 
 

@@ -3,9 +3,10 @@
 Writes ``purged.pt2`` (torch.export; plain torch loads it), ``purged.onnx`` (the same model as ONNX, checked with
 onnxruntime) and ``purge.json``, and adds to ``summary.json``. The saved, exported and timed model is the purged
 one in its inference form (:func:`ctrlsparse.purge.deploy_form`: BatchNorms folded into their convs, fractional
-eval gates into the layers that read them, the memory formats, channels-last, NCHW or each conv in its own, that
-run it faster at the latency batch and at batch 1; ``deploy_folded_batchnorms``, ``deploy_folded_gate_scales``,
-``deploy_memory_format``, ``deploy_channels_last_convs``, ``deploy_convs``), and the
+eval gates into the layers that read them, re-indexing folded away, the memory formats, channels-last, NCHW or
+each conv in its own, that run it faster at the latency batch and at batch 1; ``deploy_folded_batchnorms``,
+``deploy_folded_gate_scales``, ``deploy_folded_index_ops``, ``deploy_memory_format``,
+``deploy_channels_last_convs``, ``deploy_convs``), and the
 dense model it is timed against is in its own inference form:
 
 - sizes: ``params``, ``macs``, ``params_pct``, ``macs_pct`` (% of the dense model), ``dense_params``,
