@@ -3,11 +3,13 @@ the folds of ``ctrlsparse.purge.index_folds`` and without them, timed interleave
 
     .venv/bin/python benchmarks/index_folds.py                                   # the registered ViT, digits
     .venv/bin/python benchmarks/index_folds.py --models vit_b_16 --size 224 --batches 1 --seconds 8
+    .venv/bin/python benchmarks/index_folds.py --runs results/runs/mnist5k/vit/constrained-model~0.3/*/seed~0
 
 Per model (``latency.py``'s builders: torchvision's at random weights gated by ``ctrlsparse.gate``,
 ``registered:<arch>``), a random gate pattern (``gate_patterns.py``) at ``--share`` of the MACs; the dense model
 (every gate open) and the purged one, each in the purge's inference form (``deploy_form``) with and without
-``index_folds``. Prints a Markdown table per model: index ops (``index_select`` and ``cat`` nodes) and the
+``index_folds``; ``--runs``: finished runs' trained models instead (their gates as trained, the dense model
+every gate open with its weights re-drawn, as the purge job times them). Prints a Markdown table per model: index ops (``index_select`` and ``cat`` nodes) and the
 share of the un-folded dense model's time (medians of per-round shares) at each batch size, and the purged
 model's share of its own dense model's time with the folds.
 """
@@ -15,11 +17,13 @@ model's share of its own dense model's time with the folds.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="registered:vit", help="comma-separated builders (latency.py)")
+    parser.add_argument("--runs", nargs="*", default=[], help="finished run directories (instead of --models)")
     parser.add_argument("--size", type=int, default=32, help="input side in pixels (torchvision models)")
     parser.add_argument("--share", type=float, default=0.5, help="target MAC share of the random pattern")
     parser.add_argument("--batches", default="16,1", help="batch sizes")
@@ -32,15 +36,24 @@ def main() -> None:
     from latency import build
 
     from ctrlsparse.latency import interleaved_times, median_share
-    from ctrlsparse.purge import deploy_form, purge
+    from ctrlsparse.purge import count, deploy_form, purge, purge_dense
+    from ctrlsparse.purge.deploy import redrawn_
     from ctrlsparse.purge.index_folds import index_ops
+    from ctrlsparse.training.purge_cli import finished_run
 
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
-    for name in args.models.split(","):
-        dense, gated, shape = build(name, args.size)
-        x = torch.randn(2, *shape)
-        share = random_pattern(gated, x, args.share, 1, 0)
+    for name in args.runs or args.models.split(","):
+        if args.runs:  # a trained model
+            run, _ = finished_run(Path(name))
+            gated, shape = run.model.eval(), tuple(run.data.input_shape)
+            x = torch.randn(2, *shape)
+            dense = redrawn_(purge_dense(gated, x))
+            share = count(purge(gated, x), x).macs / count(dense, x).macs
+        else:
+            dense, gated, shape = build(name, args.size)
+            x = torch.randn(2, *shape)
+            share = random_pattern(gated, x, args.share, 1, 0)
         timing = [torch.randn(batch, *shape) for batch in batches]
         models = {}
         for label, model in (("dense", dense), ("purged", purge(gated, x))):

@@ -41,11 +41,12 @@ LAYERS = {
 }
 
 
+@pytest.mark.parametrize("channels", [6, 1])  # 1: one value for every channel (a tensor left with one channel)
 @pytest.mark.parametrize("name", LAYERS)
-def test_scaling_a_layers_input_is_scaling_its_weights_input_columns(name):
+def test_scaling_a_layers_input_is_scaling_its_weights_input_columns(name, channels):
     build, shape, dim = LAYERS[name]
     torch.manual_seed(0)
-    module = fx.symbolic_trace(Scaled(build(), 6, dim, len(shape)))
+    module = fx.symbolic_trace(Scaled(build(), channels, dim, len(shape)))
     x = torch.randn(shape)
     with torch.no_grad():
         reference = module(x)

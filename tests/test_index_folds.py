@@ -93,6 +93,33 @@ def test_a_gathered_input_with_another_reader_is_left_alone():
     assert count == 0 and model.head.in_features == 5
 
 
+class Reselected(nn.Module):
+    """Zero-padded index_selects of zero-padded index_selects, each source padded by a cat of its own: what the
+    purge emits for a head whose q and k were pruned and its v kept."""
+
+    def __init__(self):
+        super().__init__()
+        for name, index in {"q": [3], "k": [0, 3], "v": [2, 0, 3], "again": [1, 2, 0, 1], "q_again": [1, 0, 1]}.items():
+            self.register_buffer(name, torch.tensor(index))
+
+    @staticmethod
+    def padded(x):
+        return torch.cat([x, torch.zeros_like(x.narrow(1, 0, 1))], 1)
+
+    def forward(self, x):  # x: (batch, 3)
+        q, k, v = (torch.index_select(self.padded(x), 1, index) for index in (self.q, self.k, self.v))
+        again = torch.index_select(self.padded(q), 1, self.q_again)
+        return torch.cat([again, k * 2, torch.index_select(v, 1, self.again)], 1)
+
+
+def test_index_selects_of_index_selects_become_one_of_their_source_with_one_shared_pad():
+    x = torch.randn(2, 3)
+    model, count = folded(Reselected(), x)
+    assert calls(model, torch.cat) == 2 and calls(model, torch.zeros_like) == 1  # x padded once, and the output
+    assert calls(model, torch.index_select) == 3 and count == 3 + 2
+    assert all(n.args[0].target is torch.cat for n in model.graph.nodes if n.target is torch.index_select)
+
+
 class Split(nn.Module):
     """One Linear's output read only by index_selects of its features (attention's q, k, v)."""
 

@@ -54,8 +54,9 @@ def fold_gate_scales(module: fx.GraphModule) -> int:
     return len(found)
 
 
-def _channel_scale(module: fx.GraphModule, node: fx.Node) -> tuple[int, Tensor] | None:
-    """(dim, values) when ``node`` is ``x * c`` with ``c`` a constant of one non-unit dim, else None."""
+def _channel_scale(module: fx.GraphModule, node: fx.Node) -> tuple[int | None, Tensor] | None:
+    """(dim, values) when ``node`` is ``x * c`` with ``c`` a constant of one non-unit dim (dim None: of one
+    value), else None."""
     if node.op != "call_function" or node.target not in (torch.mul, operator.mul) or len(node.args) != 2:
         return None
     x, constant = node.args
@@ -65,25 +66,31 @@ def _channel_scale(module: fx.GraphModule, node: fx.Node) -> tuple[int, Tensor] 
     if not isinstance(value, Tensor) or not value.is_floating_point() or value.dim() < 2:
         return None
     sized = [d for d, size in enumerate(value.shape) if size != 1]
-    if len(sized) != 1:
+    if len(sized) > 1:
         return None
+    if not sized:  # one value (a tensor left with one channel): a scale of every input channel alike
+        return None, value.detach().flatten()
     return sized[0] - value.dim(), value.detach().flatten()  # dim counted from the end
 
 
-def _folds_into(reader: fx.Node, node: fx.Node, modules, calls, dim: int, values: Tensor) -> bool:
+def _folds_into(reader: fx.Node, node: fx.Node, modules, calls, dim: int | None, values: Tensor) -> bool:
     layer = modules.get(str(reader.target)) if reader.op == "call_module" else None
     if type(layer) not in WEIGHT_LAYERS or calls.get(str(reader.target)) != 1:
         return False
     if reader.args[:1] != (node,) or node in reader.args[1:] or node in reader.kwargs.values():
         return False
+    if dim is None:
+        return True
     if isinstance(layer, nn.Linear):
         return dim == -1 and len(values) == layer.in_features
     return dim == -(layer.weight.dim() - 1) and len(values) == layer.in_channels  # (N, C, *spatial)
 
 
 def _scaled_weight(layer: nn.Module, values: Tensor) -> Tensor:
-    """``layer``'s weight with each input channel's columns multiplied by its value."""
+    """``layer``'s weight with each input channel's columns multiplied by its value (one value: all alike)."""
     weight = layer.weight.detach()
+    if len(values) == 1:
+        return weight * values
     if isinstance(layer, nn.Linear):
         return weight * values.view(1, -1)
     groups, spatial = layer.groups, weight.shape[2:]
