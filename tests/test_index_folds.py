@@ -10,7 +10,7 @@ import pytest
 import torch
 from channels import randomised, set_pattern
 from test_purge import build, max_error, set_gates
-from test_transformers import small_vit
+from test_transformers import small_swin, small_vit
 from torch import fx, nn
 
 import ctrlsparse
@@ -118,6 +118,64 @@ def test_index_selects_of_index_selects_become_one_of_their_source_with_one_shar
     assert calls(model, torch.cat) == 2 and calls(model, torch.zeros_like) == 1  # x padded once, and the output
     assert calls(model, torch.index_select) == 3 and count == 3 + 2
     assert all(n.args[0].target is torch.cat for n in model.graph.nodes if n.target is torch.index_select)
+
+
+class Windows(nn.Module):
+    """A Swin block's window partition over a tensor holding channels 0, 2, 3 of 5: padded to the full width,
+    viewed into windows, selected back; permuted; padded, reshaped, selected back; then a Linear (``merged``:
+    the last view folds the channels into the tokens, which no selection can pass)."""
+
+    def __init__(self, merged: bool = False):
+        super().__init__()
+        self.merged = merged
+        self.register_buffer("full", torch.tensor([0, 3, 1, 2, 3]))  # 3: the pad
+        self.register_buffer("held", torch.tensor([0, 2, 3]))
+        self.linear = nn.Linear(3 if not merged else 12, 2)
+
+    def forward(self, x):  # x: (batch, 4, 4, 3)
+        padded = torch.cat([x, torch.zeros_like(x.narrow(3, 0, 1))], 3)
+        y = torch.index_select(torch.index_select(padded, 3, self.full).view(-1, 2, 2, 2, 2, 5), 5, self.held)
+        y = y.permute(0, 1, 3, 2, 4, 5)
+        y = torch.index_select(torch.cat([y, torch.zeros_like(y.narrow(5, 0, 1))], 5), 5, self.full)
+        y = y.reshape(-1, 4, 5) if not self.merged else y.reshape(-1, 4, 4 * 5)
+        return self.linear(torch.index_select(y, 2, self.held if not self.merged else torch.arange(12)))
+
+
+def test_selections_pass_views_permutes_and_reshapes_that_keep_the_channels_last():
+    x = torch.randn(2, 4, 4, 3)
+    model, count = folded(Windows(), x)
+    assert count == 6 and calls(model, torch.index_select, torch.cat) == 0
+    model, count = folded(Windows(merged=True), x)  # the first view still passes; the merging reshape not
+    assert calls(model, torch.index_select, torch.cat) > 0
+
+
+class Transposed(nn.Module):
+    """A padded selection of the channels, then a permute that moves them off the last dim."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("full", torch.tensor([0, 3, 1, 2, 3]))
+
+    def forward(self, x):  # x: (batch, 4, 3)
+        padded = torch.cat([x, torch.zeros_like(x.narrow(2, 0, 1))], 2)
+        return torch.index_select(padded, 2, self.full).permute(0, 2, 1) * torch.arange(4.0)
+
+
+def test_a_permute_that_moves_the_channels_keeps_its_selection():
+    model, count = folded(Transposed(), torch.randn(2, 4, 3))
+    assert count == 0
+
+
+def test_a_purged_swins_windows_lose_their_padding():
+    x = torch.randn(2, 3, 32, 32)
+    gated = ctrlsparse.gate(randomised(small_swin()), x).eval()
+    set_pattern(gated, 1)
+    purged = purge(gated, x)
+    before = calls(purged, torch.index_select, torch.cat)
+    form = deploy_form(copy.deepcopy(purged), x)
+    assert before >= 20 and form.folded_index_ops >= 0.7 * before
+    with torch.no_grad():
+        assert max_error(form.model(x), gated(x)) <= 1e-5
 
 
 class Split(nn.Module):

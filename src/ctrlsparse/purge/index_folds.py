@@ -12,7 +12,10 @@ saved. Four exact rewrites of the inference form remove them:
   index_select went only to that read);
 - **selections composed**: an ``index_select`` of an ``index_select`` (each zero-padded or not) along one dim
   is one ``index_select`` of the first one's source, and the zero pads of one source are one (a trained ViT's
-  head whose q and k were pruned and its v kept: three pads and six selects became one pad and three);
+  head whose q and k were pruned and its v kept: three pads and six selects became one pad and three); a
+  selection of the last dim passes below a view, reshape, permute, roll or contiguous that keeps that dim last
+  and whole, to compose with the next (a Swin block's window partition and its reverse view their tokens at the
+  full width, between a padded select to it and a select back: torchvision's swin_t lost 189 of 231 index ops);
 - **gathers into a Linear**: a Linear reading its input features through ``index_select`` s, zero pads and
   ``getitem`` s of other dims reads their source (or one ``index_select`` of the features it uses), with its
   weight columns gathered (summed where a feature is read twice; a padded zero's column dropped): a ViT's head
@@ -113,26 +116,77 @@ def _composed_selects(module: fx.GraphModule) -> None:
                 )
         return pads[source, dim]
 
+    def selected(source: fx.Node, dim: int, index: Tensor, like: fx.Node) -> fx.Node:
+        """``source`` at ``index`` along ``dim`` (an index of its width or more: a zero), in place of ``like``."""
+        width = int(source.meta["tensor_meta"].shape[dim])
+        index = index.clamp(max=width)  # every zero at the pad's one slice
+        if torch.equal(index, torch.arange(width)):
+            return source
+        read = pad(source, dim) if bool((index == width).any()) else source
+        name = new_buffer(module, "fold_index", index.to(device_of(module)))
+        with graph.inserting_before(like):
+            value = graph.call_function(torch.index_select, (read, dim, graph.get_attr(name)))
+        value.meta = dict(like.meta)  # the same tensor
+        return value
+
     for node in list(graph.nodes):
         found = selection(module, node) if node.op == "call_function" else None
         if found is None:
-            continue
-        source, dim, index = found
-        inner = selection(module, source) if source.op == "call_function" else None
-        if inner is not None and inner[1] == dim:  # compose: zeros stay zeros
-            index = torch.where(index < len(inner[2]), inner[2][index.clamp(max=len(inner[2]) - 1)], 1 << 62)
-            source = inner[0]
-        elif padded_source(node.args[0], dim) is None:
-            continue  # one plain index_select: nothing to compose or share
-        width = int(source.meta["tensor_meta"].shape[dim])
-        index = index.clamp(max=width)  # every zero at the pad's one slice
-        with graph.inserting_before(node):
-            if torch.equal(index, torch.arange(width)):
-                value = source
-            else:
-                read = pad(source, dim) if bool((index == width).any()) else source
-                name = new_buffer(module, "fold_index", index.to(device_of(module)))
-                value = graph.call_function(torch.index_select, (read, dim, graph.get_attr(name)))
-                value.meta = dict(node.meta)  # the same tensor
-        node.replace_all_uses_with(value)
-        graph.erase_node(node)
+            value = _sunk(module, node, selected)
+        else:
+            source, dim, index = found
+            inner = selection(module, source) if source.op == "call_function" else None
+            if inner is not None and inner[1] == dim:  # compose: zeros stay zeros
+                index = torch.where(index < len(inner[2]), inner[2][index.clamp(max=len(inner[2]) - 1)], 1 << 62)
+                source = inner[0]
+            elif padded_source(node.args[0], dim) is None:
+                continue  # one plain index_select: nothing to compose or share
+            value = selected(source, dim, index, node)
+        if value is not None:
+            node.replace_all_uses_with(value)
+            graph.erase_node(node)
+
+
+def _sunk(module: fx.GraphModule, node: fx.Node, selected) -> fx.Node | None:
+    """``node``, a view, reshape, permute, roll or contiguous that keeps its input's last dim last and whole, on a
+    selection of that dim read by nothing else: the same op on the selection's source, then the selection (which
+    the selections after it then compose with: a Swin block's window partition views its tokens at the full
+    width, between a select of the kept channels and one back)."""
+    read = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    found = (
+        selection(module, read) if read is not None and read.op == "call_function" and len(read.users) == 1 else None
+    )
+    if found is None or found[1] != rank_of(read) - 1 or "tensor_meta" not in node.meta:
+        return None
+    source, _, index = found
+    width = int(source.meta["tensor_meta"].shape[-1])
+    args = _on_source(node, source, len(index), width)
+    if args is None:
+        return None
+    with module.graph.inserting_before(node):
+        target = "reshape" if node.target == "view" else node.target  # the source may not be viewable so
+        moved = module.graph.create_node(node.op, target, args, dict(node.kwargs))
+    meta = node.meta["tensor_meta"]
+    moved.meta["tensor_meta"] = meta._replace(shape=torch.Size((*meta.shape[:-1], width)))
+    return selected(moved, len(meta.shape) - 1, index, node)
+
+
+def _on_source(node: fx.Node, source: fx.Node, selected: int, width: int) -> tuple | None:
+    """``node``'s arguments with ``source`` for its input (of ``width`` channels in its last dim, where ``node``
+    reads ``selected``), or None when ``node`` does not keep that dim last and whole."""
+    rank, rest = rank_of(node.args[0]), node.args[1:]
+    packed = len(rest) == 1 and isinstance(rest[0], list | tuple)
+    values = list(rest[0]) if packed else list(rest)
+    if node.op == "call_method" and node.target in ("view", "reshape") and values and values[-1] == selected:
+        values[-1] = width
+    elif node.op == "call_method" and node.target == "permute" and values:
+        if not isinstance(values[-1], int) or values[-1] % rank != rank - 1:
+            return None
+    elif node.op == "call_function" and node.target is torch.roll:
+        dims = node.kwargs.get("dims", rest[1] if len(rest) > 1 else None)
+        dims = dims if isinstance(dims, list | tuple) else (dims,)
+        if any(not isinstance(d, int) or d % rank == rank - 1 for d in dims):
+            return None
+    elif not (node.op == "call_method" and node.target == "contiguous" and not rest):
+        return None
+    return (source, tuple(values)) if packed else (source, *values)
