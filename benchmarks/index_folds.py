@@ -8,7 +8,8 @@ the folds of ``ctrlsparse.purge.index_folds`` and without them, timed interleave
 Per model (``latency.py``'s builders: torchvision's at random weights gated by ``ctrlsparse.gate``,
 ``registered:<arch>``), a random gate pattern (``gate_patterns.py``) at ``--share`` of the MACs; the dense model
 (every gate open) and the purged one, each in the purge's inference form (``deploy_form``) with and without
-``index_folds``; ``--runs``: finished runs' trained models instead (their gates as trained, the dense model
+``index_folds`` (attention above rank 4 left to ``scaled_dot_product_attention``), and, where the model has such
+attention (a Swin's windows), the whole inference form (it written out: ``purge/attention_rank.py``); ``--runs``: finished runs' trained models instead (their gates as trained, the dense model
 every gate open with its weights re-drawn, as the purge job times them). Prints a Markdown table per model: index ops (``index_select`` and ``cat`` nodes) and the
 share of the un-folded dense model's time (medians of per-round shares) at each batch size, and the purged
 model's share of its own dense model's time with the folds.
@@ -59,7 +60,12 @@ def main() -> None:
         for label, model in (("dense", dense), ("purged", purge(gated, x))):
             for folds in (False, True):
                 key = f"{label}{' folded' if folds else ''}"
-                models[key] = deploy_form(model, x, timing=timing, index_folds=folds).model
+                form = deploy_form(model, x, timing=timing, index_folds=folds, attention_written_out=False)
+                models[key] = form.model
+            form = deploy_form(model, x, timing=timing)  # the inference form: attention above rank 4 written out
+            if form.written_out_attention:
+                models[f"{label} folded, attention written out"] = form.model
+        best = "folded, attention written out" if "purged folded, attention written out" in models else "folded"
         counts = {key: index_ops(model) for key, model in models.items()}
         measured = {
             batch: interleaved_times(models, torch.randn(batch, *shape), seconds=args.seconds, min_rounds=9)
@@ -71,8 +77,9 @@ def main() -> None:
         for key in models:
             shares = " | ".join(f"{median_share(measured[b], key, 'dense'):.3f}" for b in batches)
             print(f"| {key} | {counts[key]} | {shares} |")
-        own = " | ".join(f"{median_share(measured[b], 'purged folded', 'dense folded'):.3f}" for b in batches)
-        print(f"| purged folded / dense folded | | {own} |")
+        dense_best = f"dense {best}" if f"dense {best}" in models else "dense folded"
+        own = " | ".join(f"{median_share(measured[b], f'purged {best}', dense_best):.3f}" for b in batches)
+        print(f"| purged {best} / {dense_best} | | {own} |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ so that the model a user loads from ``purged.pt2`` runs as fast as the one the p
   where they split a Linear's output (narrow views of one Linear with its rows in their order: attention's q, k
   and v). The registered ViT's every-gate-open model loses 9 of its 10 index ops (the class token's cat stays),
   its purged model at half the MACs 14 of 15 (``benchmarks/index_folds.py``).
+- **Attention above rank 4 written out** (:mod:`~ctrlsparse.purge.attention_rank`): a Swin's windowed
+  attention, emitted at rank 5, as the matmuls and softmax torch's ONNX exporter takes.
 - **The memory formats that run it faster**: channels-last, NCHW, or each conv in its own
   (:mod:`~ctrlsparse.purge.conv_formats`: oneDNN runs a small map much faster in NCHW, a large one in
   channels-last), timed side by side as whole models on a batch of the size it will serve (``timing``:
@@ -46,6 +48,7 @@ from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ctrlsparse.latency.measure import interleaved_times, never_much_slower
+from ctrlsparse.purge.attention_rank import written_out_attention
 from ctrlsparse.purge.conv_formats import chosen_formats, mixed_formats
 from ctrlsparse.purge.gate_scales import fold_gate_scales, foldable_scales
 from ctrlsparse.purge.index_folds import fold_index_ops
@@ -65,12 +68,14 @@ class DeployForm:
     channels_last_convs: int = 0  # of the model's Conv2d modules, those in channels-last
     folded_scales: int = 0  # fractional eval gates' multiplies folded into their readers (gate_scales.py)
     folded_index_ops: int = 0  # index_select / cat nodes folded away (index_folds.py)
+    written_out_attention: int = 0  # attention calls of rank 5 or more written out as matmuls (attention_rank.py)
 
     def summary(self) -> dict[str, int | str]:
         return {
             "deploy_folded_batchnorms": self.folded,
             "deploy_folded_gate_scales": self.folded_scales,
             "deploy_folded_index_ops": self.folded_index_ops,
+            "deploy_written_out_attention": self.written_out_attention,
             "deploy_memory_format": self.memory_format,
             "deploy_channels_last_convs": self.channels_last_convs,
             "deploy_convs": sum(type(m) is nn.Conv2d for m in self.model.modules()),
@@ -140,11 +145,12 @@ def deploy_form(
     timing: Tensor | Sequence[Tensor] | None = None,
     tolerance: float = TOLERANCE,
     index_folds: bool = True,
+    attention_written_out: bool = True,
 ) -> DeployForm:
     """``model`` (eval mode; not changed) in its inference form, checked on a random batch of ``example``'s
     shape; the memory format timed on ``timing`` (a batch, or batches in order of weight) when given (see the
-    module doc). ``index_folds=False`` leaves the purge's index ops as it emitted them (``benchmarks/index_folds.py``
-    times both)."""
+    module doc). ``index_folds=False`` leaves the purge's index ops as it emitted them,
+    ``attention_written_out=False`` its attention above rank 4 (``benchmarks/index_folds.py`` times them)."""
     plain = model.eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.randn((2, *example.shape[1:]), generator=generator).to(example.device, example.dtype)
@@ -158,8 +164,10 @@ def deploy_form(
             folded, count = copy.deepcopy(plain), 0
         folded, scales = _gate_scales_folded(folded, example, reference, tolerance)
         folded, index_ops = _index_ops_folded(folded, example, reference, tolerance) if index_folds else (folded, 0)
+        attention = written_out_attention if attention_written_out else lambda *_: 0
+        folded, attention = _rewritten(folded, attention, example, reference, tolerance)
         if not any(isinstance(m, nn.Conv2d) for m in folded.modules()):
-            return DeployForm(folded, count, "contiguous", plain, folded_scales=scales, folded_index_ops=index_ops)
+            return DeployForm(folded, count, "contiguous", plain, 0, scales, index_ops, attention)
         last = copy.deepcopy(folded).to(memory_format=torch.channels_last)
         runs = _runs(last, example, reference, tolerance)
     candidates = {"channels_last": last} if runs else {}  # channels-last first: the untimed choice, and on ties
@@ -169,7 +177,7 @@ def deploy_form(
             candidates[f"mixed {number}"] = mixed
     chosen = fastest(candidates, timing) if timing is not None and len(candidates) > 1 else next(iter(candidates))
     model = candidates[chosen]
-    return DeployForm(model, count, chosen.split()[0], plain, _channels_last_convs(model), scales, index_ops)
+    return DeployForm(model, count, chosen.split()[0], plain, _channels_last_convs(model), scales, index_ops, attention)
 
 
 def _gate_scales_folded(folded: nn.Module, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
@@ -187,15 +195,21 @@ def _gate_scales_folded(folded: nn.Module, example: Tensor, reference, tolerance
 def _index_ops_folded(folded: nn.Module, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
     """``folded`` with the purge's re-indexing folded away where it can be (a copy, when any is and it computes
     the same), and how many index ops went."""
+    return _rewritten(folded, fold_index_ops, example, reference, tolerance)
+
+
+def _rewritten(folded: nn.Module, rewrite, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
+    """``folded`` through ``rewrite`` (in place on a copy, returning how much it changed), when it changed
+    anything and the copy computes the same; and how much."""
     if not isinstance(folded, fx.GraphModule):
         return folded, 0
     candidate = copy.deepcopy(folded)
     try:
-        folds = fold_index_ops(candidate, example)
-    except Exception:  # a graph the shape propagation cannot run: the index ops stay
+        changed = rewrite(candidate, example)
+    except Exception:  # a graph the shape propagation cannot run: the model stays as it is
         return folded, 0
-    if folds and _runs(candidate, example, reference, tolerance):
-        return candidate, folds
+    if changed and _runs(candidate, example, reference, tolerance):
+        return candidate, changed
     return folded, 0
 
 
