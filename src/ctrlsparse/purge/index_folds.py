@@ -164,7 +164,7 @@ def _sunk(module: fx.GraphModule, node: fx.Node, selected) -> fx.Node | None:
     if args is None:
         return None
     with module.graph.inserting_before(node):
-        target = "reshape" if node.target == "view" else node.target  # the source may not be viewable so
+        target = "reshape" if node.target == "view" else node.target  # the same values where a view cannot be
         moved = module.graph.create_node(node.op, target, args, dict(node.kwargs))
     meta = node.meta["tensor_meta"]
     moved.meta["tensor_meta"] = meta._replace(shape=torch.Size((*meta.shape[:-1], width)))
