@@ -39,7 +39,7 @@ def main() -> None:
     from ctrlsparse.latency import interleaved_times, median_share
     from ctrlsparse.purge import count, deploy_form, purge, purge_dense
     from ctrlsparse.purge.deploy import redrawn_
-    from ctrlsparse.purge.index_folds import index_ops
+    from ctrlsparse.purge.index_folds import index_ops_in
     from ctrlsparse.training.purge_cli import finished_run
 
     torch.set_num_threads(args.threads)
@@ -66,7 +66,7 @@ def main() -> None:
             if form.written_out_attention:
                 models[f"{label} folded, attention written out"] = form.model
         best = "folded, attention written out" if "purged folded, attention written out" in models else "folded"
-        counts = {key: index_ops(model) for key, model in models.items()}
+        counts = {key: index_ops_in(model) for key, model in models.items()}
         measured = {
             batch: interleaved_times(models, torch.randn(batch, *shape), seconds=args.seconds, min_rounds=9)
             for batch in batches

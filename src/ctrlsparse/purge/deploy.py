@@ -42,8 +42,10 @@ import copy
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -51,7 +53,7 @@ from ctrlsparse.latency.measure import interleaved_times, never_much_slower
 from ctrlsparse.purge.attention_rank import written_out_attention
 from ctrlsparse.purge.conv_formats import chosen_formats, mixed_formats
 from ctrlsparse.purge.gate_scales import fold_gate_scales, foldable_scales
-from ctrlsparse.purge.index_folds import fold_index_ops
+from ctrlsparse.purge.index_folds import fold_index_ops, index_ops_in
 
 TOLERANCE = 1e-4  # max |form - plain| / max(1, max |plain|) on the example
 
@@ -162,10 +164,11 @@ def deploy_form(
                 folded, count = copy.deepcopy(plain), 0
         except Exception:  # a model fx cannot trace keeps its BatchNorms
             folded, count = copy.deepcopy(plain), 0
-        folded, scales = _gate_scales_folded(folded, example, reference, tolerance)
-        folded, index_ops = _index_ops_folded(folded, example, reference, tolerance) if index_folds else (folded, 0)
-        attention = written_out_attention if attention_written_out else lambda *_: 0
-        folded, attention = _rewritten(folded, attention, example, reference, tolerance)
+        rewrite = partial(_rewritten, example=example, reference=reference, tolerance=tolerance)
+        folded, scales = rewrite(folded, lambda module, _: fold_gate_scales(module), foldable_scales)
+        folded, index_ops = rewrite(folded, fold_index_ops, index_ops_in) if index_folds else (folded, 0)
+        attention_needed = _calls_attention if attention_written_out else lambda _: False
+        folded, attention = rewrite(folded, written_out_attention, attention_needed)
         if not any(isinstance(m, nn.Conv2d) for m in folded.modules()):
             return DeployForm(folded, count, "contiguous", plain, 0, scales, index_ops, attention)
         last = copy.deepcopy(folded).to(memory_format=torch.channels_last)
@@ -180,28 +183,13 @@ def deploy_form(
     return DeployForm(model, count, chosen.split()[0], plain, _channels_last_convs(model), scales, index_ops, attention)
 
 
-def _gate_scales_folded(folded: nn.Module, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
-    """``folded`` with its fractional gates' multiplies folded into their readers (a copy, when any fold and it
-    computes the same), and how many."""
-    if not isinstance(folded, fx.GraphModule) or not foldable_scales(folded):  # most models: no copy made
-        return folded, 0
-    candidate = copy.deepcopy(folded)
-    scales = fold_gate_scales(candidate)
-    if scales and _runs(candidate, example, reference, tolerance):
-        return candidate, scales
-    return folded, 0
-
-
-def _index_ops_folded(folded: nn.Module, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
-    """``folded`` with the purge's re-indexing folded away where it can be (a copy, when any is and it computes
-    the same), and how many index ops went."""
-    return _rewritten(folded, fold_index_ops, example, reference, tolerance)
-
-
-def _rewritten(folded: nn.Module, rewrite, example: Tensor, reference, tolerance: float) -> tuple[nn.Module, int]:
-    """``folded`` through ``rewrite`` (in place on a copy, returning how much it changed), when it changed
-    anything and the copy computes the same; and how much."""
-    if not isinstance(folded, fx.GraphModule):
+def _rewritten(
+    folded: nn.Module, rewrite, needed, example: Tensor, reference, tolerance: float
+) -> tuple[nn.Module, int]:
+    """``folded`` through ``rewrite(copy, example)`` (in place on a copy, returning how much it changed) when
+    ``needed(folded)`` says there is something to rewrite (most models: no copy made), it changed anything and
+    the copy computes the same; and how much."""
+    if not isinstance(folded, fx.GraphModule) or not needed(folded):
         return folded, 0
     candidate = copy.deepcopy(folded)
     try:
@@ -211,6 +199,10 @@ def _rewritten(folded: nn.Module, rewrite, example: Tensor, reference, tolerance
     if changed and _runs(candidate, example, reference, tolerance):
         return candidate, changed
     return folded, 0
+
+
+def _calls_attention(module: fx.GraphModule) -> bool:
+    return any(node.target is F.scaled_dot_product_attention for node in module.graph.nodes)
 
 
 def _runs(model: nn.Module, example: Tensor, reference, tolerance: float) -> bool:

@@ -43,18 +43,18 @@ from ctrlsparse.purge.linear_folds import gathers_into_linears, split_outputs
 def fold_index_ops(module: fx.GraphModule, example: Tensor) -> int:
     """Apply the four rewrites to ``module`` in place (shapes from running ``example``); the number of index ops
     (``index_select``, ``cat``) its graph lost."""
-    before = index_ops(module)
+    before = index_ops_in(module)
+    ShapeProp(module).propagate(example)  # the nodes the rewrites make carry their shapes themselves
     for rewrite in (_shape_reads, _composed_selects, gathers_into_linears, split_outputs):
-        module.graph.eliminate_dead_code()
-        ShapeProp(module).propagate(example)  # the shapes of the nodes the last rewrite made
+        module.graph.eliminate_dead_code()  # a dead node's read is no reader
         rewrite(module)
     module.graph.eliminate_dead_code()
     module.delete_all_unused_submodules()
     module.recompile()
-    return before - index_ops(module)
+    return before - index_ops_in(module)
 
 
-def index_ops(module: nn.Module) -> int:
+def index_ops_in(module: nn.Module) -> int:
     """``index_select`` and ``cat`` nodes of ``module``'s graph (0: not a GraphModule)."""
     if not isinstance(module, fx.GraphModule):
         return 0
