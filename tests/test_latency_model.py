@@ -99,3 +99,30 @@ def test_measuring_latency_leaves_the_runs_random_stream_alone(cache):
     latency_table(model, x, 4, CPU)  # a hit: read
     measured_share(model, x, 4)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_gradient_at_all_open_is_what_closing_one_gate_saves(cache):
+    """At all-open every layer's kept count is the top of its grid: the gradient there is the slope toward fewer
+    channels (closing one gate saves exactly it in the table's top cell), and at the bottom of the grid it is 0
+    (nothing is saved below it). ``clamp`` gave 0 at either end, so an all-open model's gradient had only the
+    rest's part, and a greedy step by it never chose a layer still at full width."""
+    model, x = model_and_input()
+    measured = latency_table(model, x, 4, CPU)
+    layers = [  # a known, strictly increasing table in place of this machine's times
+        dataclasses.replace(t, ms=[[float(c * r + c) for r in (t.rows or [1])] for c in t.columns])
+        for t in measured.layers
+    ]
+    expected = ExpectedLatency(model, x, dataclasses.replace(measured, layers=layers, rest_ms=0.0, rest_fixed_ms=0.0))
+    n = sum(layer.n_gates for _, layer in gated_layers(model))
+    ones = torch.ones(n, dtype=torch.float64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(expected.milliseconds(ones), ones)
+    full = float(expected.milliseconds(ones.detach()))
+    saved = torch.tensor(
+        [full - float(expected.milliseconds(ones.detach().index_fill(0, torch.tensor([g]), 0.0))) for g in range(n)]
+    )
+    assert (gradient > 0).all()
+    assert gradient.float() == pytest.approx(saved.float(), rel=1e-6)
+    least = torch.cat([torch.arange(u.n_gates) < max(1, round(u.n_gates / 8)) for _, u in gated_layers(model)])
+    bottom = least.double().requires_grad_(True)  # every set at its grid's first count (1/8 of its gates)
+    (gradient,) = torch.autograd.grad(expected.milliseconds(bottom), bottom)
+    assert (gradient == 0).all()  # every count at its grid's first: closing more saves nothing by the table

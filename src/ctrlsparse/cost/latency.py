@@ -43,11 +43,16 @@ from ctrlsparse.layers import gated_layers
 
 
 def interpolate(grid: Tensor, values: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Index of the grid cell holding ``x`` (clamped to the grid) and its two weights (linear interpolation)."""
+    """Index of the grid cell holding ``x`` (held to the grid) and its two weights (linear interpolation).
+
+    The derivative is the one toward fewer channels (closing gates): at the grid's top, the slope of the cell
+    below it; at or below its bottom, 0 (the table says nothing is saved there). Not ``clamp``, whose gradient
+    is 0 at either bound: every layer of an all-open model (its count the top of its grid) had none."""
     if len(grid) == 1:
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return torch.zeros((), dtype=torch.long, device=x.device), 1.0 - zero, zero
-    x = x.clamp(float(grid[0]), float(grid[-1]))
+    low_end, high_end = grid[0].to(x), grid[-1].to(x)
+    x = torch.where(x <= low_end, low_end, torch.where(x > high_end, high_end, x))
     index = (torch.searchsorted(grid, x.detach().reshape(1), right=True) - 1).clamp(0, len(grid) - 2)[0]
     low, high = grid[index], grid[index + 1]
     weight = (x - low) / (high - low)
