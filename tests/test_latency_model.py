@@ -126,3 +126,19 @@ def test_the_gradient_at_all_open_is_what_closing_one_gate_saves(cache):
     bottom = least.double().requires_grad_(True)  # every set at its grid's first count (1/8 of its gates)
     (gradient,) = torch.autograd.grad(expected.milliseconds(bottom), bottom)
     assert (gradient == 0).all()  # every count at its grid's first: closing more saves nothing by the table
+
+
+def test_the_rests_two_parts_are_the_line_through_the_dense_rest_that_fits_the_partly_open_models():
+    from ctrlsparse.cost.latency import rest_parts
+
+    # on one line, fixed 2 + 10 x activations kept: found exactly, from one partly open model or two
+    assert rest_parts(12.0, [(0.5, 7.0), (0.3, 5.0)]) == pytest.approx((10.0, 2.0))
+    assert rest_parts(12.0, [(0.5, 7.0)]) == pytest.approx((10.0, 2.0))
+    # one model off the line (a timing under load) moves the fit by less than it alone would
+    alone = rest_parts(12.0, [(0.5, 11.0)])
+    fitted = rest_parts(12.0, [(0.5, 11.0), (0.3, 5.0)])
+    assert alone[1] == pytest.approx(10.0) and 2.0 < fitted[1] < 10.0
+    # never a negative part: a rest that grows as activations go is all fixed, one that falls below 0 all scaling
+    assert rest_parts(12.0, [(0.5, 14.0)]) == (0.0, 12.0)
+    assert rest_parts(12.0, [(0.5, -3.0)]) == (12.0, 0.0)
+    assert rest_parts(12.0, [(1.0, 12.0)]) == (0.0, 12.0)  # no spread in activations: all fixed

@@ -3,14 +3,14 @@ latency table measured once on the target device (:mod:`ctrlsparse.cost.latency_
 
 The purged model's time is its Conv / Linear layers' plus the rest (norms, activations, pooling, additions, the
 purge's index ops). The table times each layer alone at a grid of kept input columns x kept output rows (a
-grouped conv: kept groups), and the whole dense model once; the rest is the dense model's time minus its layers'.
+grouped conv: kept groups), and whole models; the rest is the dense model's time minus its layers'.
 The expected latency is
 
     sum over layers of the layer's table, bilinearly interpolated at its expected kept columns and rows
     + the rest's fixed part + its scaling part x the expected share of the layers' output activations kept,
 
-the rest's two parts solved from two whole models the table times, the dense one and a half-open one
-(:func:`~ctrlsparse.cost.latency_table.measure_table`),
+the rest's two parts fitted to three whole models the table times side by side, the dense one, a half-open and a
+quarter-open one (:func:`measure_table`, :func:`rest_parts`),
 
 with the expected counts the cost model's (:mod:`ctrlsparse.cost.terms`: the same channel expressions the purge
 decides with). At all-open it is the measured dense latency, by construction; its share of it is what a
@@ -38,7 +38,7 @@ from ctrlsparse.cost.latency_table import (
     traced_flow,
     weight_nodes,
 )
-from ctrlsparse.latency.measure import least_ms
+from ctrlsparse.latency.measure import interleaved_times
 from ctrlsparse.layers import gated_layers
 
 
@@ -141,43 +141,61 @@ class ExpectedLatency:
 
 
 def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:
-    """Time every layer of the gated ``model`` on its grid, and two whole models: the dense one (purged with every
-    gate open, in the inference form: what a user would deploy) and a half one (every gate set's first half open). What the
-    layers' tables do not explain of the two (norms, activations, pooling, additions, index ops) is split into a
-    part that scales with the output activations kept and a fixed part (per-call overhead), from the two."""
+    """Time every layer of the gated ``model`` on its grid, and whole models: the dense one (purged with every gate
+    open, in the inference form: what a user would deploy) and two partly open ones (every gate set's first half,
+    its first quarter), one call of each in turn, the least of each over the rounds. What the layers' tables do not
+    explain of them (norms, activations, pooling, additions, index ops) is the rest: a fixed part (per-call
+    overhead) and a part that scales with the output activations kept, the line through the dense model's rest
+    that fits the partly open ones' best (:func:`rest_parts`)."""
     from ctrlsparse.purge import deployed
 
     x = torch.randn(batch, *example.shape[1:], device=device)
     one = example[:1].to(device)
     timing = (x, x[:1])  # the memory format as the purge job chooses it: at the latency batch and at batch 1
-    dense = deployed(model.to(device), one, timing=timing, dense=True)  # as the purge job saves and times it
-    dense_ms = least_ms(dense.model, x, repeats=21, budget_s=2.0)
-    half, open_half = half_open(model)
-    half_ms = least_ms(deployed(half.to(device), one, timing=timing).model, x, repeats=21, budget_s=2.0)
+    wholes = {"dense": deployed(model.to(device), one, timing=timing, dense=True).model}  # as the purge job times it
+    patterns = {}
+    for name, fraction in (("half", 0.5), ("quarter", 0.25)):
+        partly, patterns[name] = partly_open(model, fraction)
+        wholes[name] = deployed(partly.to(device), one, timing=timing).model
+    # interleaved: a load that comes and goes hits every model alike, and the least of each is from quiet rounds
+    least = {name: 1000.0 * min(times) for name, times in interleaved_times(wholes, x, 2.0, 11).items()}
     flow = traced_flow(model, example)
     layers = [time_layer(node, flow, batch, device) for node in weight_nodes(flow)]
-    layers_only = ExpectedLatency(model, example, LatencyTable(device_name(device), batch, dense_ms, 0.0, layers))
-    ones = torch.ones_like(open_half)
-    rest_full = dense_ms - float(layers_only.milliseconds(ones))
-    rest_half = half_ms - float(layers_only.milliseconds(open_half))
-    kept = float(layers_only.activation_share(open_half))
-    slope = (rest_full - rest_half) / (1.0 - kept) if kept < 1.0 else 0.0
+    layers_only = ExpectedLatency(model, example, LatencyTable(device_name(device), batch, least["dense"], 0.0, layers))
+    ones = torch.ones_like(patterns["half"])
+    rest_full = least["dense"] - float(layers_only.milliseconds(ones))
+    partial = [
+        (float(layers_only.activation_share(p)), least[name] - float(layers_only.milliseconds(p)))
+        for name, p in patterns.items()
+    ]
+    slope, fixed = rest_parts(rest_full, partial)
+    return LatencyTable(device_name(device), batch, least["dense"], slope, layers, fixed)
+
+
+def rest_parts(rest_full: float, partial: list[tuple[float, float]]) -> tuple[float, float]:
+    """(scaling part, fixed part) of the rest: the line ``fixed + scaling x activations kept`` through the dense
+    model's rest (activations 1) that fits the partly open models' ``(activations kept, rest)`` best (least
+    squares), both parts at least 0. Before, one half-open model, timed apart from the dense one, set the split:
+    its layers' prediction error and any load during either timing went into the fixed part whole."""
+    spread = sum((1.0 - kept) ** 2 for kept, _ in partial)
+    if spread <= 0.0:
+        return 0.0, max(rest_full, 0.0)
+    slope = sum((1.0 - kept) * (rest_full - rest) for kept, rest in partial) / spread
     slope = min(max(slope, 0.0), max(rest_full, 0.0))
-    fixed = max(rest_full - slope, 0.0)
-    return LatencyTable(device_name(device), batch, dense_ms, slope, layers, fixed)
+    return slope, max(rest_full - slope, 0.0)
 
 
-def half_open(model: nn.Module) -> tuple[nn.Module, Tensor]:
-    """A copy of ``model`` with the first half of every gate set open (at least one) and the rest closed, and
-    that pattern as 0/1 per gate (all sets concatenated)."""
-    half = all_open(model)
+def partly_open(model: nn.Module, fraction: float) -> tuple[nn.Module, Tensor]:
+    """A copy of ``model`` with the first ``fraction`` of every gate set open (at least one) and the rest closed,
+    and that pattern as 0/1 per gate (all sets concatenated)."""
+    copy = all_open(model)
     pattern = []
     with torch.no_grad():
-        for _, layer in gated_layers(half):
-            opened = torch.arange(layer.n_gates) < max(1, (layer.n_gates + 1) // 2)
+        for _, layer in gated_layers(copy):
+            opened = torch.arange(layer.n_gates) < max(1, math.ceil(fraction * layer.n_gates))
             layer.log_alpha.copy_(torch.where(opened, 10.0, -10.0).to(layer.log_alpha))
             pattern.append(opened.double())
-    return half, torch.cat(pattern)
+    return copy, torch.cat(pattern)
 
 
 def latency_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:

@@ -196,9 +196,10 @@ def table_key(model: nn.Module, example: Tensor, batch: int, device: torch.devic
         if isinstance(m, nn.Conv2d | nn.Linear)
     ]
     identity = {
-        "format": 6,  # 2: the rest split into a fixed and a scaling part; 3: timed in the purge's inference form;
+        "format": 7,  # 2: the rest split into a fixed and a scaling part; 3: timed in the purge's inference form;
         # 4: its memory format chosen at the batch and at batch 1, as the purge job chooses it; 5: timed in a
-        # process that keeps the memory it frees (ctrlsparse.latency.allocator); 6: each conv in its own format
+        # process that keeps the memory it frees (ctrlsparse.latency.allocator); 6: each conv in its own format;
+        # 7: the rest fitted to the dense, a half-open and a quarter-open model, timed interleaved
         "device": device_name(device),
         "batch": batch,
         "input": list(example.shape[1:]),
