@@ -189,14 +189,14 @@ def rest_parts(rest_full: float, partial: list[tuple[float, float]]) -> tuple[fl
 def partly_open(model: nn.Module, fraction: float) -> tuple[nn.Module, Tensor]:
     """A copy of ``model`` with the first ``fraction`` of every gate set open (at least one) and the rest closed,
     and that pattern as 0/1 per gate (all sets concatenated)."""
-    copy = all_open(model)
+    partly = all_open(model)
     pattern = []
     with torch.no_grad():
-        for _, layer in gated_layers(copy):
+        for _, layer in gated_layers(partly):
             opened = torch.arange(layer.n_gates) < max(1, math.ceil(fraction * layer.n_gates))
             layer.log_alpha.copy_(torch.where(opened, 10.0, -10.0).to(layer.log_alpha))
             pattern.append(opened.double())
-    return copy, torch.cat(pattern)
+    return partly, torch.cat(pattern)
 
 
 def latency_table(model: nn.Module, example: Tensor, batch: int, device: torch.device) -> LatencyTable:
