@@ -107,6 +107,9 @@ def one_model(name: str, args) -> list[str]:
                 with clamped_gradient():
                     steered_pattern(gated, x, share, 1, latency, args.steer_least)
             opened = torch.cat([unit.eval_open() for _, unit in gated_layers(gated)]).double()
+            if pattern.startswith("steered"):  # where it put the channels: kept / all, per gate set
+                kept = " ".join(f"{int(u.eval_open().sum())}/{u.n_gates}" for _, u in gated_layers(gated))
+                print(f"<!-- {name} at {share}, {pattern}: {kept} -->", flush=True)
             predicted[pattern] = float(latency.uncorrected_share(opened))
             models[pattern] = purge(gated, x)
         if args.peer:
