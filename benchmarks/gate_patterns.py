@@ -4,6 +4,8 @@
   longest prefix whose purged MAC share (the cost model at 0/1 gates, which is the purged model's count) is at
   most the share; with rounding, the prefix chosen again for the rounded counts. About the same share of every
   set's channels goes (what a MAC budget with no data to prefer one layer does).
+- :func:`uniform_pattern`: every set keeps the same fraction of its gates, bisected to the share (Torch-Pruning's
+  shape, with our gates).
 - :func:`steered_pattern`: the gates closed a step at a time (``multiple`` gates with rounding, else 1/32 of the
   set) in the set whose next step the latency model (:class:`ctrlsparse.cost.latency.ExpectedLatency`, the
   measured per-layer table on this machine) says saves the most time per MAC it removes, until the MAC share is
@@ -134,3 +136,21 @@ def steered_pattern(gated, x, share: float, multiple: int, latency, least: float
         kept[best[0]] = best[1]
     _set_counts(units, kept)
     return _share(gated, x)
+
+
+def uniform_pattern(gated, x, share: float) -> float:
+    """Every gate set keeps the same fraction of its gates (at least one), the fraction bisected to ``share`` of
+    the MACs (Torch-Pruning's shape: one ratio for every layer); returns the share."""
+    from ctrlsparse.layers import gated_layers
+
+    units = [unit for _, unit in gated_layers(gated)]
+
+    def apply(fraction: float) -> float:
+        _set_counts(units, [max(1, round(fraction * unit.n_gates)) for unit in units])
+        return _share(gated, x)
+
+    low, high = 0.0, 1.0
+    for _ in range(16):
+        middle = (low + high) / 2
+        low, high = (middle, high) if apply(middle) <= share else (low, middle)
+    return apply(low)

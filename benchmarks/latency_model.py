@@ -49,32 +49,9 @@ def clamped_gradient():
         latency_module.interpolate = kept
 
 
-def uniform_pattern(gated, x, share: float) -> float:
-    """Every gate set keeps the same fraction of its gates (at least one), bisected to ``share`` of the MACs."""
-    import torch
-    from gate_patterns import _share
-
-    from ctrlsparse.layers import gated_layers
-
-    units = [unit for _, unit in gated_layers(gated)]
-
-    def apply(fraction: float) -> float:
-        with torch.no_grad():
-            for unit in units:
-                kept = torch.arange(unit.n_gates) < max(1, round(fraction * unit.n_gates))
-                unit.log_alpha.copy_(torch.where(kept, 10.0, -10.0).to(unit.log_alpha))
-        return _share(gated, x)
-
-    low, high = 0.0, 1.0
-    for _ in range(16):
-        middle = (low + high) / 2
-        low, high = (middle, high) if apply(middle) <= share else (low, middle)
-    return apply(low)
-
-
 def one_model(name: str, args) -> list[str]:
     import torch
-    from gate_patterns import random_pattern, steered_pattern
+    from gate_patterns import random_pattern, steered_pattern, uniform_pattern
     from latency import build, torch_pruning
 
     from ctrlsparse.cost.latency import ExpectedLatency, latency_table

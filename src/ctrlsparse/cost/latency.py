@@ -159,7 +159,10 @@ def measure_table(model: nn.Module, example: Tensor, batch: int, device: torch.d
         wholes[name] = deployed(partly.to(device), one, timing=timing).model
     # interleaved (11 to 21 rounds, about 2 s): a load that comes and goes hits every model alike, and the
     # least of each is from quiet rounds
-    least = {name: 1000.0 * min(times) for name, times in interleaved_times(wholes, x, 2.0, 11, 21).items()}
+    least = {
+        name: 1000.0 * min(times)
+        for name, times in interleaved_times(wholes, x, seconds=2.0, min_rounds=11, max_rounds=21).items()
+    }
     flow = traced_flow(model, example)
     layers = [time_layer(node, flow, batch, device) for node in weight_nodes(flow)]
     layers_only = ExpectedLatency(model, example, LatencyTable(device_name(device), batch, least["dense"], 0.0, layers))
